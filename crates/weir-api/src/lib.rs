@@ -62,17 +62,26 @@ pub fn check_text(text: &str, default_namespace: &str) -> Vec<Checked> {
             })
             .collect();
         match &doc.root {
-            None => out.push(Checked {
-                pos: doc.pos,
-                api_version: None,
-                kind: None,
-                namespace: None,
-                name: None,
-                resource: None,
-                findings: yaml_findings,
-                verdict: Verdict::Invalid,
-                skip_reason: None,
-            }),
+            None => {
+                let last_line = doc
+                    .errors
+                    .iter()
+                    .map(|e| e.pos.line)
+                    .max()
+                    .unwrap_or(doc.pos.line);
+                let id = sniff_identity(text, doc.pos.line, last_line);
+                out.push(Checked {
+                    pos: doc.pos,
+                    api_version: id.api_version,
+                    kind: id.kind,
+                    namespace: id.namespace,
+                    name: id.name,
+                    resource: None,
+                    findings: yaml_findings,
+                    verdict: Verdict::Invalid,
+                    skip_reason: None,
+                });
+            }
             Some(root) => {
                 let mut checked = check_document(root, default_namespace);
                 if !yaml_findings.is_empty() {
@@ -88,4 +97,73 @@ pub fn check_text(text: &str, default_namespace: &str) -> Vec<Checked> {
         }
     }
     out
+}
+
+/// What could be read of a resource's identity from raw lines (for a document YAML cannot parse).
+#[derive(Default)]
+struct Identity {
+    api_version: Option<String>,
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+/// Looks for top-level `apiVersion:`/`kind:` and `metadata.name`/`namespace` lines between two
+/// 1-based lines, so that a syntax error can still name the resource it is in.
+fn sniff_identity(text: &str, from: u32, to: u32) -> Identity {
+    let mut id = Identity::default();
+    let mut in_metadata = false;
+    let value = |line: &str, key: &str| -> Option<String> {
+        let rest = line.trim_start().strip_prefix(key)?.strip_prefix(':')?;
+        let v = rest
+            .split(" #")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\'']);
+        (!v.is_empty()).then(|| v.to_string())
+    };
+    let lines = text
+        .lines()
+        .skip(from.saturating_sub(1) as usize)
+        .take((to + 1).saturating_sub(from) as usize);
+    for line in lines {
+        let top_level = !line.starts_with([' ', '\t']);
+        if top_level {
+            in_metadata = line.trim_end() == "metadata:";
+            id.api_version = id.api_version.or_else(|| value(line, "apiVersion"));
+            id.kind = id.kind.or_else(|| value(line, "kind"));
+        } else if in_metadata && line.len() - line.trim_start().len() == 2 {
+            id.name = id.name.clone().or_else(|| value(line, "name"));
+            id.namespace = id.namespace.clone().or_else(|| value(line, "namespace"));
+        }
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syntax_error_still_names_its_resource() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: api\n  namespace: prod\nspec:\n  hosts:\n  - *.foo.com\n";
+        let checked = check_text(text, "default");
+        assert_eq!(checked.len(), 1);
+        assert_eq!(checked[0].display_name(), "ServiceEntry prod/api");
+        assert_eq!(checked[0].verdict, Verdict::Invalid);
+        assert_eq!(checked[0].findings[0].pos.unwrap().line, 8);
+    }
+
+    #[test]
+    fn duplicate_keys_make_the_resource_invalid() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec:\n  egress: [{hosts: [\"./*\"]}]\n  egress: []\n";
+        let checked = check_text(text, "default");
+        assert_eq!(checked[0].verdict, Verdict::Invalid);
+        assert!(
+            checked[0].findings[0]
+                .message
+                .contains("duplicate key \"egress\"")
+        );
+    }
 }

@@ -245,7 +245,7 @@ pub fn check_resource(root: &Node, default_namespace: &str) -> Checked {
     for f in &mut checked.findings {
         if f.pos.is_none() {
             let (node, _) = root.locate(f.path.segments());
-            f.pos = Some(node.pos);
+            f.pos = Some(node.anchor());
         }
     }
     if checked.findings.iter().any(|f| f.severity == Severity::Error) {
@@ -450,7 +450,7 @@ pub fn parse_mesh_config(text: &str) -> (Option<MeshConfig>, Vec<Finding>) {
     }
     for f in &mut findings {
         if f.pos.is_none() {
-            f.pos = Some(root.locate(f.path.segments()).0.pos);
+            f.pos = Some(root.locate(f.path.segments()).0.anchor());
         }
     }
     let has_errors = findings.iter().any(|f| f.severity == Severity::Error);

@@ -55,6 +55,8 @@ pub struct Node {
     /// The source text of a plain (unquoted) scalar that YAML resolved to a non-string type,
     /// kept so that errors can say "write it in quotes".
     pub plain: Option<Box<str>>,
+    /// Where this node's key is, when the node is a mapping value.
+    pub key: Option<Pos>,
 }
 
 impl Node {
@@ -64,6 +66,7 @@ impl Node {
             pos: Pos::default(),
             value,
             plain: None,
+            key: None,
         }
     }
 
@@ -94,6 +97,11 @@ impl Node {
             Value::Str(s) => Some(s),
             _ => None,
         }
+    }
+
+    /// Where a finding about this node should point: its key when it is a mapping value.
+    pub fn anchor(&self) -> Pos {
+        self.key.unwrap_or(self.pos)
     }
 
     /// The deepest node along `path` and the number of segments that were found.
@@ -315,6 +323,7 @@ fn parse_stream(src: &str, line_offset: usize, docs: &mut Vec<Document>) -> Opti
                     pos,
                     value: Value::Null,
                     plain: None,
+                    key: None,
                 }))
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -355,6 +364,7 @@ fn parse_stream(src: &str, line_offset: usize, docs: &mut Vec<Document>) -> Opti
                         pos,
                         value: Value::Seq(items),
                         plain: None,
+                        key: None,
                     };
                     if anchor > 0 {
                         anchors.push((anchor, node.clone()));
@@ -373,6 +383,7 @@ fn parse_stream(src: &str, line_offset: usize, docs: &mut Vec<Document>) -> Opti
                             pos,
                             value: Value::Map(entries),
                             plain: None,
+                            key: None,
                         },
                         implicit_in_flow,
                     );
@@ -402,6 +413,8 @@ fn parse_stream(src: &str, line_offset: usize, docs: &mut Vec<Document>) -> Opti
                             });
                         }
                     } else {
+                        let mut node = node;
+                        node.key = Some(k.pos);
                         entries.push((name, node));
                     }
                 }
@@ -432,6 +445,7 @@ fn flow_entry_compat(node: Node, implicit_in_flow: bool) -> Node {
                 pos: node.pos,
                 value: Value::Str(format!("{}:", entries[0].0)),
                 plain: None,
+                key: None,
             }
         }
         _ => node,
@@ -467,7 +481,12 @@ fn scalar_node(text: &str, style: ScalarStyle, tag: Option<&Tag>, pos: Pos) -> N
         Value::Str(_) => None,
         _ => Some(text.into()),
     };
-    Node { pos, value, plain }
+    Node {
+        pos,
+        value,
+        plain,
+        key: None,
+    }
 }
 
 /// Resolves a plain scalar the way go-yaml v2 (used by `kubectl` and `sigs.k8s.io/yaml`) does.
@@ -560,6 +579,12 @@ fn explain_scan_error(err: &ScanError, src: &str) -> String {
                  because a YAML value may not start with '*'; put it in quotes: \"{token}\""
             );
         }
+    }
+    if info.contains("anchor or alias") {
+        return format!(
+            "YAML syntax error: {info}; a value that starts with '*' or '&' is read as an alias or anchor, \
+             put it in quotes (for example \"*\" or \"*.example.com\")"
+        );
     }
     let at_char = line.chars().nth(col);
     if at_char == Some('\t') || (info.contains("tab") && line.contains('\t')) {
@@ -660,6 +685,16 @@ mod tests {
             docs[0].errors[0]
                 .message
                 .contains("duplicate key \"a\" (first defined at line 1)")
+        );
+    }
+
+    #[test]
+    fn a_lone_star_is_explained() {
+        let docs = parse_documents("hosts: [* ]\n");
+        assert!(
+            docs[0].errors[0].message.contains("put it in quotes"),
+            "{:?}",
+            docs[0].errors
         );
     }
 

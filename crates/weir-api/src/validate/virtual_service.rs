@@ -415,13 +415,13 @@ fn http_route(r: &mut Report, rp: &Path<'_>, route: &HttpRoute, in_delegate: boo
             let dp = rp.key("delegate");
             match d.name.as_deref() {
                 None | Some("") => r.error(&dp.key("name"), "delegate name cannot be empty"),
-                Some(n) if !common::is_lower_dns1123_label(n) => {
+                Some(n) if !common::is_dns1123_label(n) => {
                     r.error(&dp.key("name"), format!("delegate name {n} is invalid"));
                 }
                 Some(_) => {}
             }
             if let Some(ns) = d.namespace.as_deref().filter(|ns| !ns.is_empty()) {
-                if !common::is_lower_dns1123_label(ns) {
+                if !common::is_dns1123_label(ns) {
                     r.error(
                         &dp.key("namespace"),
                         format!("delegate namespace {ns} is invalid"),
@@ -550,7 +550,7 @@ fn http_match(r: &mut Report, p: &Path<'_>, m: &HttpMatchRequest) {
             string_match(r, &p.key(field), sm, field, false);
         }
     }
-    if let Some(port) = m.port {
+    if let Some(port) = m.port.filter(|p| *p != 0) {
         common::port(r, &p.key("port"), i64::from(port));
     }
     common::labels(r, &p.key("sourceLabels"), m.source_labels.or_empty());

@@ -49,7 +49,14 @@ use diag::Style;
 /// `metadata.namespace` are placed in `default_namespace`.
 pub fn check_text(text: &str, default_namespace: &str) -> Vec<Checked> {
     let mut out = Vec::new();
-    for doc in yaml::parse_documents(text) {
+    check_text_each(text, default_namespace, |c| out.push(c));
+    out
+}
+
+/// Like [`check_text`], but hands each resource to `f` as soon as it is checked; each document's
+/// tree is dropped before the next is read, so memory stays flat however large the input.
+pub fn check_text_each(text: &str, default_namespace: &str, mut f: impl FnMut(Checked)) {
+    yaml::for_each_document(text, |doc| {
         let yaml_findings: Vec<Finding> = doc
             .errors
             .iter()
@@ -70,11 +77,11 @@ pub fn check_text(text: &str, default_namespace: &str) -> Vec<Checked> {
                     .max()
                     .unwrap_or(doc.pos.line);
                 let id = sniff_identity(text, doc.pos.line, last_line);
-                out.push(Checked {
+                f(Checked {
                     pos: doc.pos,
                     api_version: id.api_version,
                     kind: id.kind,
-                    namespace: id.namespace,
+                    namespace: id.namespace.or_else(|| Some(default_namespace.to_string())),
                     name: id.name,
                     resource: None,
                     findings: yaml_findings,
@@ -92,11 +99,10 @@ pub fn check_text(text: &str, default_namespace: &str) -> Vec<Checked> {
                         first.verdict = Verdict::Invalid;
                     }
                 }
-                out.extend(checked);
+                checked.into_iter().for_each(&mut f);
             }
         }
-    }
-    out
+    });
 }
 
 /// What could be read of a resource's identity from raw lines (for a document YAML cannot parse).

@@ -86,27 +86,27 @@ pub fn kind_info(group: &str, kind: &str) -> Option<&'static KindInfo> {
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)]
 pub enum Resource {
-    ServiceEntry(Object<net::ServiceEntry>),
-    VirtualService(Object<net::VirtualService>),
-    DestinationRule(Object<net::DestinationRule>),
-    Gateway(Object<net::Gateway>),
-    Sidecar(Object<net::Sidecar>),
-    WorkloadEntry(Object<net::WorkloadEntry>),
-    WorkloadGroup(Object<net::WorkloadGroup>),
-    EnvoyFilter(Object<net::EnvoyFilter>),
-    ProxyConfig(Object<net::ProxyConfig>),
-    AuthorizationPolicy(Object<sec::AuthorizationPolicy>),
-    PeerAuthentication(Object<sec::PeerAuthentication>),
-    RequestAuthentication(Object<sec::RequestAuthentication>),
-    Telemetry(Object<tel::Telemetry>),
-    Namespace(Namespace),
-    Service(Service),
-    Endpoints(Endpoints),
-    EndpointSlice(EndpointSlice),
-    Pod(Pod),
-    Secret(DataObject),
+    ServiceEntry(Box<Object<net::ServiceEntry>>),
+    VirtualService(Box<Object<net::VirtualService>>),
+    DestinationRule(Box<Object<net::DestinationRule>>),
+    Gateway(Box<Object<net::Gateway>>),
+    Sidecar(Box<Object<net::Sidecar>>),
+    WorkloadEntry(Box<Object<net::WorkloadEntry>>),
+    WorkloadGroup(Box<Object<net::WorkloadGroup>>),
+    EnvoyFilter(Box<Object<net::EnvoyFilter>>),
+    ProxyConfig(Box<Object<net::ProxyConfig>>),
+    AuthorizationPolicy(Box<Object<sec::AuthorizationPolicy>>),
+    PeerAuthentication(Box<Object<sec::PeerAuthentication>>),
+    RequestAuthentication(Box<Object<sec::RequestAuthentication>>),
+    Telemetry(Box<Object<tel::Telemetry>>),
+    Namespace(Box<Namespace>),
+    Service(Box<Service>),
+    Endpoints(Box<Endpoints>),
+    EndpointSlice(Box<EndpointSlice>),
+    Pod(Box<Pod>),
+    Secret(Box<DataObject>),
     /// A ConfigMap; the `istio` ConfigMap also carries a parsed MeshConfig.
-    ConfigMap(DataObject, Option<Box<MeshConfig>>),
+    ConfigMap(Box<DataObject>, Option<Box<MeshConfig>>),
 }
 
 impl Resource {
@@ -349,7 +349,7 @@ fn decode_kind(root: &Node, kind: &str, namespace: &str) -> (Option<Resource>, V
     macro_rules! istio {
         ($variant:ident) => {{
             let (o, f) = decode_object(root, namespace, Strict);
-            (o.map(Resource::$variant), f)
+            (o.map(|o| Resource::$variant(Box::new(o))), f)
         }};
     }
     match kind {
@@ -368,27 +368,27 @@ fn decode_kind(root: &Node, kind: &str, namespace: &str) -> (Option<Resource>, V
         "Telemetry" => istio!(Telemetry),
         "Namespace" => {
             let (o, f) = decode::<Namespace>(root, Lenient);
-            (o.map(Resource::Namespace), f)
+            (o.map(|o| Resource::Namespace(Box::new(o))), f)
         }
         "Service" => {
             let (o, f) = decode_object(root, namespace, Lenient);
-            (o.map(Resource::Service), f)
+            (o.map(|o| Resource::Service(Box::new(o))), f)
         }
         "Endpoints" => {
             let (o, f) = decode::<Endpoints>(root, Lenient);
-            (o.map(Resource::Endpoints), f)
+            (o.map(|o| Resource::Endpoints(Box::new(o))), f)
         }
         "EndpointSlice" => {
             let (o, f) = decode::<EndpointSlice>(root, Lenient);
-            (o.map(Resource::EndpointSlice), f)
+            (o.map(|o| Resource::EndpointSlice(Box::new(o))), f)
         }
         "Pod" => {
             let (o, f) = decode::<Pod>(root, Lenient);
-            (o.map(Resource::Pod), f)
+            (o.map(|o| Resource::Pod(Box::new(o))), f)
         }
         "Secret" => {
             let (o, f) = decode::<DataObject>(root, Lenient);
-            (o.map(Resource::Secret), f)
+            (o.map(|o| Resource::Secret(Box::new(o))), f)
         }
         "ConfigMap" => decode_config_map(root),
         _ => (None, Vec::new()),
@@ -408,7 +408,7 @@ fn decode_config_map(root: &Node) -> (Option<Resource>, Vec<Finding>) {
             let (mesh, mut mesh_findings) = parse_mesh_config(text);
             for f in &mut mesh_findings {
                 let mut path = vec![Seg::Key("data".into()), Seg::Key("mesh".into())];
-                path.extend(f.path.0.drain(..));
+                path.append(&mut f.path.0);
                 f.path = FieldPath(path);
                 if let Some(pos) = f.pos.as_mut() {
                     // The mesh text is a block scalar starting on the line after `mesh: |`.
@@ -420,7 +420,7 @@ fn decode_config_map(root: &Node) -> (Option<Resource>, Vec<Finding>) {
         }
         _ => None,
     };
-    (Some(Resource::ConfigMap(obj, mesh)), findings)
+    (Some(Resource::ConfigMap(Box::new(obj), mesh)), findings)
 }
 
 /// Parses and validates a MeshConfig document (the text of the `mesh` key of the `istio`

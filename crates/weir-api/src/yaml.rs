@@ -99,6 +99,21 @@ impl Node {
         }
     }
 
+    /// The source text of a scalar as written (for messages such as "write it in quotes").
+    pub fn source_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if let Some(p) = &self.plain {
+            return Some(std::borrow::Cow::Borrowed(p));
+        }
+        match &self.value {
+            Value::Null => Some("".into()),
+            Value::Bool(b) => Some(b.to_string().into()),
+            Value::Int(i) => Some(i.to_string().into()),
+            Value::Float(f) => Some(f.to_string().into()),
+            Value::Str(s) => Some(std::borrow::Cow::Borrowed(s)),
+            Value::Seq(_) | Value::Map(_) => None,
+        }
+    }
+
     /// Where a finding about this node should point: its key when it is a mapping value.
     pub fn anchor(&self) -> Pos {
         self.key.unwrap_or(self.pos)
@@ -194,10 +209,17 @@ pub struct Document {
 /// (`root: None`); parsing resumes at the next `---` line, so one broken document loses nothing else.
 pub fn parse_documents(src: &str) -> Vec<Document> {
     let mut docs = Vec::new();
+    for_each_document(src, |d| docs.push(d));
+    docs
+}
+
+/// Like [`parse_documents`], but hands each document to `f` as soon as it is read, so that a
+/// caller can check it and drop its tree before the next one is built.
+pub fn for_each_document(src: &str, mut f: impl FnMut(Document)) {
     let mut line_offset = 0usize;
     let mut rest = src;
     loop {
-        match parse_stream(rest, line_offset, &mut docs) {
+        match parse_stream(rest, line_offset, &mut f) {
             None => break,
             Some(error_line) => {
                 // Resume at the first document separator after the error line.
@@ -209,7 +231,6 @@ pub fn parse_documents(src: &str) -> Vec<Document> {
             }
         }
     }
-    docs
 }
 
 /// Finds the first line at or after `after_line` (1-based, relative to `src`) that starts a new
@@ -264,7 +285,7 @@ impl<'s> Lines<'s> {
 }
 
 /// Parses `src` into `docs`. Returns `Some(line)` (relative to `src`) when a syntax error stopped it.
-fn parse_stream(src: &str, line_offset: usize, docs: &mut Vec<Document>) -> Option<usize> {
+fn parse_stream(src: &str, line_offset: usize, emit: &mut dyn FnMut(Document)) -> Option<usize> {
     let mut parser = Parser::new_from_str(src);
     let lines = Lines::new(src);
     let mut stack: Vec<Frame> = Vec::new();
@@ -285,7 +306,7 @@ fn parse_stream(src: &str, line_offset: usize, docs: &mut Vec<Document>) -> Opti
                     message: explain_scan_error(&err, src),
                 };
                 let doc_pos = current.as_ref().map_or(pos, |d| d.pos);
-                docs.push(Document {
+                emit(Document {
                     root: None,
                     pos: doc_pos,
                     errors: vec![error],
@@ -308,7 +329,7 @@ fn parse_stream(src: &str, line_offset: usize, docs: &mut Vec<Document>) -> Opti
             Event::DocumentEnd => {
                 if let Some(doc) = current.take() {
                     if doc.root.as_ref().is_some_and(|n| n.value != Value::Null) || !doc.errors.is_empty() {
-                        docs.push(doc);
+                        emit(doc);
                     }
                 }
                 None
@@ -319,7 +340,7 @@ fn parse_stream(src: &str, line_offset: usize, docs: &mut Vec<Document>) -> Opti
                     .rev()
                     .find(|(a, _)| *a == id)
                     .map(|(_, n)| n.clone());
-                Some(node.unwrap_or_else(|| Node {
+                Some(node.unwrap_or(Node {
                     pos,
                     value: Value::Null,
                     plain: None,
@@ -437,9 +458,7 @@ fn flow_entry_compat(node: Node, implicit_in_flow: bool) -> Node {
     }
     match &node.value {
         Value::Map(entries)
-            if entries.len() == 1
-                && entries[0].1.value == Value::Null
-                && entries[0].1.plain.as_deref() == Some("") =>
+            if entries.len() == 1 && entries[0].1.value == Value::Null && entries[0].1.plain.is_none() =>
         {
             Node {
                 pos: node.pos,
@@ -456,6 +475,9 @@ fn flow_entry_compat(node: Node, implicit_in_flow: bool) -> Node {
 fn key_string(node: &Node) -> String {
     if let Some(plain) = &node.plain {
         return plain.to_string();
+    }
+    if let Value::Null = node.value {
+        return String::new();
     }
     match &node.value {
         Value::Str(s) => s.clone(),
@@ -477,10 +499,15 @@ fn scalar_node(text: &str, style: ScalarStyle, tag: Option<&Tag>, pos: Pos) -> N
         (_, ScalarStyle::Plain) => resolve_plain(text),
         _ => Value::Str(text.to_string()),
     };
-    let plain = match value {
-        Value::Str(_) => None,
-        _ => Some(text.into()),
+    // Keep the source text only where the value does not render back to it (`yes`, `0x10`, `1.10`).
+    let canonical = match &value {
+        Value::Str(_) => true,
+        Value::Null => text.is_empty(),
+        Value::Bool(b) => text == if *b { "true" } else { "false" },
+        Value::Int(i) => text.parse::<i64>().ok() == Some(*i) && !text.starts_with(['+', '0']) || text == "0",
+        _ => false,
     };
+    let plain = (!canonical).then(|| text.into());
     Node {
         pos,
         value,
@@ -635,7 +662,9 @@ mod tests {
         assert_eq!(n.get("h").unwrap().value, Value::Int(8));
         assert_eq!(n.get("i").unwrap().value, Value::Str("*.x".into()));
         assert_eq!(n.get("j").unwrap().value, Value::Float(1000.0));
-        assert_eq!(n.get("a").unwrap().plain.as_deref(), Some("1"));
+        assert_eq!(n.get("a").unwrap().source_text().as_deref(), Some("1"));
+        assert_eq!(n.get("c").unwrap().source_text().as_deref(), Some("yes"));
+        assert_eq!(n.get("h").unwrap().source_text().as_deref(), Some("010"));
     }
 
     #[test]

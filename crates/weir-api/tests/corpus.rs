@@ -7,6 +7,8 @@
 //!
 //! It also checks that each valid resource round-trips: parse → serialize gives the same document.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
 use std::path::{Path, PathBuf};
 
 use weir_api::yaml::{Node, Value, parse_documents};

@@ -10,6 +10,8 @@
 //! ```
 //! A case with `_raw: true` is checked exactly as written.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
 use std::path::Path;
 
 use weir_api::resource::kind_info;

@@ -2,13 +2,14 @@
 //! scripts.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
 use serde_json::json;
 use weir_api::{Checked, Finding, Severity, Verdict};
 
-use crate::files::{Source, read_inputs};
+use crate::files::read_inputs;
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -42,28 +43,73 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let results: Vec<(String, Checked)> = sources
-        .iter()
-        .flat_map(|s| check_source(s, &args.namespace))
-        .collect();
-    let out = match args.format {
-        Format::Text => text_report(&results, sources.len()),
-        Format::Json => json_report(&results),
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut tally = Tally::default();
+    let mut json_resources = Vec::new();
+    for source in &sources {
+        let mut handle = |c: Checked| {
+            tally.add(&c);
+            match args.format {
+                Format::Text => {
+                    let _ = out.write_all(text_lines(&source.name, &c).as_bytes());
+                }
+                Format::Json => json_resources.push(resource_json(&source.name, &c)),
+            }
+        };
+        match &source.text {
+            Ok(text) => weir_api::check_text_each(text, &args.namespace, &mut handle),
+            Err(reason) => handle(unreadable(reason)),
+        }
+    }
+    let summary = match args.format {
+        Format::Text => tally.text_summary(sources.len()),
+        Format::Json => json_document(json_resources, &tally),
     };
-    print!("{out}");
-    if results.iter().any(|(_, c)| c.verdict == Verdict::Invalid) {
+    let _ = out.write_all(summary.as_bytes());
+    let _ = out.flush();
+    if tally.invalid > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
 }
 
-fn check_source(source: &Source, namespace: &str) -> Vec<(String, Checked)> {
-    let checked = match &source.text {
-        Ok(text) => weir_api::check_text(text, namespace),
-        Err(reason) => vec![unreadable(reason)],
-    };
-    checked.into_iter().map(|c| (source.name.clone(), c)).collect()
+/// Counts for the summary.
+#[derive(Default)]
+pub struct Tally {
+    resources: usize,
+    valid: usize,
+    invalid: usize,
+    skipped: usize,
+    errors: usize,
+    warnings: usize,
+}
+
+impl Tally {
+    fn add(&mut self, c: &Checked) {
+        self.resources += 1;
+        match c.verdict {
+            Verdict::Valid => self.valid += 1,
+            Verdict::Invalid => self.invalid += 1,
+            Verdict::Skipped => self.skipped += 1,
+        }
+        self.errors += c.errors().count();
+        self.warnings += c.warnings().count();
+    }
+
+    fn text_summary(&self, files: usize) -> String {
+        format!(
+            "{} in {}: {} valid, {} invalid, {} skipped; {}, {}\n",
+            plural(self.resources, "resource"),
+            plural(files, "file"),
+            self.valid,
+            self.invalid,
+            self.skipped,
+            plural(self.errors, "error"),
+            plural(self.warnings, "warning"),
+        )
+    }
 }
 
 fn unreadable(reason: &str) -> Checked {
@@ -93,37 +139,21 @@ fn subject(c: &Checked) -> String {
     c.display_name()
 }
 
-/// The text report: `file:line:col: error: Kind ns/name: spec.path: message`, then a summary.
-pub fn text_report(results: &[(String, Checked)], files: usize) -> String {
+/// One resource's lines of the text report: `file:line:col: error: Kind ns/name: spec.path: message`.
+pub fn text_lines(file: &str, c: &Checked) -> String {
     let mut out = String::new();
-    for (file, c) in results {
-        for f in &c.findings {
-            let pos = f.pos.unwrap_or(c.pos);
-            let level = match f.severity {
-                Severity::Error => "error",
-                Severity::Warning => "warning",
-            };
-            let _ = writeln!(out, "{file}:{pos}: {level}: {}: {}", subject(c), f.text());
-        }
-        if c.verdict == Verdict::Skipped {
-            let reason = c.skip_reason.as_deref().unwrap_or("not validated");
-            let _ = writeln!(out, "{file}:{}: skipped: {}: {reason}", c.pos, subject(c));
-        }
+    for f in &c.findings {
+        let pos = f.pos.unwrap_or(c.pos);
+        let level = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(out, "{file}:{pos}: {level}: {}: {}", subject(c), f.text());
     }
-    let count = |v: Verdict| results.iter().filter(|(_, c)| c.verdict == v).count();
-    let errors: usize = results.iter().map(|(_, c)| c.errors().count()).sum();
-    let warnings: usize = results.iter().map(|(_, c)| c.warnings().count()).sum();
-    let _ = writeln!(
-        out,
-        "{} in {}: {} valid, {} invalid, {} skipped; {}, {}",
-        plural(results.len(), "resource"),
-        plural(files, "file"),
-        count(Verdict::Valid),
-        count(Verdict::Invalid),
-        count(Verdict::Skipped),
-        plural(errors, "error"),
-        plural(warnings, "warning"),
-    );
+    if c.verdict == Verdict::Skipped {
+        let reason = c.skip_reason.as_deref().unwrap_or("not validated");
+        let _ = writeln!(out, "{file}:{}: skipped: {}: {reason}", c.pos, subject(c));
+    }
     out
 }
 
@@ -145,36 +175,33 @@ fn finding_json(f: &Finding) -> serde_json::Value {
     })
 }
 
-/// The JSON report (shape documented in docs/cli.md).
-pub fn json_report(results: &[(String, Checked)]) -> String {
-    let resources: Vec<serde_json::Value> = results
-        .iter()
-        .map(|(file, c)| {
-            let mut r = json!({
-                "file": file,
-                "line": c.pos.line,
-                "apiVersion": c.api_version,
-                "kind": c.kind,
-                "namespace": c.namespace,
-                "name": c.name,
-                "status": c.verdict,
-                "errors": c.errors().map(finding_json).collect::<Vec<_>>(),
-                "warnings": c.warnings().map(finding_json).collect::<Vec<_>>(),
-            });
-            if let Some(reason) = &c.skip_reason {
-                r["reason"] = json!(reason);
-            }
-            r
-        })
-        .collect();
-    let count = |v: Verdict| results.iter().filter(|(_, c)| c.verdict == v).count();
+/// One resource of the JSON report (shape documented in docs/cli.md).
+pub fn resource_json(file: &str, c: &Checked) -> serde_json::Value {
+    let mut r = json!({
+        "file": file,
+        "line": c.pos.line,
+        "apiVersion": c.api_version,
+        "kind": c.kind,
+        "namespace": c.namespace,
+        "name": c.name,
+        "status": c.verdict,
+        "errors": c.errors().map(finding_json).collect::<Vec<_>>(),
+        "warnings": c.warnings().map(finding_json).collect::<Vec<_>>(),
+    });
+    if let Some(reason) = &c.skip_reason {
+        r["reason"] = json!(reason);
+    }
+    r
+}
+
+fn json_document(resources: Vec<serde_json::Value>, tally: &Tally) -> String {
     let report = json!({
         "resources": resources,
         "summary": {
-            "valid": count(Verdict::Valid),
-            "invalid": count(Verdict::Invalid),
-            "skipped": count(Verdict::Skipped),
-            "warnings": results.iter().map(|(_, c)| c.warnings().count()).sum::<usize>(),
+            "valid": tally.valid,
+            "invalid": tally.invalid,
+            "skipped": tally.skipped,
+            "warnings": tally.warnings,
         }
     });
     let mut s = serde_json::to_string_pretty(&report).unwrap_or_default();

@@ -165,18 +165,16 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, ef: &EnvoyFilter, _meta: &Meta<'
                     }
                 }
             }
-            ApplyTo::RouteConfiguration | ApplyTo::VirtualHost | ApplyTo::HttpRoute => {
-                if has_object && m.route_configuration.is_none() {
-                    r.error(&mp, "Envoy filter: applyTo for http route class objects cannot have non route configuration match");
-                }
+            ApplyTo::RouteConfiguration | ApplyTo::VirtualHost | ApplyTo::HttpRoute
+                if has_object && m.route_configuration.is_none() =>
+            {
+                r.error(&mp, "Envoy filter: applyTo for http route class objects cannot have non route configuration match");
             }
-            ApplyTo::Cluster => {
-                if has_object && m.cluster.is_none() {
-                    r.error(
-                        &mp,
-                        "Envoy filter: applyTo for cluster class objects cannot have non cluster match",
-                    );
-                }
+            ApplyTo::Cluster if has_object && m.cluster.is_none() => {
+                r.error(
+                    &mp,
+                    "Envoy filter: applyTo for cluster class objects cannot have non cluster match",
+                );
             }
             _ => {}
         }

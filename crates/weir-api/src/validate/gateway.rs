@@ -394,9 +394,7 @@ pub fn tls_options(r: &mut Report, p: &Path<'_>, tls: &ServerTlsSettings) {
             if set(&tls.credential_name) {
                 r.error(
                     &p.key("caCrl"),
-                    format!(
-                        "CRL is not supported with credentialName. CRL has to be specified in the credential"
-                    ),
+                    "CRL is not supported with credentialName. CRL has to be specified in the credential",
                 );
             } else if mode == ServerTlsMode::Simple {
                 r.error(&p.key("caCrl"), "CRL is not supported with SIMPLE TLS");

@@ -313,7 +313,8 @@ fn classify_and_check(root: &Node, default_namespace: &str, checked: &mut Checke
     let (resource, mut findings) = decode_kind(root, info.kind, &namespace);
     checked.findings.append(&mut findings);
     if info.class == Class::Kubernetes {
-        if checked.findings.is_empty() {
+        let mesh_checked = matches!(&resource, Some(Resource::ConfigMap(_, Some(_))));
+        if checked.findings.is_empty() && !mesh_checked {
             checked.verdict = Verdict::Skipped;
             checked.skip_reason = Some(format!("{kind} is read by the registry; Kubernetes validates it"));
         }
@@ -401,19 +402,25 @@ fn decode_config_map(root: &Node) -> (Option<Resource>, Vec<Finding>) {
     let Some(obj) = obj else { return (None, findings) };
     let mesh = match (obj.metadata.name.as_deref(), obj.data.get("mesh")) {
         (Some("istio"), Some(text)) => {
-            let base = root
-                .get("data")
-                .and_then(|d| d.get("mesh"))
-                .map_or(root.pos, |n| n.pos);
+            let value = root.get("data").and_then(|d| d.get("mesh"));
+            // A block scalar (`mesh: |`) starts on a line of its own: map inner positions onto the
+            // file. An inline string cannot be mapped; point at the value itself.
+            let block_start = value
+                .filter(|v| v.key.is_some_and(|k| v.pos.line > k.line))
+                .map(|v| v.pos);
+            let fallback = value.map_or(root.pos, |v| v.anchor());
             let (mesh, mut mesh_findings) = parse_mesh_config(text);
             for f in &mut mesh_findings {
                 let mut path = vec![Seg::Key("data".into()), Seg::Key("mesh".into())];
                 path.append(&mut f.path.0);
                 f.path = FieldPath(path);
-                if let Some(pos) = f.pos.as_mut() {
-                    // The mesh text is a block scalar starting on the line after `mesh: |`.
-                    pos.line += base.line;
-                }
+                f.pos = Some(match (block_start, f.pos) {
+                    (Some(start), Some(inner)) => Pos {
+                        line: start.line + inner.line - 1,
+                        col: start.col + inner.col - 1,
+                    },
+                    _ => fallback,
+                });
             }
             findings.append(&mut mesh_findings);
             mesh.map(Box::new)
@@ -455,4 +462,47 @@ pub fn parse_mesh_config(text: &str) -> (Option<MeshConfig>, Vec<Finding>) {
     }
     let has_errors = findings.iter().any(|f| f.severity == Severity::Error);
     (if has_errors { None } else { mesh }, findings)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Verdict, check_text};
+
+    const MESH_CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |-\n    outboundTrafficPolicy:\n      mode: REGISTRY_ONLY\n";
+
+    #[test]
+    fn the_istio_config_map_carries_a_checked_mesh_config() {
+        let checked = check_text(MESH_CM, "default");
+        assert_eq!(checked[0].verdict, Verdict::Valid, "{:?}", checked[0].findings);
+        let Some(super::Resource::ConfigMap(_, Some(mesh))) = &checked[0].resource else {
+            panic!("no mesh config")
+        };
+        assert_eq!(
+            mesh.effective().outbound_traffic_policy,
+            crate::types::networking::OutboundMode::RegistryOnly
+        );
+    }
+
+    #[test]
+    fn mesh_config_errors_point_into_the_block() {
+        let text = format!("{MESH_CM}    proxyListenPort: 70000\n    trustDomian: x\n");
+        let checked = check_text(&text, "default");
+        assert_eq!(checked[0].verdict, Verdict::Invalid);
+        let typo = checked[0]
+            .findings
+            .iter()
+            .find(|f| f.message.contains("trustDomian"))
+            .unwrap();
+        assert_eq!(typo.path.to_string(), "data.mesh.trustDomian");
+        assert_eq!(typo.pos.unwrap(), crate::Pos { line: 11, col: 5 });
+    }
+
+    #[test]
+    fn other_config_maps_are_skipped() {
+        let checked = check_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata: {a: b}\n",
+            "default",
+        );
+        assert_eq!(checked[0].verdict, Verdict::Skipped);
+    }
 }

@@ -1,0 +1,51 @@
+# Weir: the two commands are `make build` (then `weir validate -f DIR`) and `make test`.
+
+CARGO ?= cargo
+FUZZ_SECONDS ?= 300
+CORPUS := ../shared/corpus/istio
+
+.PHONY: all build release test lint fmt bench bench-e2e fuzz fuzz-seed clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release -p weir
+
+## test: every unit, corpus, rule-table and CLI test (needs ../shared/corpus/istio beside the repo)
+test:
+	@test -d $(CORPUS) || { echo "make test: $(CORPUS) not found (the Istio corpus must sit beside the repository)"; exit 2; }
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## lint: formatting and clippy exactly as CI runs them
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## bench: criterion benchmarks (library), then the end-to-end `weir validate` harness
+bench:
+	$(CARGO) bench -p weir-api --bench validate
+	$(MAKE) bench-e2e
+
+bench-e2e: release
+	$(CARGO) build --release -p weir-api --example gen_config
+	python3 bench/validate.py --weir target/release/weir --gen target/release/examples/gen_config
+
+## fuzz: run the parser/validator fuzz target (needs `cargo install cargo-fuzz`)
+fuzz: fuzz-seed
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse_and_validate corpus/parse_and_validate -- \
+		-max_total_time=$(FUZZ_SECONDS) -max_len=8192
+
+fuzz-seed:
+	@mkdir -p fuzz/corpus/parse_and_validate
+	@i=0; for f in $$(find $(CORPUS) crates/weir-api/tests/rules -name '*.yaml'); do \
+		cp "$$f" fuzz/corpus/parse_and_validate/seed-$$i.yaml; i=$$((i+1)); done
+
+clean:
+	$(CARGO) clean

@@ -184,7 +184,8 @@ impl Node {
 }
 
 /// A problem reading YAML: a syntax error or an ambiguity such as a duplicate key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{pos}: {message}")]
 pub struct YamlError {
     /// Where the problem is.
     pub pos: Pos,
@@ -607,6 +608,9 @@ fn explain_scan_error(err: &ScanError, src: &str) -> String {
             );
         }
     }
+    if info.contains("recursion limit") {
+        return format!("YAML syntax error: {info}: the document is nested too deeply to be configuration");
+    }
     if info.contains("anchor or alias") {
         return format!(
             "YAML syntax error: {info}; a value that starts with '*' or '&' is read as an alias or anchor, \
@@ -722,6 +726,17 @@ mod tests {
         let docs = parse_documents("hosts: [* ]\n");
         assert!(
             docs[0].errors[0].message.contains("put it in quotes"),
+            "{:?}",
+            docs[0].errors
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let src = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let docs = parse_documents(&src);
+        assert!(
+            docs[0].errors[0].message.contains("nested too deeply"),
             "{:?}",
             docs[0].errors
         );

@@ -253,25 +253,33 @@ pub fn networking_selector_schema(r: &mut Report, path: &Path<'_>, sel: &Workloa
 
 /// Webhook rules of `networking.v1alpha3.WorkloadSelector`; `kind` prefixes the empty-labels warning.
 pub fn networking_selector(r: &mut Report, path: &Path<'_>, sel: &WorkloadSelector, kind: &str) {
-    let labels_path = path.key("labels");
-    let labels = sel.labels.as_ref();
+    let warning = format!(
+        "{kind}: workload selector specified without labels, will be applied to all services in namespace"
+    );
+    selector_labels(r, path, &path.key("labels"), sel.labels.as_ref(), warning);
+}
+
+/// The webhook rules both selector types share: no empty keys, no wildcards, and a warning when
+/// no labels are given.
+fn selector_labels(
+    r: &mut Report,
+    path: &Path<'_>,
+    labels_path: &Path<'_>,
+    labels: Option<&Labels>,
+    empty_warning: String,
+) {
     for (k, v) in labels.into_iter().flatten() {
         let p = labels_path.key(k);
+        let pair = format!("{k}={v}");
         if k.is_empty() {
-            r.error(
-                &p,
-                format!("empty key is not supported in selector: {:?}", format!("{k}={v}")),
-            );
+            r.error(&p, format!("empty key is not supported in selector: {pair:?}"));
         }
         if k.contains('*') || v.contains('*') {
-            r.error(
-                &p,
-                format!("wildcard is not supported in selector: {:?}", format!("{k}={v}")),
-            );
+            r.error(&p, format!("wildcard is not supported in selector: {pair:?}"));
         }
     }
     if labels.is_none_or(|l| l.is_empty()) {
-        r.warn(path, format!("{kind}: workload selector specified without labels, will be applied to all services in namespace"));
+        r.warn(path, empty_warning);
     }
 }
 
@@ -305,26 +313,14 @@ pub fn match_labels_schema(r: &mut Report, path: &Path<'_>, sel: &MatchLabelsSel
 
 /// Webhook rules of `type.v1beta1.WorkloadSelector`.
 pub fn match_labels(r: &mut Report, path: &Path<'_>, sel: &MatchLabelsSelector) {
-    let labels_path = path.key("matchLabels");
-    let labels = sel.match_labels.as_ref();
-    for (k, v) in labels.into_iter().flatten() {
-        let p = labels_path.key(k);
-        if k.is_empty() {
-            r.error(
-                &p,
-                format!("empty key is not supported in selector: {:?}", format!("{k}={v}")),
-            );
-        }
-        if k.contains('*') || v.contains('*') {
-            r.error(
-                &p,
-                format!("wildcard is not supported in selector: {:?}", format!("{k}={v}")),
-            );
-        }
-    }
-    if labels.is_none_or(|l| l.is_empty()) {
-        r.warn(path, "workload selector specified without labels");
-    }
+    let warning = "workload selector specified without labels".to_string();
+    selector_labels(
+        r,
+        path,
+        &path.key("matchLabels"),
+        sel.match_labels.as_ref(),
+        warning,
+    );
 }
 
 /// What kind of object `exportTo` belongs to.

@@ -68,26 +68,37 @@ pub fn authz_schema(r: &mut Report, spec: &Path<'_>, ap: &AuthorizationPolicy, _
     }
 }
 
-fn source_is_empty(s: &Source) -> bool {
+/// Every list field of a `Source`, with its YAML name.
+fn source_fields(s: &Source) -> [(&'static str, &Option<Vec<String>>); 14] {
     [
-        &s.principals,
-        &s.not_principals,
-        &s.request_principals,
-        &s.not_request_principals,
-        &s.namespaces,
-        &s.not_namespaces,
-        &s.service_accounts,
-        &s.not_service_accounts,
-        &s.ip_blocks,
-        &s.not_ip_blocks,
-        &s.remote_ip_blocks,
-        &s.not_remote_ip_blocks,
-        &s.trust_domains,
-        &s.not_trust_domains,
+        ("principals", &s.principals),
+        ("notPrincipals", &s.not_principals),
+        ("requestPrincipals", &s.request_principals),
+        ("notRequestPrincipals", &s.not_request_principals),
+        ("namespaces", &s.namespaces),
+        ("notNamespaces", &s.not_namespaces),
+        ("serviceAccounts", &s.service_accounts),
+        ("notServiceAccounts", &s.not_service_accounts),
+        ("ipBlocks", &s.ip_blocks),
+        ("notIpBlocks", &s.not_ip_blocks),
+        ("remoteIpBlocks", &s.remote_ip_blocks),
+        ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
     ]
-    .iter()
-    .all(|v| v.or_empty().is_empty())
 }
+
+/// Source fields a CUSTOM policy cannot use (its external authorizer sees no peer identity).
+const CUSTOM_UNSUPPORTED: &[&str] = &[
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "serviceAccounts",
+    "trustDomains",
+];
 
 fn no_empty_values(r: &mut Report, p: &Path<'_>, field: &str, values: &[String]) {
     if values.iter().any(String::is_empty) {
@@ -220,58 +231,26 @@ pub fn authz_webhook(r: &mut Report, spec: &Path<'_>, ap: &AuthorizationPolicy, 
                 continue;
             };
             let sp = jp.key("source");
-            if source_is_empty(src) {
+            let fields = source_fields(src);
+            if fields.iter().all(|(_, v)| v.or_empty().is_empty()) {
                 r.error(&sp, format!("`from.source` must not be empty, found at rule {i}"));
             }
-            for (field, values) in [
-                ("ipBlocks", &src.ip_blocks),
-                ("notIpBlocks", &src.not_ip_blocks),
-                ("remoteIpBlocks", &src.remote_ip_blocks),
-                ("notRemoteIpBlocks", &src.not_remote_ip_blocks),
-            ] {
-                ip_blocks(r, &sp, field, values.or_empty());
-            }
-            for (field, values) in [
-                ("principals", &src.principals),
-                ("notPrincipals", &src.not_principals),
-                ("requestPrincipals", &src.request_principals),
-                ("notRequestPrincipals", &src.not_request_principals),
-                ("namespaces", &src.namespaces),
-                ("notNamespaces", &src.not_namespaces),
-                ("serviceAccounts", &src.service_accounts),
-                ("notServiceAccounts", &src.not_service_accounts),
-                ("ipBlocks", &src.ip_blocks),
-                ("notIpBlocks", &src.not_ip_blocks),
-                ("remoteIpBlocks", &src.remote_ip_blocks),
-                ("notRemoteIpBlocks", &src.not_remote_ip_blocks),
-                ("trustDomains", &src.trust_domains),
-                ("notTrustDomains", &src.not_trust_domains),
-            ] {
+            for (field, values) in fields {
                 no_empty_values(r, &sp, field, values.or_empty());
+                if field.to_ascii_lowercase().ends_with("ipblocks") {
+                    ip_blocks(r, &sp, field, values.or_empty());
+                }
+                if custom && CUSTOM_UNSUPPORTED.contains(&field) && !values.or_empty().is_empty() {
+                    r.error(
+                        &sp.key(field),
+                        format!("{field} is currently not supported with CUSTOM action"),
+                    );
+                }
             }
             if !src.service_accounts.or_empty().is_empty()
                 && (!src.namespaces.or_empty().is_empty() || !src.principals.or_empty().is_empty())
             {
                 r.error(&sp, "Cannot set serviceAccounts with namespaces or principals");
-            }
-            if custom {
-                for (field, values) in [
-                    ("principals", &src.principals),
-                    ("notPrincipals", &src.not_principals),
-                    ("requestPrincipals", &src.request_principals),
-                    ("notRequestPrincipals", &src.not_request_principals),
-                    ("namespaces", &src.namespaces),
-                    ("notNamespaces", &src.not_namespaces),
-                    ("serviceAccounts", &src.service_accounts),
-                    ("trustDomains", &src.trust_domains),
-                ] {
-                    if !values.or_empty().is_empty() {
-                        r.error(
-                            &sp.key(field),
-                            format!("{field} is currently not supported with CUSTOM action"),
-                        );
-                    }
-                }
             }
         }
         if rule.to.as_ref().is_some_and(Vec::is_empty) {

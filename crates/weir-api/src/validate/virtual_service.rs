@@ -941,42 +941,44 @@ fn destination(r: &mut Report, p: &Path<'_>, d: &Destination) {
 }
 
 fn http_route_destinations(r: &mut Report, p: &Path<'_>, routes: &[HttpRouteDestination]) {
-    let mut total: i64 = 0;
-    for (i, rd) in routes.iter().enumerate() {
-        let dp = p.index(i);
-        match &rd.destination {
-            None => r.error(&dp, "destination is required"),
-            Some(d) => destination(r, &dp.key("destination"), d),
-        }
-        if let Some(h) = &rd.headers {
-            header_operations(r, &dp.key("headers"), h);
-        }
-        let w = rd.weight.unwrap_or(0);
-        if w < 0 {
-            r.error(&dp.key("weight"), format!("weight {w} < 0"));
-        }
-        total += i64::from(w);
-    }
-    if routes.len() > 1 && total == 0 {
-        r.error(p, "total destination weight = 0");
-    }
+    weighted_destinations(
+        r,
+        p,
+        routes
+            .iter()
+            .map(|rd| (&rd.destination, rd.weight, rd.headers.as_ref())),
+    );
 }
 
 fn route_destinations(r: &mut Report, p: &Path<'_>, routes: &[RouteDestination]) {
+    weighted_destinations(r, p, routes.iter().map(|rd| (&rd.destination, rd.weight, None)));
+}
+
+/// `validateHTTPRouteDestinations` / `validateRouteDestinations`: each destination, its header
+/// operations (HTTP only), non-negative weights, and some weight when there are several.
+fn weighted_destinations<'a>(
+    r: &mut Report,
+    p: &Path<'_>,
+    routes: impl ExactSizeIterator<Item = (&'a Option<Destination>, Option<i32>, Option<&'a Headers>)>,
+) {
+    let count = routes.len();
     let mut total: i64 = 0;
-    for (i, rd) in routes.iter().enumerate() {
+    for (i, (dest, weight, headers)) in routes.enumerate() {
         let dp = p.index(i);
-        match &rd.destination {
+        match dest {
             None => r.error(&dp, "destination is required"),
             Some(d) => destination(r, &dp.key("destination"), d),
         }
-        let w = rd.weight.unwrap_or(0);
+        if let Some(h) = headers {
+            header_operations(r, &dp.key("headers"), h);
+        }
+        let w = weight.unwrap_or(0);
         if w < 0 {
             r.error(&dp.key("weight"), format!("weight {w} < 0"));
         }
         total += i64::from(w);
     }
-    if routes.len() > 1 && total == 0 {
+    if count > 1 && total == 0 {
         r.error(p, "total destination weight = 0");
     }
 }

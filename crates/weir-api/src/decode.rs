@@ -199,13 +199,18 @@ pub const REMOVED_FIELDS: &[(&str, &str, &str)] = &[
 
 fn type_error(node: &Node, path: &Path<'_>, expected: &str) -> DecodeError {
     let mut message = format!("must be of type {expected}: {:?}", node.type_name());
-    if expected == "string" {
-        if let Some(plain) = &node.plain {
-            message.push_str(&format!(
-                " (YAML reads {plain} as {}; write \"{plain}\" in quotes)",
-                node.type_name()
-            ));
-        }
+    let scalar = matches!(
+        node.value,
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_)
+    );
+    if expected == "string"
+        && scalar
+        && let Some(text) = node.source_text().filter(|t| !t.is_empty())
+    {
+        message.push_str(&format!(
+            " (YAML reads {text} as {}; write \"{text}\" in quotes)",
+            node.type_name()
+        ));
     }
     DecodeError::at(path, Style::Body, message)
 }
@@ -656,6 +661,20 @@ mod tests {
     fn unquoted_numbers_in_strings_get_a_hint() {
         let (_, errs) = run("inner: {name: 1.10}\n");
         assert!(errs[0].contains("write \"1.10\" in quotes"), "{errs:?}");
+    }
+
+    #[test]
+    fn unquoted_integers_and_booleans_get_a_hint_too() {
+        let (_, errs) = run("inner: {name: 80}\n");
+        assert!(
+            errs[0].contains("(YAML reads 80 as integer; write \"80\" in quotes)"),
+            "{errs:?}"
+        );
+        let (_, errs) = run("inner: {name: yes}\n");
+        assert!(
+            errs[0].contains("(YAML reads yes as boolean; write \"yes\" in quotes)"),
+            "{errs:?}"
+        );
     }
 
     #[test]

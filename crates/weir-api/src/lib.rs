@@ -91,18 +91,36 @@ pub fn check_text_each(text: &str, default_namespace: &str, mut f: impl FnMut(Ch
             }
             Some(root) => {
                 let mut checked = check_document(root, default_namespace);
-                if !yaml_findings.is_empty() {
-                    if let Some(first) = checked.first_mut() {
-                        let mut findings = yaml_findings;
-                        findings.append(&mut first.findings);
-                        first.findings = findings;
-                        first.verdict = Verdict::Invalid;
-                    }
+                if !yaml_findings.is_empty()
+                    && let Some(first) = checked.first_mut()
+                {
+                    let mut findings = yaml_findings;
+                    findings.append(&mut first.findings);
+                    first.findings = findings;
+                    first.verdict = Verdict::Invalid;
                 }
                 checked.into_iter().for_each(&mut f);
             }
         }
     });
+}
+
+/// Checks a MeshConfig document (a `mesh.yaml` file) and reports it like a resource of kind
+/// `MeshConfig`.
+pub fn check_mesh_config_text(text: &str) -> Checked {
+    let (mesh, findings) = parse_mesh_config(text);
+    let invalid = mesh.is_none();
+    Checked {
+        pos: Pos { line: 1, col: 1 },
+        api_version: None,
+        kind: Some("MeshConfig".into()),
+        namespace: None,
+        name: None,
+        resource: None,
+        findings,
+        verdict: if invalid { Verdict::Invalid } else { Verdict::Valid },
+        skip_reason: None,
+    }
 }
 
 /// What could be read of a resource's identity from raw lines (for a document YAML cannot parse).

@@ -109,31 +109,68 @@ pub enum Resource {
     ConfigMap(Box<DataObject>, Option<Box<MeshConfig>>),
 }
 
+/// Calls `$body` with the object inside any variant (all variants hold a type with `metadata`).
+macro_rules! with_object {
+    ($res:expr, $o:ident => $body:expr) => {
+        match $res {
+            Resource::ServiceEntry($o) => $body,
+            Resource::VirtualService($o) => $body,
+            Resource::DestinationRule($o) => $body,
+            Resource::Gateway($o) => $body,
+            Resource::Sidecar($o) => $body,
+            Resource::WorkloadEntry($o) => $body,
+            Resource::WorkloadGroup($o) => $body,
+            Resource::EnvoyFilter($o) => $body,
+            Resource::ProxyConfig($o) => $body,
+            Resource::AuthorizationPolicy($o) => $body,
+            Resource::PeerAuthentication($o) => $body,
+            Resource::RequestAuthentication($o) => $body,
+            Resource::Telemetry($o) => $body,
+            Resource::Namespace($o) => $body,
+            Resource::Service($o) => $body,
+            Resource::Endpoints($o) => $body,
+            Resource::EndpointSlice($o) => $body,
+            Resource::Pod($o) => $body,
+            Resource::Secret($o) | Resource::ConfigMap($o, _) => $body,
+        }
+    };
+}
+
 impl Resource {
+    /// The kind name (`ServiceEntry`, `Service`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::ServiceEntry(_) => "ServiceEntry",
+            Resource::VirtualService(_) => "VirtualService",
+            Resource::DestinationRule(_) => "DestinationRule",
+            Resource::Gateway(_) => "Gateway",
+            Resource::Sidecar(_) => "Sidecar",
+            Resource::WorkloadEntry(_) => "WorkloadEntry",
+            Resource::WorkloadGroup(_) => "WorkloadGroup",
+            Resource::EnvoyFilter(_) => "EnvoyFilter",
+            Resource::ProxyConfig(_) => "ProxyConfig",
+            Resource::AuthorizationPolicy(_) => "AuthorizationPolicy",
+            Resource::PeerAuthentication(_) => "PeerAuthentication",
+            Resource::RequestAuthentication(_) => "RequestAuthentication",
+            Resource::Telemetry(_) => "Telemetry",
+            Resource::Namespace(_) => "Namespace",
+            Resource::Service(_) => "Service",
+            Resource::Endpoints(_) => "Endpoints",
+            Resource::EndpointSlice(_) => "EndpointSlice",
+            Resource::Pod(_) => "Pod",
+            Resource::Secret(_) => "Secret",
+            Resource::ConfigMap(..) => "ConfigMap",
+        }
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &crate::types::ObjectMeta {
+        with_object!(self, o => &o.metadata)
+    }
+
     /// The resource as JSON (for round-trip checks and dumps).
     pub fn to_json(&self) -> serde_json::Value {
-        let result = match self {
-            Resource::ServiceEntry(o) => serde_json::to_value(o),
-            Resource::VirtualService(o) => serde_json::to_value(o),
-            Resource::DestinationRule(o) => serde_json::to_value(o),
-            Resource::Gateway(o) => serde_json::to_value(o),
-            Resource::Sidecar(o) => serde_json::to_value(o),
-            Resource::WorkloadEntry(o) => serde_json::to_value(o),
-            Resource::WorkloadGroup(o) => serde_json::to_value(o),
-            Resource::EnvoyFilter(o) => serde_json::to_value(o),
-            Resource::ProxyConfig(o) => serde_json::to_value(o),
-            Resource::AuthorizationPolicy(o) => serde_json::to_value(o),
-            Resource::PeerAuthentication(o) => serde_json::to_value(o),
-            Resource::RequestAuthentication(o) => serde_json::to_value(o),
-            Resource::Telemetry(o) => serde_json::to_value(o),
-            Resource::Namespace(o) => serde_json::to_value(o),
-            Resource::Service(o) => serde_json::to_value(o),
-            Resource::Endpoints(o) => serde_json::to_value(o),
-            Resource::EndpointSlice(o) => serde_json::to_value(o),
-            Resource::Pod(o) => serde_json::to_value(o),
-            Resource::Secret(o) | Resource::ConfigMap(o, _) => serde_json::to_value(o),
-        };
-        result.unwrap_or(serde_json::Value::Null)
+        with_object!(self, o => serde_json::to_value(o)).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -202,13 +239,12 @@ pub fn check_document(root: &Node, default_namespace: &str) -> Vec<Checked> {
         .and_then(Node::as_str)
         .is_some_and(|k| k.ends_with("List"))
         && root.get("items").is_some()
+        && let Some(Value::Seq(items)) = root.get("items").map(|n| &n.value)
     {
-        if let Some(Value::Seq(items)) = root.get("items").map(|n| &n.value) {
-            return items
-                .iter()
-                .map(|item| check_resource(item, default_namespace))
-                .collect();
-        }
+        return items
+            .iter()
+            .map(|item| check_resource(item, default_namespace))
+            .collect();
     }
     vec![check_resource(root, default_namespace)]
 }

@@ -328,10 +328,10 @@ fn parse_stream(src: &str, line_offset: usize, emit: &mut dyn FnMut(Document)) -
                 None
             }
             Event::DocumentEnd => {
-                if let Some(doc) = current.take() {
-                    if doc.root.as_ref().is_some_and(|n| n.value != Value::Null) || !doc.errors.is_empty() {
-                        emit(doc);
-                    }
+                if let Some(doc) = current.take()
+                    && (doc.root.as_ref().is_some_and(|n| n.value != Value::Null) || !doc.errors.is_empty())
+                {
+                    emit(doc);
                 }
                 None
             }
@@ -539,10 +539,10 @@ fn resolve_plain(text: &str) -> Value {
     if let Some(i) = parse_int(text) {
         return Value::Int(i);
     }
-    if is_float(text) {
-        if let Ok(f) = text.replace('_', "").parse::<f64>() {
-            return Value::Float(f);
-        }
+    if is_float(text)
+        && let Ok(f) = text.replace('_', "").parse::<f64>()
+    {
+        return Value::Float(f);
     }
     Value::Str(text.to_string())
 }
@@ -599,14 +599,14 @@ fn explain_scan_error(err: &ScanError, src: &str) -> String {
         .nth(err.marker().line().saturating_sub(1))
         .unwrap_or("");
     let col = err.marker().col();
-    if info.contains("unknown anchor") || info.contains("alias") {
-        if let Some(token) = alias_token(line, col) {
-            let anchor = &token[1..];
-            return format!(
-                "YAML syntax error: unquoted {token} is read as an alias (a reference to an anchor named \"{anchor}\"), \
+    if (info.contains("unknown anchor") || info.contains("alias"))
+        && let Some(token) = alias_token(line, col)
+    {
+        let anchor = &token[1..];
+        return format!(
+            "YAML syntax error: unquoted {token} is read as an alias (a reference to an anchor named \"{anchor}\"), \
                  because a YAML value may not start with '*'; put it in quotes: \"{token}\""
-            );
-        }
+        );
     }
     if info.contains("recursion limit") {
         return format!("YAML syntax error: {info}: the document is nested too deeply to be configuration");

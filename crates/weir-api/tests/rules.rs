@@ -38,16 +38,15 @@ fn fill_defaults(root: &mut Node, case_no: usize) {
     if let Some(info) = kind
         .as_deref()
         .and_then(|k| weir_api::resource::KINDS.iter().find(|i| i.kind == k))
+        && !entries.iter().any(|(k, _)| k == "apiVersion")
     {
-        if !entries.iter().any(|(k, _)| k == "apiVersion") {
-            let group = kind_info(info.group, info.kind).map_or("", |i| i.group);
-            let api = if group.is_empty() {
-                info.versions[0].to_string()
-            } else {
-                format!("{group}/{}", info.versions[0])
-            };
-            entries.push(("apiVersion".into(), Node::new(Value::Str(api))));
-        }
+        let group = kind_info(info.group, info.kind).map_or("", |i| i.group);
+        let api = if group.is_empty() {
+            info.versions[0].to_string()
+        } else {
+            format!("{group}/{}", info.versions[0])
+        };
+        entries.push(("apiVersion".into(), Node::new(Value::Str(api))));
     }
     if !entries.iter().any(|(k, _)| k == "metadata") {
         let name = Node::new(Value::Str(format!("case-{case_no}")));

@@ -1,12 +1,10 @@
-//! Finding configuration files: files, folders (recursive) and stdin.
+//! Finding configuration files: files, folders (recursive, as the folder source reads them) and stdin.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-
-/// Extensions read from folders.
-const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
+use weir_model::folder::{config_files, has_mesh_file_name};
 
 /// One input: its display name and its text.
 pub struct Source {
@@ -14,6 +12,9 @@ pub struct Source {
     pub name: String,
     /// The bytes, when they are UTF-8 text.
     pub text: Result<String, String>,
+    /// Whether the file is a MeshConfig document (`mesh.yaml` named directly, or at the top of a
+    /// given folder), as the folder source reads it.
+    pub mesh: bool,
 }
 
 /// Reads every input named by `paths`: `-` is stdin, a folder is walked recursively for
@@ -34,23 +35,25 @@ pub fn read_inputs(paths: &[String]) -> Result<Vec<Source>> {
             sources.push(Source {
                 name: "<stdin>".into(),
                 text: utf8(bytes),
+                mesh: false,
             });
             continue;
         }
         let path = Path::new(given);
         let meta = std::fs::metadata(path).with_context(|| format!("cannot read {given}"))?;
         if meta.is_dir() {
-            let mut found = Vec::new();
-            walk(path, &mut found).with_context(|| format!("cannot read folder {given}"))?;
+            let found = config_files(path)?;
             if found.is_empty() {
                 bail!("no .yaml, .yml or .json files under {given}");
             }
             for file in found {
                 let bytes =
                     std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let mesh = file.parent() == Some(path) && has_mesh_file_name(&file);
                 sources.push(Source {
                     name: file.display().to_string(),
                     text: utf8(bytes),
+                    mesh,
                 });
             }
         } else {
@@ -58,6 +61,7 @@ pub fn read_inputs(paths: &[String]) -> Result<Vec<Source>> {
             sources.push(Source {
                 name: given.clone(),
                 text: utf8(bytes),
+                mesh: has_mesh_file_name(path),
             });
         }
     }
@@ -71,30 +75,4 @@ fn utf8(bytes: Vec<u8>) -> Result<String, String> {
             e.utf8_error().valid_up_to()
         )
     })
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    entries.sort();
-    for path in entries {
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.contains(&e))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

@@ -58,6 +58,7 @@ pub fn run(args: &Args) -> ExitCode {
             }
         };
         match &source.text {
+            Ok(text) if source.mesh => handle(weir_api::check_mesh_config_text(text)),
             Ok(text) => weir_api::check_text_each(text, &args.namespace, &mut handle),
             Err(reason) => handle(unreadable(reason)),
         }

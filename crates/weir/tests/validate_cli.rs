@@ -244,3 +244,33 @@ fn help_and_version() {
     let version = run(&["--version"]);
     assert!(stdout(&version).starts_with("weir "));
 }
+
+#[test]
+fn a_mesh_file_is_checked_as_mesh_config() {
+    let dir = scratch("mesh");
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("se.yaml"), VALID_SE).unwrap();
+    let out = run(&["validate", "-f", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("2 resources in 2 files: 2 valid"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\nrootNamespce: x\n",
+    )
+    .unwrap();
+    let out = run(&["validate", "-f", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("mesh.yaml:3:1: error: MeshConfig: rootNamespce: unknown field \"rootNamespce\"; did you mean \"rootNamespace\"?"),
+        "{}",
+        stdout(&out)
+    );
+}

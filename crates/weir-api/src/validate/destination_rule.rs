@@ -77,10 +77,10 @@ fn traffic_policy_schema(r: &mut Report, p: &Path<'_>, tp: &TrafficPolicy) {
     }
     if let Some(budget) = &tp.retry_budget {
         let bp = p.key("retryBudget");
-        if let Some(pct) = budget.percent {
-            if !(0.0..=100.0).contains(&pct) {
-                r.invalid(&bp.key("percent"), pct, "must be between 0 and 100");
-            }
+        if let Some(pct) = budget.percent
+            && !(0.0..=100.0).contains(&pct)
+        {
+            r.invalid(&bp.key("percent"), pct, "must be between 0 and 100");
         }
         if let Some(d) = &budget.budget_interval {
             common::duration_schema_any(r, &bp.key("budgetInterval"), d);
@@ -131,15 +131,15 @@ fn lb_schema(r: &mut Report, p: &Path<'_>, lb: &LoadBalancerSettings) {
             None => r.required(&wp.key("duration")),
             Some(d) => common::duration_schema(r, &wp.key("duration"), d),
         }
-        if let Some(min) = w.minimum_percent {
-            if !(0.0..=100.0).contains(&min) {
-                r.invalid(&wp.key("minimumPercent"), min, "must be between 0 and 100");
-            }
+        if let Some(min) = w.minimum_percent
+            && !(0.0..=100.0).contains(&min)
+        {
+            r.invalid(&wp.key("minimumPercent"), min, "must be between 0 and 100");
         }
-        if let Some(a) = w.aggression {
-            if a < 1.0 {
-                r.invalid(&wp.key("aggression"), a, "must be greater than or equal to 1");
-            }
+        if let Some(a) = w.aggression
+            && a < 1.0
+        {
+            r.invalid(&wp.key("aggression"), a, "must be greater than or equal to 1");
         }
     }
     if let Some(ch) = &lb.consistent_hash {
@@ -170,14 +170,14 @@ fn lb_schema(r: &mut Report, p: &Path<'_>, lb: &LoadBalancerSettings) {
             }
         }
     }
-    if let Some(z) = &lb.zone_aware_lb_setting {
-        if z.min_cluster_size == Some(0) {
-            r.invalid(
-                &p.key("zoneAwareLbSetting").key("minClusterSize"),
-                0,
-                "must be greater than or equal to 1",
-            );
-        }
+    if let Some(z) = &lb.zone_aware_lb_setting
+        && z.min_cluster_size == Some(0)
+    {
+        r.invalid(
+            &p.key("zoneAwareLbSetting").key("minClusterSize"),
+            0,
+            "must be greater than or equal to 1",
+        );
     }
 }
 
@@ -426,10 +426,10 @@ pub fn connection_pool(r: &mut Report, p: &Path<'_>, cp: &ConnectionPoolSettings
         if let Some(d) = &tcp.max_connection_duration {
             common::duration(r, &tp.key("maxConnectionDuration"), d);
         }
-        if let Some(d) = &tcp.idle_timeout {
-            if d.get() != Some(std::time::Duration::ZERO) {
-                common::duration(r, &tp.key("idleTimeout"), d);
-            }
+        if let Some(d) = &tcp.idle_timeout
+            && d.get() != Some(std::time::Duration::ZERO)
+        {
+            common::duration(r, &tp.key("idleTimeout"), d);
         }
         if let Some(ka) = &tcp.tcp_keepalive {
             let kp = tp.key("tcpKeepalive");
@@ -447,12 +447,12 @@ fn is_prime(n: u64) -> bool {
     if n < 2 {
         return false;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return n == 2;
     }
     let mut i = 3;
     while i * i <= n {
-        if n % i == 0 {
+        if n.is_multiple_of(i) {
             return false;
         }
         i += 2;
@@ -468,10 +468,10 @@ fn load_balancer(r: &mut Report, p: &Path<'_>, lb: &LoadBalancerSettings, has_ou
             if cookie.name.as_deref().is_none_or(str::is_empty) {
                 r.error(&kp.key("name"), "name required for HttpCookie");
             }
-            if let Some(ttl) = &cookie.ttl {
-                if ttl.get().is_none() {
-                    r.error(&kp.key("ttl"), format!("invalid duration {:?}", ttl.as_str()));
-                }
+            if let Some(ttl) = &cookie.ttl
+                && ttl.get().is_none()
+            {
+                r.error(&kp.key("ttl"), format!("invalid duration {:?}", ttl.as_str()));
             }
             let attrs = cookie.attributes.or_empty();
             for (i, a) in attrs.iter().enumerate() {
@@ -653,13 +653,14 @@ pub fn client_tls(r: &mut Report, p: &Path<'_>, tls: &ClientTlsSettings, namespa
     let mode = tls.mode.unwrap_or_default();
     let set = |s: &Option<String>| s.as_deref().is_some_and(|v| !v.is_empty());
     let credential = tls.credential_name.as_deref().unwrap_or("");
-    if let Some(cm) = credential.strip_prefix("configmap://") {
-        if cm.contains('/') && !cm.starts_with(&format!("{namespace}/")) {
-            r.error(
-                &p.key("credentialName"),
-                "configmap:// credentialName must be in the same namespace as the DestinationRule",
-            );
-        }
+    if let Some(cm) = credential.strip_prefix("configmap://")
+        && cm.contains('/')
+        && !cm.starts_with(&format!("{namespace}/"))
+    {
+        r.error(
+            &p.key("credentialName"),
+            "configmap:// credentialName must be in the same namespace as the DestinationRule",
+        );
     }
     if tls.insecure_skip_verify == Some(true) {
         let conflict = match mode {

@@ -57,14 +57,14 @@ fn match_schema(r: &mut Report, p: &Path<'_>, m: &EnvoyConfigObjectMatch) {
             "only support waypointMatch when context is WAYPOINT",
         );
     }
-    if let Some(port) = m.waypoint.as_ref().and_then(|w| w.port_number) {
-        if !(1..=65535).contains(&port) {
-            r.invalid(
-                &p.key("waypoint").key("portNumber"),
-                "\"integer\"",
-                "port must be between 1-65535",
-            );
-        }
+    if let Some(port) = m.waypoint.as_ref().and_then(|w| w.port_number)
+        && !(1..=65535).contains(&port)
+    {
+        r.invalid(
+            &p.key("waypoint").key("portNumber"),
+            "\"integer\"",
+            "port must be between 1-65535",
+        );
     }
 }
 
@@ -114,13 +114,12 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, ef: &EnvoyFilter, _meta: &Meta<'
             .as_ref()
             .and_then(|px| px.proxy_version.as_deref())
             .filter(|v| !v.is_empty())
+            && let Err(e) = regex::Regex::new(version)
         {
-            if let Err(e) = regex::Regex::new(version) {
-                r.error(
-                    &mp.key("proxy").key("proxyVersion"),
-                    format!("Envoy filter: invalid regex for proxy version, [{e}]"),
-                );
-            }
+            r.error(
+                &mp.key("proxy").key("proxyVersion"),
+                format!("Envoy filter: invalid regex for proxy version, [{e}]"),
+            );
         }
         let has_object = m.listener.is_some() || m.route_configuration.is_some() || m.cluster.is_some();
         match apply_to {
@@ -196,12 +195,12 @@ pub fn proxy_config_webhook(r: &mut Report, spec: &Path<'_>, pc: &ProxyConfig, _
     if let Some(sel) = &pc.selector {
         common::match_labels(r, &spec.key("selector"), sel);
     }
-    if let Some(image) = pc.image.as_ref().and_then(|i| i.image_type.as_deref()) {
-        if !matches!(image, "" | "default" | "debug" | "distroless") {
-            r.warn(
-                &spec.key("image").key("imageType"),
-                format!("image type {image:?} is not one of default, debug, distroless"),
-            );
-        }
+    if let Some(image) = pc.image.as_ref().and_then(|i| i.image_type.as_deref())
+        && !matches!(image, "" | "default" | "debug" | "distroless")
+    {
+        r.warn(
+            &spec.key("image").key("imageType"),
+            format!("image type {image:?} is not one of default, debug, distroless"),
+        );
     }
 }

@@ -177,13 +177,13 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, gw: &Gateway, meta: &Meta<'_>) {
                 );
             }
         }
-        if let Some(name) = s.name.as_deref().filter(|n| !n.is_empty()) {
-            if servers[..i].iter().any(|o| o.name.as_deref() == Some(name)) {
-                r.error(
-                    &p.key("name"),
-                    format!("server name {name:?} must be unique across servers"),
-                );
-            }
+        if let Some(name) = s.name.as_deref().filter(|n| !n.is_empty())
+            && servers[..i].iter().any(|o| o.name.as_deref() == Some(name))
+        {
+            r.error(
+                &p.key("name"),
+                format!("server name {name:?} must be unique across servers"),
+            );
         }
     }
 }
@@ -219,10 +219,10 @@ fn hostname_part(r: &mut Report, p: &Path<'_>, hostname: &str, gateway: bool) {
     if hostname != "*" && !hostname.contains('.') {
         r.error(p, "short names (non FQDN) are not allowed");
     }
-    if let Err(e) = common::wildcard_domain(hostname) {
-        if !gateway || !common::is_ip(hostname) {
-            r.error(p, e);
-        }
+    if let Err(e) = common::wildcard_domain(hostname)
+        && (!gateway || !common::is_ip(hostname))
+    {
+        r.error(p, e);
     }
     if let Err(e) = common::partial_wildcard(hostname) {
         r.error(p, e);
@@ -267,10 +267,10 @@ fn server_bind(r: &mut Report, p: &Path<'_>, port: Option<&Port>, bind: &str) {
         if let Some(n) = port.and_then(|p| p.number).filter(|n| *n != 0) {
             r.error(&bp, format!("port number must be 0 for unix domain socket: {n}"));
         }
-    } else if !bind.is_empty() {
-        if let Err(e) = common::ip_address(bind) {
-            r.error(&bp, e);
-        }
+    } else if !bind.is_empty()
+        && let Err(e) = common::ip_address(bind)
+    {
+        r.error(&bp, e);
     }
 }
 

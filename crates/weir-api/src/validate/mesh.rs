@@ -32,13 +32,13 @@ pub fn validate_mesh_config(r: &mut Report, root: &Path<'_>, m: &MeshConfig) {
             }
         }
     }
-    if let Some(td) = m.trust_domain.as_deref().filter(|t| !t.is_empty()) {
-        if let Err(e) = common::fqdn(td) {
-            r.error(
-                &root.key("trustDomain"),
-                format!("trust domain {td:?} is invalid: {e}"),
-            );
-        }
+    if let Some(td) = m.trust_domain.as_deref().filter(|t| !t.is_empty())
+        && let Err(e) = common::fqdn(td)
+    {
+        r.error(
+            &root.key("trustDomain"),
+            format!("trust domain {td:?} is invalid: {e}"),
+        );
     }
     for (i, alias) in m.trust_domain_aliases.or_empty().iter().enumerate() {
         if let Err(e) = common::fqdn(alias) {
@@ -48,13 +48,13 @@ pub fn validate_mesh_config(r: &mut Report, root: &Path<'_>, m: &MeshConfig) {
             );
         }
     }
-    if let Some(ns) = m.root_namespace.as_deref().filter(|n| !n.is_empty()) {
-        if !common::is_lower_dns1123_label(ns) {
-            r.error(
-                &root.key("rootNamespace"),
-                format!("root namespace {ns:?} is not a valid namespace name"),
-            );
-        }
+    if let Some(ns) = m.root_namespace.as_deref().filter(|n| !n.is_empty())
+        && !common::is_lower_dns1123_label(ns)
+    {
+        r.error(
+            &root.key("rootNamespace"),
+            format!("root namespace {ns:?} is not a valid namespace name"),
+        );
     }
     for (field, list) in [
         ("defaultServiceExportTo", &m.default_service_export_to),

@@ -110,10 +110,10 @@ fn metadata_schema(r: &mut Report, root: &Path<'_>, m: &ObjectMeta) {
             "Required value: name or generateName is required",
         );
     }
-    if let Some(ns) = m.namespace.as_deref() {
-        if !common::is_lower_dns1123_label(ns) {
-            r.invalid(&meta.key("namespace"), format!("{ns:?}"), "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character");
-        }
+    if let Some(ns) = m.namespace.as_deref()
+        && !common::is_lower_dns1123_label(ns)
+    {
+        r.invalid(&meta.key("namespace"), format!("{ns:?}"), "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character");
     }
 }
 

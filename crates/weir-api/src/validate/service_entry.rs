@@ -50,10 +50,10 @@ pub fn schema(r: &mut Report, spec: &Path<'_>, se: &ServiceEntry, _meta: &Meta<'
             }
             Some(_) => {}
         }
-        if let Some(t) = p.target_port {
-            if !(1..=65535).contains(&t) {
-                r.invalid(&pp.key("targetPort"), t, "port must be between 1-65535");
-            }
+        if let Some(t) = p.target_port
+            && !(1..=65535).contains(&t)
+        {
+            r.invalid(&pp.key("targetPort"), t, "port must be between 1-65535");
         }
         match p.name.as_deref() {
             None => r.required(&pp.key("name")),
@@ -142,10 +142,10 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, se: &ServiceEntry, meta: &Meta<'
         if let Err(e) = common::wildcard_domain(h) {
             r.error(&p, e);
         }
-        if resolution != Resolution::DynamicDns {
-            if let Err(e) = common::partial_wildcard(h) {
-                r.warn(&p, e);
-            }
+        if resolution != Resolution::DynamicDns
+            && let Err(e) = common::partial_wildcard(h)
+        {
+            r.warn(&p, e);
         }
     }
 
@@ -236,9 +236,10 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, se: &ServiceEntry, meta: &Meta<'
             }
         }
         Resolution::Dns | Resolution::DnsRoundRobin => {
-            if endpoints.is_empty() {
-                if let Some((i, h)) = hosts.iter().enumerate().find(|(_, h)| common::fqdn(h).is_err()) {
-                    r.error(
+            if endpoints.is_empty()
+                && let Some((i, h)) = hosts.iter().enumerate().find(|(_, h)| common::fqdn(h).is_err())
+            {
+                r.error(
                         &hosts_path.index(i),
                         format!(
                             "hosts must be FQDN or contain only prefix wildcards if no endpoints are provided for resolution mode {}, {}",
@@ -246,7 +247,6 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, se: &ServiceEntry, meta: &Meta<'
                             common::fqdn(h).err().unwrap_or_default()
                         ),
                     );
-                }
             }
             if resolution == Resolution::DnsRoundRobin && endpoints.len() > 1 {
                 r.error(

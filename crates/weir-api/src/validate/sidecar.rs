@@ -223,10 +223,10 @@ fn ingress_port_and_bind(r: &mut Report, p: &Path<'_>, port: &SidecarPort, bind:
     }
     common::protocol(r, &pp.key("protocol"), port.protocol.as_deref().unwrap_or(""));
     common::port(r, &pp.key("number"), i64::from(port.number.unwrap_or(0)));
-    if !bind.is_empty() {
-        if let Err(e) = common::ip_address(bind) {
-            r.error(&p.key("bind"), e);
-        }
+    if !bind.is_empty()
+        && let Err(e) = common::ip_address(bind)
+    {
+        r.error(&p.key("bind"), e);
     }
 }
 
@@ -259,10 +259,10 @@ fn egress_port_bind_capture(
             r.error(&p.key("bind"), e);
         }
     } else {
-        if !bind.is_empty() {
-            if let Err(e) = common::ip_address(bind) {
-                r.error(&p.key("bind"), e);
-            }
+        if !bind.is_empty()
+            && let Err(e) = common::ip_address(bind)
+        {
+            r.error(&p.key("bind"), e);
         }
         common::port(r, &pp.key("number"), i64::from(number));
     }
@@ -316,10 +316,10 @@ fn outbound_policy(r: &mut Report, p: &Path<'_>, policy: &OutboundTrafficPolicy)
             None => r.error(&pp.key("port"), "sidecar: egress_proxy port must be non-nil"),
             Some(n) => common::port(r, &pp.key("port").key("number"), i64::from(n)),
         }
-        if let Some(subset) = proxy.subset.as_deref().filter(|s| !s.is_empty()) {
-            if !common::is_dns1123_label(subset) {
-                r.error(&pp.key("subset"), format!("subset name is invalid: {subset}"));
-            }
+        if let Some(subset) = proxy.subset.as_deref().filter(|s| !s.is_empty())
+            && !common::is_dns1123_label(subset)
+        {
+            r.error(&pp.key("subset"), format!("subset name is invalid: {subset}"));
         }
     }
 }

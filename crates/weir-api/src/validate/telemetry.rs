@@ -145,13 +145,13 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, t: &Telemetry, _meta: &Meta<'_>)
     for (i, tr) in tracing.iter().enumerate() {
         let p = tp.index(i);
         providers(r, &p, tr.providers.or_empty());
-        if let Some(pct) = tr.random_sampling_percentage {
-            if !(0.0..=100.0).contains(&pct) {
-                r.error(
-                    &p.key("randomSamplingPercentage"),
-                    "randomSamplingPercentage must be in range [0.0, 100.0]",
-                );
-            }
+        if let Some(pct) = tr.random_sampling_percentage
+            && !(0.0..=100.0).contains(&pct)
+        {
+            r.error(
+                &p.key("randomSamplingPercentage"),
+                "randomSamplingPercentage must be in range [0.0, 100.0]",
+            );
         }
         let cp = p.key("customTags");
         for (name, tag) in tr.custom_tags.iter().flatten() {
@@ -210,13 +210,13 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, t: &Telemetry, _meta: &Meta<'_>)
     for (i, a) in t.access_logging.or_empty().iter().enumerate() {
         let p = ap.index(i);
         providers(r, &p, a.providers.or_empty());
-        if let Some(expr) = a.filter.as_ref().and_then(|f| f.expression.as_deref()) {
-            if expr.trim().is_empty() {
-                r.error(
-                    &p.key("filter").key("expression"),
-                    "must be a valid CEL expression, empty expression",
-                );
-            }
+        if let Some(expr) = a.filter.as_ref().and_then(|f| f.expression.as_deref())
+            && expr.trim().is_empty()
+        {
+            r.error(
+                &p.key("filter").key("expression"),
+                "must be a valid CEL expression, empty expression",
+            );
         }
     }
 }

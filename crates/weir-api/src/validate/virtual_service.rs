@@ -223,28 +223,30 @@ fn http_route_schema(r: &mut Report, rp: &Path<'_>, route: &HttpRoute) {
             string_match_schema(r, &op.index(i), sm);
         }
     }
-    if let Some(redirect) = &route.redirect {
-        if redirect.port.is_some() && redirect.derive_port.is_some() {
-            r.invalid(
-                &rp.key("redirect"),
-                "\"object\"",
-                "only one of port or derivePort can be set",
-            );
-        }
+    if let Some(redirect) = &route.redirect
+        && redirect.port.is_some()
+        && redirect.derive_port.is_some()
+    {
+        r.invalid(
+            &rp.key("redirect"),
+            "\"object\"",
+            "only one of port or derivePort can be set",
+        );
     }
     if let Some(dr) = &route.direct_response {
         let dp = rp.key("directResponse");
         if dr.status.is_none() {
             r.required(&dp.key("status"));
         }
-        if let Some(body) = &dr.body {
-            if body.string.is_some() && body.bytes.is_some() {
-                r.invalid(
-                    &dp.key("body"),
-                    "\"object\"",
-                    "only one of string or bytes can be set",
-                );
-            }
+        if let Some(body) = &dr.body
+            && body.string.is_some()
+            && body.bytes.is_some()
+        {
+            r.invalid(
+                &dp.key("body"),
+                "\"object\"",
+                "only one of string or bytes can be set",
+            );
         }
     }
     let mirrors = rp.key("mirrors");
@@ -420,13 +422,13 @@ fn http_route(r: &mut Report, rp: &Path<'_>, route: &HttpRoute, in_delegate: boo
                 }
                 Some(_) => {}
             }
-            if let Some(ns) = d.namespace.as_deref().filter(|ns| !ns.is_empty()) {
-                if !common::is_dns1123_label(ns) {
-                    r.error(
-                        &dp.key("namespace"),
-                        format!("delegate namespace {ns} is invalid"),
-                    );
-                }
+            if let Some(ns) = d.namespace.as_deref().filter(|ns| !ns.is_empty())
+                && !common::is_dns1123_label(ns)
+            {
+                r.error(
+                    &dp.key("namespace"),
+                    format!("delegate namespace {ns} is invalid"),
+                );
             }
         }
         return;
@@ -555,13 +557,13 @@ fn http_match(r: &mut Report, p: &Path<'_>, m: &HttpMatchRequest) {
     }
     common::labels(r, &p.key("sourceLabels"), m.source_labels.or_empty());
     common::gateway_names(r, &p.key("gateways"), m.gateways.or_empty());
-    if let Some(ns) = m.source_namespace.as_deref().filter(|s| !s.is_empty()) {
-        if !common::is_dns1123_label(ns) {
-            r.error(
-                &p.key("sourceNamespace"),
-                format!("sourceNamespace match {ns} is invalid"),
-            );
-        }
+    if let Some(ns) = m.source_namespace.as_deref().filter(|s| !s.is_empty())
+        && !common::is_dns1123_label(ns)
+    {
+        r.error(
+            &p.key("sourceNamespace"),
+            format!("sourceNamespace match {ns} is invalid"),
+        );
     }
 }
 
@@ -581,10 +583,10 @@ fn string_match(r: &mut Report, p: &Path<'_>, sm: &StringMatch, whe: &str, allow
     if !allow_empty_prefix && sm.prefix.as_deref() == Some("") {
         r.error(p, format!("{whe:?}: prefix string match should not be empty"));
     }
-    if let Some(re) = &sm.regex {
-        if let Err(e) = common::regex(re) {
-            r.error(p, e.replacen(&format!("{re:?}"), &format!("{whe:?}"), 1));
-        }
+    if let Some(re) = &sm.regex
+        && let Err(e) = common::regex(re)
+    {
+        r.error(p, e.replacen(&format!("{re:?}"), &format!("{whe:?}"), 1));
     }
 }
 
@@ -592,7 +594,7 @@ fn header_value_ok(value: &str) -> bool {
     if value.chars().any(|c| c.is_control() && c != '\t') {
         return false;
     }
-    value.replace("%%", "").matches('%').count() % 2 == 0
+    value.replace("%%", "").matches('%').count().is_multiple_of(2)
 }
 
 fn header_operations(r: &mut Report, p: &Path<'_>, headers: &Headers) {
@@ -667,10 +669,10 @@ fn cors_policy(r: &mut Report, p: &Path<'_>, cors: &CorsPolicy) {
                 ),
             );
         }
-        if let Some(re) = origin.regex.as_deref().filter(|s| !s.is_empty()) {
-            if let Err(e) = common::regex(re) {
-                r.error(&ip, e);
-            }
+        if let Some(re) = origin.regex.as_deref().filter(|s| !s.is_empty())
+            && let Err(e) = common::regex(re)
+        {
+            r.error(&ip, e);
         }
     }
     let mp = p.key("allowMethods");
@@ -745,13 +747,13 @@ fn fault_injection(r: &mut Report, p: &Path<'_>, fault: &HttpFaultInjection) {
         if let Some(pct) = &delay.percentage {
             fault_percentage(r, &dp.key("percentage"), pct.value.unwrap_or(0.0));
         }
-        if let Some(percent) = delay.percent {
-            if !(0..=100).contains(&percent) {
-                r.error(
-                    &dp.key("percent"),
-                    format!("percentage {percent} is not in range 0..100"),
-                );
-            }
+        if let Some(percent) = delay.percent
+            && !(0..=100).contains(&percent)
+        {
+            r.error(
+                &dp.key("percent"),
+                format!("percentage {percent} is not in range 0..100"),
+            );
         }
         if let Some(d) = &delay.fixed_delay {
             common::duration(r, &dp.key("fixedDelay"), d);
@@ -799,13 +801,13 @@ fn mirrors(r: &mut Report, rp: &Path<'_>, route: &HttpRoute) {
             None => r.error(&p, "destination is required for mirrors"),
             Some(d) => destination(r, &p.key("destination"), d),
         }
-        if let Some(pct) = m.percentage.as_ref().and_then(|p| p.value) {
-            if !(0.0..=100.0).contains(&pct) {
-                r.error(
-                    &p.key("percentage"),
-                    format!("mirror percentage must be in range 0..100 (it has {pct:.6})"),
-                );
-            }
+        if let Some(pct) = m.percentage.as_ref().and_then(|p| p.value)
+            && !(0.0..=100.0).contains(&pct)
+        {
+            r.error(
+                &p.key("percentage"),
+                format!("mirror percentage must be in range 0..100 (it has {pct:.6})"),
+            );
         }
     }
 }
@@ -837,21 +839,23 @@ fn redirect_rules(r: &mut Report, p: &Path<'_>, redirect: &HttpRedirect, matches
     if nothing {
         r.error(p, "redirect must specify URI, authority, scheme, or port");
     }
-    if let Some(code) = redirect.redirect_code {
-        if !(300..=399).contains(&code) {
-            r.error(
-                &p.key("redirectCode"),
-                format!("{code} is not a valid redirect code, must be 3xx"),
-            );
-        }
+    if let Some(code) = redirect.redirect_code
+        && !(300..=399).contains(&code)
+    {
+        r.error(
+            &p.key("redirectCode"),
+            format!("{code} is not a valid redirect code, must be 3xx"),
+        );
     }
-    if let Some(scheme) = redirect.scheme.as_deref() {
-        if !scheme.is_empty() && scheme != "http" && scheme != "https" {
-            r.error(
-                &p.key("scheme"),
-                "invalid redirect scheme, must be \"http\" or \"https\"",
-            );
-        }
+    if let Some(scheme) = redirect.scheme.as_deref()
+        && !scheme.is_empty()
+        && scheme != "http"
+        && scheme != "https"
+    {
+        r.error(
+            &p.key("scheme"),
+            "invalid redirect scheme, must be \"http\" or \"https\"",
+        );
     }
     if let Some(port) = redirect.port {
         common::port(r, &p.key("port"), i64::from(port));
@@ -1038,10 +1042,10 @@ fn l4_match(r: &mut Report, p: &Path<'_>, m: &L4MatchAttributes) {
             r.error(&p.key("destinationSubnets").index(k), e);
         }
     }
-    if let Some(s) = m.source_subnet.as_deref().filter(|s| !s.is_empty()) {
-        if let Err(e) = common::ip_subnet(s) {
-            r.error(&p.key("sourceSubnet"), e);
-        }
+    if let Some(s) = m.source_subnet.as_deref().filter(|s| !s.is_empty())
+        && let Err(e) = common::ip_subnet(s)
+    {
+        r.error(&p.key("sourceSubnet"), e);
     }
     if let Some(port) = m.port {
         common::port(r, &p.key("port"), i64::from(port));

@@ -1,0 +1,15 @@
+//! Weir's model of the mesh: the config store and its sources.
+//!
+//! - [`store`]: every accepted object, with its origin (file and line), generation and creation
+//!   time; changes are reported object by object.
+//! - [`folder`]: the folder source, which reads a tree of YAML/JSON files and watches it.
+//!
+//! This crate knows nothing about Envoy.
+
+pub mod folder;
+pub mod store;
+mod timestamp;
+
+pub use folder::{FolderSource, FolderWatch, SourceError};
+pub use store::{Change, ConfigStore, ObjectKey, Origin, StoredObject};
+pub use timestamp::parse_rfc3339;

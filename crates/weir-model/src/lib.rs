@@ -3,13 +3,17 @@
 //! - [`store`]: every accepted object, with its origin (file and line), generation and creation
 //!   time; changes are reported object by object.
 //! - [`folder`]: the folder source, which reads a tree of YAML/JSON files and watches it.
+//! - [`registry`]: the services and endpoints of the mesh, from Kubernetes Services and
+//!   ServiceEntries, with WorkloadEntries and Pods, and auto-allocated addresses.
 //!
 //! This crate knows nothing about Envoy.
 
 pub mod folder;
+pub mod registry;
 pub mod store;
 mod timestamp;
 
 pub use folder::{FolderSource, FolderWatch, SourceError};
+pub use registry::{ServiceKey, ServiceRegistry};
 pub use store::{Change, ConfigStore, ObjectKey, Origin, StoredObject};
 pub use timestamp::parse_rfc3339;

@@ -17,6 +17,7 @@ api_struct! {
     /// `Service.spec`.
     pub struct ServiceSpec {
         r#type: String,
+        #[serde(rename = "clusterIP")]
         cluster_ip: String,
         #[serde(rename = "clusterIPs")]
         cluster_ips: Vec<String>,
@@ -284,5 +285,51 @@ impl<'de> serde::Deserialize<'de> for IntOrString {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Resource, check_text};
+
+    /// Kubernetes kinds are decoded leniently, so a misspelt field name would be dropped without
+    /// a word: check that every field Weir models is read under its Kubernetes spelling.
+    #[test]
+    fn every_modelled_kubernetes_field_is_read() {
+        let service = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: n}\nspec:\n  type: ClusterIP\n  clusterIP: 10.0.0.1\n  clusterIPs: [10.0.0.1]\n  externalName: x.example.com\n  selector: {app: a}\n  ports: [{name: http, protocol: TCP, appProtocol: http, port: 80, targetPort: web, nodePort: 30000}]\n  externalIPs: [1.1.1.1]\n  loadBalancerIP: 2.2.2.2\n  publishNotReadyAddresses: true\n  sessionAffinity: None\n  ipFamilies: [IPv4]\n  trafficDistribution: PreferClose\n  internalTrafficPolicy: Cluster\n  externalTrafficPolicy: Local\n";
+        let checked = check_text(service, "default");
+        let Some(Resource::Service(svc)) = &checked[0].resource else {
+            panic!("{checked:?}")
+        };
+        let json = serde_json::to_value(svc.spec.as_ref().unwrap()).unwrap();
+        let original: serde_json::Value = serde_json::to_value(
+            crate::yaml::parse_documents(service)[0]
+                .root
+                .as_ref()
+                .unwrap()
+                .to_json()["spec"]
+                .clone(),
+        )
+        .unwrap();
+        assert_eq!(json, original);
+
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: n}\nspec:\n  serviceAccountName: sa\n  serviceAccount: sa\n  nodeName: node\n  hostNetwork: false\n  hostname: h\n  subdomain: d\n  containers: [{name: c, ports: [{name: web, containerPort: 8080, protocol: TCP}]}]\n  initContainers: [{name: i}]\nstatus:\n  phase: Running\n  podIP: 10.1.1.1\n  podIPs: [{ip: 10.1.1.1}]\n  hostIP: 10.0.0.9\n  conditions: [{type: Ready, status: \"True\"}]\n";
+        let checked = check_text(pod, "default");
+        let Some(Resource::Pod(p)) = &checked[0].resource else {
+            panic!("{checked:?}")
+        };
+        let doc = crate::yaml::parse_documents(pod)[0]
+            .root
+            .as_ref()
+            .unwrap()
+            .to_json();
+        assert_eq!(
+            serde_json::to_value(p.spec.as_ref().unwrap()).unwrap(),
+            doc["spec"]
+        );
+        assert_eq!(
+            serde_json::to_value(p.status.as_ref().unwrap()).unwrap(),
+            doc["status"]
+        );
     }
 }

@@ -202,13 +202,9 @@ pub fn namespace_slash_host(r: &mut Report, p: &Path<'_>, hostname: &str, gatewa
         r.error(p, "config namespace and dnsName in host entry cannot be empty");
         return;
     }
+    // Sidecars also accept "~" (import nothing); gateways do not.
     let special: &[&str] = if gateway { &["*", "."] } else { &["*", ".", "~"] };
-    let ns_name = if gateway {
-        ns
-    } else {
-        ns.strip_prefix('~').filter(|n| !n.is_empty()).unwrap_or(ns)
-    };
-    if !special.contains(&ns) && !common::is_dns1123_label(ns_name) {
+    if !special.contains(&ns) && !common::is_dns1123_label(ns) {
         let what = if gateway { "gateway" } else { "sidecar" };
         r.error(p, format!("invalid namespace value {ns:?} in {what}"));
     }

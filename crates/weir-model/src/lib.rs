@@ -5,6 +5,8 @@
 //! - [`folder`]: the folder source, which reads a tree of YAML/JSON files and watches it.
 //! - [`registry`]: the services and endpoints of the mesh, from Kubernetes Services and
 //!   ServiceEntries, with WorkloadEntries and Pods, and auto-allocated addresses.
+//! - [`view`]: what applies to one proxy: visible services, outbound policy, VirtualServices,
+//!   DestinationRules, Gateways.
 //!
 //! This crate knows nothing about Envoy.
 
@@ -12,8 +14,10 @@ pub mod folder;
 pub mod registry;
 pub mod store;
 mod timestamp;
+pub mod view;
 
 pub use folder::{FolderSource, FolderWatch, SourceError};
 pub use registry::{ServiceKey, ServiceRegistry};
 pub use store::{Change, ConfigStore, ObjectKey, Origin, StoredObject};
 pub use timestamp::parse_rfc3339;
+pub use view::{Proxy, ProxyKind, ProxyView};

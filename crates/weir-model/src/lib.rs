@@ -5,11 +5,14 @@
 //! - [`folder`]: the folder source, which reads a tree of YAML/JSON files and watches it.
 //! - [`registry`]: the services and endpoints of the mesh, from Kubernetes Services and
 //!   ServiceEntries, with WorkloadEntries and Pods, and auto-allocated addresses.
+//! - [`conditions`]: the deterministic rules where Istio is undefined, reported as status
+//!   conditions on the resources that lost.
 //! - [`view`]: what applies to one proxy: visible services, outbound policy, VirtualServices,
 //!   DestinationRules, Gateways.
 //!
 //! This crate knows nothing about Envoy.
 
+pub mod conditions;
 pub mod folder;
 pub mod registry;
 pub mod store;

@@ -289,8 +289,7 @@ fn virtual_service_hosts(
 fn destination_rule_overlaps(store: &ConfigStore, domain_suffix: &str, out: &mut Conditions) {
     let mut rules: Vec<&StoredObject> = store.of_kind("DestinationRule").collect();
     rules.sort_by(|a, b| (a.creation_time, &a.key).cmp(&(b.creation_time, &b.key)));
-    let mut seen: BTreeMap<(String, String, String), (&StoredObject, bool, BTreeSet<String>)> =
-        BTreeMap::new();
+    let mut seen: BTreeMap<(String, String, String), FirstRule<'_>> = BTreeMap::new();
     for o in rules {
         let Resource::DestinationRule(dr) = o.resource.as_ref() else {
             continue;
@@ -313,45 +312,56 @@ fn destination_rule_overlaps(store: &ConfigStore, domain_suffix: &str, out: &mut
             .filter_map(|s| s.name.clone())
             .collect();
         let key = (o.key.namespace.clone(), fqdn.clone(), selector);
-        match seen.get_mut(&key) {
-            None => {
-                seen.insert(key, (o, spec.traffic_policy.is_some(), subsets));
-            }
-            Some((first, has_policy, known)) => {
-                let mut ignored = Vec::new();
-                if *has_policy && spec.traffic_policy.is_some() {
-                    ignored.push("its trafficPolicy".to_string());
-                }
-                let repeated: Vec<String> = subsets.intersection(known).cloned().collect();
-                if !repeated.is_empty() {
-                    ignored.push(format!("subsets {}", repeated.join(", ")));
-                }
-                let message = if ignored.is_empty() {
-                    format!(
-                        "merged with {} (same host {fqdn}, same namespace)",
-                        describe(&first.key)
-                    )
-                } else {
-                    format!(
-                        "merged with the older {} for host {fqdn}; {} of this rule are ignored (the oldest rule wins)",
-                        describe(&first.key),
-                        ignored.join(" and ")
-                    )
-                };
-                add(
-                    out,
-                    &o.key,
-                    ConditionType::Conflicted,
-                    !ignored.is_empty(),
-                    "MergedDestinationRule",
-                    message,
-                    None,
-                );
-                *has_policy |= spec.traffic_policy.is_some();
-                known.extend(subsets);
-            }
+        let Some(first) = seen.get_mut(&key) else {
+            seen.insert(
+                key,
+                FirstRule {
+                    rule: o,
+                    has_policy: spec.traffic_policy.is_some(),
+                    subsets,
+                },
+            );
+            continue;
+        };
+        let mut ignored = Vec::new();
+        if first.has_policy && spec.traffic_policy.is_some() {
+            ignored.push("its trafficPolicy".to_string());
         }
+        let repeated: Vec<String> = subsets.intersection(&first.subsets).cloned().collect();
+        if !repeated.is_empty() {
+            ignored.push(format!("subsets {}", repeated.join(", ")));
+        }
+        let message = if ignored.is_empty() {
+            format!(
+                "merged with {} (same host {fqdn}, same namespace)",
+                describe(&first.rule.key)
+            )
+        } else {
+            format!(
+                "merged with the older {} for host {fqdn}; {} of this rule are ignored (the oldest rule wins)",
+                describe(&first.rule.key),
+                ignored.join(" and ")
+            )
+        };
+        add(
+            out,
+            &o.key,
+            ConditionType::Conflicted,
+            !ignored.is_empty(),
+            "MergedDestinationRule",
+            message,
+            None,
+        );
+        first.has_policy |= spec.traffic_policy.is_some();
+        first.subsets.extend(subsets);
     }
+}
+
+/// The oldest DestinationRule for a (namespace, host, selector), and what the rules so far set.
+struct FirstRule<'a> {
+    rule: &'a StoredObject,
+    has_policy: bool,
+    subsets: BTreeSet<String>,
 }
 
 fn dangling_references(

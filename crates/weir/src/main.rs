@@ -1,5 +1,6 @@
 //! The `weir` command.
 
+mod describe;
 mod files;
 mod validate;
 
@@ -22,6 +23,11 @@ enum Command {
     /// Exit status: 0 when every Istio resource is valid (warnings allowed), 1 when any is
     /// invalid, 2 on usage or I/O errors.
     Validate(validate::Args),
+    /// Show what Weir makes of a folder: services, endpoints, allocated addresses, each
+    /// resource's conditions, and (with --proxy) what applies to one proxy.
+    ///
+    /// Exit status: 0, or 1 when some documents were rejected, 2 on usage or I/O errors.
+    Describe(describe::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +45,6 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Describe(args) => describe::run(&args),
     }
 }

@@ -387,12 +387,7 @@ fn dangling_references(
             .or_default()
             .extend(spec.subsets.or_empty().iter().filter_map(|s| s.name.clone()));
     }
-    let known_host = |h: &str| {
-        registry
-            .services()
-            .iter()
-            .any(|s| host::subset_of(h, &s.hostname))
-    };
+    let known_host = |h: &str| registry.services().any(|s| host::subset_of(h, &s.hostname));
     let subset_defined = |h: &str, subset: &str| {
         subsets
             .iter()

@@ -167,20 +167,21 @@ fn a_selector_spans_workload_entries_and_pods_of_its_namespace() {
     assert_eq!(
         got,
         vec![
-            ("10.0.0.1".into(), 8080, true, TlsMode::Istio), // targetPort
-            ("10.0.0.2".into(), 9090, true, TlsMode::Istio), // the entry's own named port wins
+            // Pods first, then WorkloadEntries: Istio orders workloads by kind, namespace, name.
             ("10.1.0.1".into(), 9080, true, TlsMode::Istio), // the pod's named container port
             ("10.1.0.2".into(), 8080, false, TlsMode::Disabled), // not ready; no tlsMode label
+            ("10.0.0.1".into(), 8080, true, TlsMode::Istio), // targetPort
+            ("10.0.0.2".into(), 9090, true, TlsMode::Istio), // the entry's own named port wins
         ],
         "the host-name entry and the pod of another namespace are not selected"
     );
-    assert_eq!(eps[0].locality.as_deref(), Some("us-east1/b"));
+    assert_eq!(eps[2].locality.as_deref(), Some("us-east1/b"));
     assert_eq!(
-        eps[1].labels.get("version").map(String::as_str),
+        eps[3].labels.get("version").map(String::as_str),
         Some("v2"),
         "metadata labels merge over spec labels"
     );
-    assert_eq!(eps[0].service_account.as_deref(), Some("details-legacy"));
+    assert_eq!(eps[2].service_account.as_deref(), Some("details-legacy"));
 }
 
 #[test]
@@ -335,7 +336,7 @@ fn allocations_survive_rebuilds_and_unrelated_changes() {
     for i in (0..20).filter(|i| *i != 5) {
         assert_eq!(addr(&before, i), addr(&after, i), "svc{i} moved");
     }
-    let all: std::collections::BTreeSet<_> = after.services().iter().filter_map(|s| s.auto_address).collect();
+    let all: std::collections::BTreeSet<_> = after.services().filter_map(|s| s.auto_address).collect();
     assert_eq!(all.len(), 20, "every address is distinct");
 
     // A restart with the saved assignments gives the same addresses.
@@ -360,9 +361,9 @@ fn the_whole_istio_corpus_loads_into_the_registry() {
         let (store, registry) = build(&corpus.join(folder));
         let entries = store.of_kind("ServiceEntry").count();
         assert!(
-            registry.services().len() >= entries,
+            registry.len() >= entries,
             "{folder}: {} services from {entries} ServiceEntries",
-            registry.services().len()
+            registry.len()
         );
     }
 }

@@ -130,7 +130,7 @@ fn text(
         .mesh_origin()
         .map_or("Istio's defaults".to_string(), |o| o.file.display().to_string());
     let _ = writeln!(out, "MeshConfig: {mesh_from}");
-    let _ = writeln!(out, "\nServices ({}):", registry.services().len());
+    let _ = writeln!(out, "\nServices ({}):", registry.len());
     for s in registry.services() {
         let _ = writeln!(
             out,
@@ -266,9 +266,7 @@ fn to_json(
     conditions: &Conditions,
     view: Option<&ProxyView>,
 ) -> Value {
-    let services: Vec<Value> = registry
-        .services()
-        .iter()
+    let services: Vec<Value> = registry.services()
         .map(|s| {
             json!({
                 "hostname": s.hostname,

@@ -34,7 +34,10 @@ pub enum RangeError {
 pub struct AddressAllocator {
     base: u32,
     size: u32,
+    /// Each service's address (restored ones may still be contested).
     assigned: BTreeMap<ServiceKey, Ipv4Addr>,
+    /// Who holds each address in use.
+    holders: BTreeMap<Ipv4Addr, ServiceKey>,
 }
 
 impl Default for AddressAllocator {
@@ -65,6 +68,7 @@ impl AddressAllocator {
             base,
             size,
             assigned: BTreeMap::new(),
+            holders: BTreeMap::new(),
         })
     }
 
@@ -83,54 +87,70 @@ impl AddressAllocator {
         u32::from(ip).wrapping_sub(self.base) < self.size
     }
 
-    /// Assigns an address to every service of `wanted` (with its creation time) and returns
-    /// them. Services no longer wanted lose theirs; `reserved` addresses (given by users) are
-    /// never handed out, and a service holding one is moved.
+    /// Assigns an address to every service of `wanted` (with its creation time), oldest first,
+    /// and returns them. Services no longer wanted lose theirs; `reserved` addresses (given by
+    /// users) are never handed out, and a service holding one is moved.
     pub fn allocate(
         &mut self,
         wanted: &[(ServiceKey, SystemTime)],
         reserved: &BTreeSet<Ipv4Addr>,
     ) -> BTreeMap<ServiceKey, Ipv4Addr> {
+        let keep: BTreeSet<&ServiceKey> = wanted.iter().map(|(k, _)| k).collect();
+        let gone: Vec<ServiceKey> = self
+            .assigned
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .cloned()
+            .collect();
+        for key in &gone {
+            self.release(key);
+        }
         let mut order: Vec<&(ServiceKey, SystemTime)> = wanted.iter().collect();
         order.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-        let keep: BTreeSet<&ServiceKey> = wanted.iter().map(|(k, _)| k).collect();
-        self.assigned.retain(|k, ip| {
-            keep.contains(k) && !reserved.contains(ip) && self_contains(self.base, self.size, *ip)
-        });
-        // Two services holding one address (possible after a restore): the older keeps it.
-        let mut used: BTreeSet<Ipv4Addr> = BTreeSet::new();
-        for (key, _) in &order {
-            if let Some(ip) = self.assigned.get(key).copied()
-                && !used.insert(ip)
-            {
-                self.assigned.remove(key);
-            }
-        }
         for (key, _) in order {
-            if self.assigned.contains_key(key) {
-                continue;
-            }
-            if let Some(ip) = self.probe(key, &used, reserved) {
-                used.insert(ip);
-                self.assigned.insert(key.clone(), ip);
-            }
+            self.assign(key, &|ip| reserved.contains(&ip));
         }
         self.assigned.clone()
     }
 
-    fn probe(
-        &self,
-        key: &ServiceKey,
-        used: &BTreeSet<Ipv4Addr>,
-        reserved: &BTreeSet<Ipv4Addr>,
-    ) -> Option<Ipv4Addr> {
+    /// The address of `key`: the one it has (unless `reserved` now claims it, or an older
+    /// service took it first), else a new one. Callers place services oldest first.
+    pub fn assign(&mut self, key: &ServiceKey, reserved: &dyn Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
+        if let Some(ip) = self.assigned.get(key).copied() {
+            let usable = !reserved(ip) && self.contains(ip);
+            match self.holders.get(&ip) {
+                Some(holder) if holder == key && usable => return Some(ip),
+                None if usable => {
+                    self.holders.insert(ip, key.clone());
+                    return Some(ip);
+                }
+                _ => self.release(key),
+            }
+        }
         let start = fnv1a(&format!("{}/{}", key.namespace, key.hostname)) % self.size;
-        (0..self.size)
+        let ip = (0..self.size)
             .map(|i| Ipv4Addr::from(self.base + (start + i) % self.size))
             .find(|ip| {
                 let last = ip.octets()[3];
-                last != 0 && last != 255 && !used.contains(ip) && !reserved.contains(ip)
-            })
+                last != 0 && last != 255 && !self.holders.contains_key(ip) && !reserved(*ip)
+            })?;
+        self.assigned.insert(key.clone(), ip);
+        self.holders.insert(ip, key.clone());
+        Some(ip)
+    }
+
+    /// Gives back the address of `key`.
+    pub fn release(&mut self, key: &ServiceKey) {
+        if let Some(ip) = self.assigned.remove(key)
+            && self.holders.get(&ip) == Some(key)
+        {
+            self.holders.remove(&ip);
+        }
+    }
+
+    /// The service holding `ip`.
+    pub fn holder(&self, ip: Ipv4Addr) -> Option<&ServiceKey> {
+        self.holders.get(&ip)
     }
 
     /// The current assignments.
@@ -146,8 +166,9 @@ impl AddressAllocator {
             .collect()
     }
 
-    /// Takes back assignments saved by [`AddressAllocator::export`]. Lines that do not parse, or
-    /// addresses outside the range, are ignored (those services are placed afresh).
+    /// Takes back assignments saved by [`AddressAllocator::export`]. Each service gets its saved
+    /// address back when it next asks, unless an older service asked for the same one first.
+    /// Lines that do not parse, and addresses outside the range, are ignored.
     pub fn restore(&mut self, saved: &str) {
         for line in saved.lines() {
             let Some((key, ip)) = line.trim().split_once(' ') else {
@@ -158,20 +179,15 @@ impl AddressAllocator {
                 continue;
             };
             if self.contains(ip) {
-                self.assigned.insert(
-                    ServiceKey {
-                        namespace: namespace.into(),
-                        hostname: hostname.into(),
-                    },
-                    ip,
-                );
+                let key = ServiceKey {
+                    namespace: namespace.into(),
+                    hostname: hostname.into(),
+                };
+                self.release(&key);
+                self.assigned.insert(key, ip);
             }
         }
     }
-}
-
-fn self_contains(base: u32, size: u32, ip: Ipv4Addr) -> bool {
-    u32::from(ip).wrapping_sub(base) < size
 }
 
 #[cfg(test)]

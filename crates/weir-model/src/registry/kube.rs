@@ -16,16 +16,16 @@ use crate::store::{ConfigStore, ObjectKey, StoredObject};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Converts every Kubernetes Service of the store.
-pub fn convert_all(
+/// Converts one Kubernetes Service; `workloads` are the workloads of its namespace.
+pub fn convert_one<'w>(
     store: &ConfigStore,
-    workloads: &[Workload],
+    stored: &StoredObject,
+    workloads: impl Iterator<Item = &'w Workload> + Clone,
     options: &RegistryOptions,
-) -> Vec<(Service, Vec<Endpoint>)> {
-    let mut out = Vec::new();
-    for stored in store.of_kind("Service") {
+) -> Option<(Service, Vec<Endpoint>)> {
+    {
         let Resource::Service(obj) = stored.resource.as_ref() else {
-            continue;
+            return None;
         };
         let spec = obj.spec.clone().unwrap_or_default();
         let kube_ports = spec.ports.or_empty().to_vec();
@@ -82,9 +82,8 @@ pub fn convert_all(
             (None, Some(sel)) => selected_endpoints(&service, &kube_ports, sel, workloads),
             (None, None) => listed_endpoints(store, stored, &service, workloads),
         };
-        out.push((service, endpoints));
+        Some((service, endpoints))
     }
-    out
 }
 
 /// `networking.istio.io/exportTo` annotation: a comma-separated list.
@@ -134,16 +133,15 @@ fn workload_endpoint(w: &Workload, port: u32, service_port: &str, healthy: bool)
 }
 
 /// Pods and WorkloadEntries of the Service's namespace picked by its selector.
-fn selected_endpoints(
+fn selected_endpoints<'w>(
     service: &Service,
     kube_ports: &[KubeServicePort],
     selector: &weir_api::types::Labels,
-    workloads: &[Workload],
+    workloads: impl Iterator<Item = &'w Workload>,
 ) -> Vec<Endpoint> {
     let mut out = Vec::new();
-    let picked = workloads
-        .iter()
-        .filter(|w| w.namespace == service.namespace && !w.dns_only() && w.matches(selector));
+    let picked =
+        workloads.filter(|w| w.namespace == service.namespace && !w.dns_only() && w.matches(selector));
     for w in picked {
         for (port, kube) in service.ports.iter().zip(kube_ports) {
             let target = match &kube.target_port {
@@ -171,11 +169,11 @@ fn service_port_for<'a>(service: &'a Service, ep_port: &EndpointPort) -> Option<
 }
 
 /// Endpoints listed by `v1/Endpoints` and EndpointSlices (selector-less Services).
-fn listed_endpoints(
+fn listed_endpoints<'w>(
     store: &ConfigStore,
     stored: &StoredObject,
     service: &Service,
-    workloads: &[Workload],
+    workloads: impl Iterator<Item = &'w Workload> + Clone,
 ) -> Vec<Endpoint> {
     let mut out = Vec::new();
     let find_workload = |target: Option<&weir_api::types::kube::ObjectReference>| {
@@ -185,7 +183,7 @@ fn listed_endpoints(
             t.namespace.clone().unwrap_or_else(|| service.namespace.clone()),
             t.name.clone()?,
         );
-        workloads.iter().find(|w| w.key == key)
+        workloads.clone().find(|w| w.key == key)
     };
     let mut push = |address: EndpointAddress,
                     target: Option<&weir_api::types::kube::ObjectReference>,

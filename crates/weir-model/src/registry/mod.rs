@@ -17,7 +17,7 @@ pub mod protocol;
 mod service_entry;
 pub mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -229,88 +229,297 @@ impl Default for RegistryOptions {
     }
 }
 
-/// The services and endpoints of the mesh.
-#[derive(Clone, Debug, Default)]
+/// What an update changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryDelta {
+    /// Hosts whose services were added, removed or changed (ports, addresses, resolution, …).
+    pub services: BTreeSet<ServiceKey>,
+    /// Hosts whose services are unchanged but whose endpoints changed (EDS-only).
+    pub endpoints: BTreeSet<ServiceKey>,
+}
+
+impl RegistryDelta {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.endpoints.is_empty()
+    }
+}
+
+/// The services and endpoints of the mesh, kept up to date change by change: an update
+/// reconverts only the objects a change touches (a ServiceEntry, a Service, or the ones whose
+/// selector picks a changed workload) and re-merges only the hosts they define.
+#[derive(Clone, Debug)]
 pub struct ServiceRegistry {
-    services: Vec<Arc<Service>>,
+    options: RegistryOptions,
+    allocator: alloc::AddressAllocator,
+    /// Workloads by namespace.
+    workloads: BTreeMap<String, BTreeMap<ObjectKey, Workload>>,
+    /// What each ServiceEntry or Service converts to (before address allocation).
+    converted: BTreeMap<ObjectKey, Vec<(Service, Vec<Endpoint>)>>,
+    /// The objects defining each namespace/host.
+    contributors: BTreeMap<ServiceKey, BTreeSet<ObjectKey>>,
+    /// The Service each EndpointSlice belongs to.
+    slice_owner: BTreeMap<ObjectKey, String>,
+    /// User-given IPv4 addresses, counted (they are never allocated).
+    reserved: BTreeMap<Ipv4Addr, usize>,
+    /// Services by namespace/host, oldest first within a host.
+    services: BTreeMap<ServiceKey, Vec<Arc<Service>>>,
+    /// Merged endpoints by namespace/host.
     endpoints: BTreeMap<ServiceKey, Vec<Endpoint>>,
 }
 
 impl ServiceRegistry {
-    /// Builds the registry from the store. `allocator` assigns addresses to ServiceEntries
-    /// without any; its assignments persist between builds, so they never move.
+    /// An empty registry.
+    pub fn new(options: RegistryOptions, allocator: alloc::AddressAllocator) -> Self {
+        ServiceRegistry {
+            options,
+            allocator,
+            workloads: BTreeMap::new(),
+            converted: BTreeMap::new(),
+            contributors: BTreeMap::new(),
+            slice_owner: BTreeMap::new(),
+            reserved: BTreeMap::new(),
+            services: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+        }
+    }
+
+    /// Builds the registry from everything in the store. `allocator` carries address
+    /// assignments in and out, so that they never move between builds.
     pub fn build(
         store: &ConfigStore,
         options: &RegistryOptions,
         allocator: &mut alloc::AddressAllocator,
     ) -> Self {
-        let workloads = workload::workloads(store);
-        let mut converted: Vec<(Service, Vec<Endpoint>)> = Vec::new();
-        converted.extend(service_entry::convert_all(store, &workloads));
-        converted.extend(kube::convert_all(store, &workloads, options));
-
-        // Allocate addresses (oldest first) for ServiceEntry services that qualify.
-        let reserved = converted.iter().filter_map(|(s, _)| match s.address {
-            Some(ServiceAddress::Ip(IpAddr::V4(ip))) => Some(ip),
-            _ => None,
-        });
-        let reserved: std::collections::BTreeSet<Ipv4Addr> = reserved.collect();
-        let wanted: Vec<(ServiceKey, SystemTime)> = converted
-            .iter()
-            .filter(|(s, _)| service_entry::wants_auto_address(s))
-            .map(|(s, _)| (s.key(), s.creation_time))
+        let mut registry = ServiceRegistry::new(options.clone(), allocator.clone());
+        let all: Vec<crate::store::Change> = store
+            .objects()
+            .map(|o| crate::store::Change::Added(o.key.clone()))
             .collect();
-        let assigned = allocator.allocate(&wanted, &reserved);
-        for (service, _) in &mut converted {
-            if service_entry::wants_auto_address(service) {
-                service.auto_address = assigned.get(&service.key()).copied();
-            }
-        }
+        registry.update(store, &all);
+        *allocator = registry.allocator.clone();
+        registry
+    }
 
-        // Oldest first; ties by registry (Kubernetes first), then origin.
-        converted.sort_by(|(a, _), (b, _)| {
-            (&a.namespace, &a.hostname, a.creation_time, a.registry, &a.origin).cmp(&(
-                &b.namespace,
-                &b.hostname,
-                b.creation_time,
-                b.registry,
-                &b.origin,
-            ))
-        });
-        let mut endpoints: BTreeMap<ServiceKey, Vec<Endpoint>> = BTreeMap::new();
-        let mut services = Vec::with_capacity(converted.len());
-        for (service, eps) in converted {
-            let merged = endpoints.entry(service.key()).or_default();
-            if service.resolution == Resolution::DnsRoundRobinLb {
-                // "Only one locality lb end point is allowed for DnsRoundRobinLB services."
-                for ep in eps {
-                    if !merged.iter().any(|m| m.service_port == ep.service_port) {
-                        merged.push(ep);
+    /// The allocator, for saving its assignments.
+    pub fn allocator(&self) -> &alloc::AddressAllocator {
+        &self.allocator
+    }
+
+    /// Applies store changes; returns the hosts whose services or endpoints changed.
+    pub fn update(&mut self, store: &ConfigStore, changes: &[crate::store::Change]) -> RegistryDelta {
+        use crate::store::Change;
+        let mut dirty: BTreeSet<ObjectKey> = BTreeSet::new();
+        for change in changes {
+            let key = match change {
+                Change::Added(k) | Change::Updated(k) | Change::Deleted(k) => k,
+                Change::MeshConfig => continue,
+            };
+            match key.kind.as_str() {
+                "ServiceEntry" | "Service" => {
+                    dirty.insert(key.clone());
+                }
+                "WorkloadEntry" | "Pod" => {
+                    let ns = self.workloads.entry(key.namespace.clone()).or_default();
+                    let old = ns.remove(key);
+                    let new = store.get(key).and_then(workload::from_object);
+                    if let Some(w) = &new {
+                        ns.insert(key.clone(), w.clone());
+                    }
+                    for w in old.iter().chain(new.iter()) {
+                        dirty.extend(self.origins_selecting(&key.namespace, &w.labels));
                     }
                 }
-            } else {
-                merged.extend(eps);
+                "Endpoints" => {
+                    dirty.insert(ObjectKey::new("Service", &key.namespace, &key.name));
+                }
+                "EndpointSlice" => {
+                    let old = self.slice_owner.remove(key);
+                    let new = store
+                        .get(key)
+                        .and_then(|o| o.labels().get(kube::SERVICE_NAME_LABEL).cloned());
+                    for name in old.iter().chain(new.iter()) {
+                        dirty.insert(ObjectKey::new("Service", &key.namespace, name));
+                    }
+                    if let Some(name) = new {
+                        self.slice_owner.insert(key.clone(), name);
+                    }
+                }
+                _ => {}
             }
-            services.push(Arc::new(service));
         }
-        ServiceRegistry { services, endpoints }
+        let mut affected: BTreeSet<ServiceKey> = BTreeSet::new();
+        for origin in dirty {
+            self.reconvert(store, &origin, &mut affected);
+        }
+        self.remerge(affected)
+    }
+
+    /// ServiceEntries and Services of `namespace` whose selector matches `labels`.
+    fn origins_selecting(&self, namespace: &str, labels: &Labels) -> Vec<ObjectKey> {
+        let mut out = Vec::new();
+        for kind in ["ServiceEntry", "Service"] {
+            let start = ObjectKey::new(kind, namespace, "");
+            for (origin, conversions) in self.converted.range(start..) {
+                if origin.kind != kind || origin.namespace != namespace {
+                    break;
+                }
+                let selects = conversions.iter().any(|(s, _)| {
+                    s.selector
+                        .as_ref()
+                        .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                });
+                if selects {
+                    out.push(origin.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn reconvert(&mut self, store: &ConfigStore, origin: &ObjectKey, affected: &mut BTreeSet<ServiceKey>) {
+        let old = self.converted.remove(origin).unwrap_or_default();
+        let empty = BTreeMap::new();
+        let workloads = self.workloads.get(&origin.namespace).unwrap_or(&empty).values();
+        let new: Vec<(Service, Vec<Endpoint>)> = match store.get(origin) {
+            Some(stored) if origin.kind == "ServiceEntry" => service_entry::convert_one(stored, workloads),
+            Some(stored) => kube::convert_one(store, stored, workloads, &self.options)
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        for (s, _) in &old {
+            affected.insert(s.key());
+            if let Some(set) = self.contributors.get_mut(&s.key()) {
+                set.remove(origin);
+            }
+            if let Some(ServiceAddress::Ip(IpAddr::V4(ip))) = s.address
+                && let Some(count) = self.reserved.get_mut(&ip)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.reserved.remove(&ip);
+                }
+            }
+        }
+        for (s, _) in &new {
+            affected.insert(s.key());
+            self.contributors
+                .entry(s.key())
+                .or_default()
+                .insert(origin.clone());
+            if let Some(ServiceAddress::Ip(IpAddr::V4(ip))) = s.address {
+                *self.reserved.entry(ip).or_default() += 1;
+                // A user address now claims an allocated one: its holder moves.
+                if let Some(holder) = self.allocator.holder(ip) {
+                    affected.insert(holder.clone());
+                }
+            }
+        }
+        if !new.is_empty() {
+            self.converted.insert(origin.clone(), new);
+        }
+    }
+
+    fn remerge(&mut self, affected: BTreeSet<ServiceKey>) -> RegistryDelta {
+        let mut delta = RegistryDelta::default();
+        // Gather each host's definitions, oldest first; allocate for hosts oldest first.
+        let mut merged: Vec<(ServiceKey, Vec<Service>, Vec<Vec<Endpoint>>)> = Vec::new();
+        for key in affected {
+            let origins = self.contributors.get(&key).cloned().unwrap_or_default();
+            let mut defs: Vec<(Service, Vec<Endpoint>)> = origins
+                .iter()
+                .filter_map(|o| self.converted.get(o))
+                .flatten()
+                .filter(|(s, _)| s.key() == key)
+                .cloned()
+                .collect();
+            defs.sort_by(|(a, _), (b, _)| {
+                (a.creation_time, a.registry, &a.origin).cmp(&(b.creation_time, b.registry, &b.origin))
+            });
+            let (services, endpoints): (Vec<Service>, Vec<Vec<Endpoint>>) = defs.into_iter().unzip();
+            merged.push((key, services, endpoints));
+        }
+        merged.sort_by(|a, b| {
+            let age =
+                |m: &(ServiceKey, Vec<Service>, Vec<Vec<Endpoint>>)| m.1.first().map(|s| s.creation_time);
+            (age(a), &a.0).cmp(&(age(b), &b.0))
+        });
+        for (key, mut services, endpoint_lists) in merged {
+            let wants = services.iter().any(service_entry::wants_auto_address);
+            let address = if wants {
+                let reserved = &self.reserved;
+                self.allocator.assign(&key, &|ip| reserved.contains_key(&ip))
+            } else {
+                self.allocator.release(&key);
+                None
+            };
+            for s in services
+                .iter_mut()
+                .filter(|s| service_entry::wants_auto_address(s))
+            {
+                s.auto_address = address;
+            }
+            let mut endpoints: Vec<Endpoint> = Vec::new();
+            for (service, eps) in services.iter().zip(endpoint_lists) {
+                if service.resolution == Resolution::DnsRoundRobinLb {
+                    // "Only one locality lb end point is allowed for DnsRoundRobinLB services."
+                    for ep in eps {
+                        if !endpoints.iter().any(|m| m.service_port == ep.service_port) {
+                            endpoints.push(ep);
+                        }
+                    }
+                } else {
+                    endpoints.extend(eps);
+                }
+            }
+            let old_services = self
+                .services
+                .get(&key)
+                .map(|v| v.iter().map(|s| s.as_ref().clone()).collect::<Vec<_>>())
+                .unwrap_or_default();
+            let old_endpoints = self.endpoints.get(&key).cloned().unwrap_or_default();
+            if old_services != services {
+                delta.services.insert(key.clone());
+            } else if old_endpoints != endpoints {
+                delta.endpoints.insert(key.clone());
+            }
+            if services.is_empty() {
+                self.services.remove(&key);
+                self.endpoints.remove(&key);
+                self.contributors.remove(&key);
+            } else {
+                self.services
+                    .insert(key.clone(), services.into_iter().map(Arc::new).collect());
+                self.endpoints.insert(key, endpoints);
+            }
+        }
+        delta
     }
 
     /// Every service, ordered by namespace, host and age.
-    pub fn services(&self) -> &[Arc<Service>] {
-        &self.services
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.services.values().flatten()
     }
 
-    /// The services with `hostname`, in any namespace, oldest first.
+    /// Number of services.
+    pub fn len(&self) -> usize {
+        self.services.values().map(Vec::len).sum()
+    }
+
+    /// Whether there are no services.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    /// The services with `hostname`, in any namespace, oldest first within a namespace.
     pub fn services_for_host<'a>(&'a self, hostname: &'a str) -> impl Iterator<Item = &'a Arc<Service>> + 'a {
-        self.services.iter().filter(move |s| s.hostname == hostname)
+        self.services().filter(move |s| s.hostname == hostname)
     }
 
     /// The service with `key` (the oldest when several objects define it).
     pub fn service(&self, key: &ServiceKey) -> Option<&Arc<Service>> {
-        self.services
-            .iter()
-            .find(|s| s.namespace == key.namespace && s.hostname == key.hostname)
+        self.services.get(key).and_then(|v| v.first())
     }
 
     /// The merged endpoints of a namespace/host.

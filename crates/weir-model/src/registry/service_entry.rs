@@ -8,22 +8,21 @@ use weir_api::types::networking::{self as net, Location};
 
 use super::workload::{TlsMode, Workload};
 use super::{Endpoint, EndpointAddress, Port, Protocol, RegistryKind, Resolution, Service, ServiceAddress};
-use crate::store::{ConfigStore, StoredObject};
+use crate::store::StoredObject;
 
 /// Label that opts a ServiceEntry out of address auto-allocation.
 pub const AUTOALLOCATE_LABEL: &str = "networking.istio.io/enable-autoallocate-ip";
 
-/// Converts every ServiceEntry of the store.
-pub fn convert_all(store: &ConfigStore, workloads: &[Workload]) -> Vec<(Service, Vec<Endpoint>)> {
-    let mut out = Vec::new();
-    for stored in store.of_kind("ServiceEntry") {
-        let Resource::ServiceEntry(obj) = stored.resource.as_ref() else {
-            continue;
-        };
-        let Some(spec) = &obj.spec else { continue };
-        out.extend(convert(stored, spec, workloads));
-    }
-    out
+/// Converts one ServiceEntry; `workloads` are the workloads of its namespace.
+pub fn convert_one<'w>(
+    stored: &StoredObject,
+    workloads: impl Iterator<Item = &'w Workload> + Clone,
+) -> Vec<(Service, Vec<Endpoint>)> {
+    let Resource::ServiceEntry(obj) = stored.resource.as_ref() else {
+        return Vec::new();
+    };
+    let Some(spec) = &obj.spec else { return Vec::new() };
+    convert(stored, spec, workloads)
 }
 
 fn resolution(r: net::Resolution) -> Resolution {
@@ -51,10 +50,10 @@ fn service_address(address: &str) -> Option<ServiceAddress> {
     address.parse::<IpAddr>().ok().map(ServiceAddress::Ip)
 }
 
-fn convert(
+fn convert<'w>(
     stored: &StoredObject,
     spec: &net::ServiceEntry,
-    workloads: &[Workload],
+    workloads: impl Iterator<Item = &'w Workload> + Clone,
 ) -> Vec<(Service, Vec<Endpoint>)> {
     let ports: Vec<Port> = spec
         .ports
@@ -100,7 +99,7 @@ fn convert(
                 address: address.clone(),
                 ..base.clone()
             };
-            let endpoints = endpoints(&service, spec, workloads);
+            let endpoints = endpoints(&service, spec, workloads.clone());
             out.push((service, endpoints));
         }
     }
@@ -115,7 +114,11 @@ fn endpoint_port(address: &EndpointAddress, named: Option<u32>, port: &Port) -> 
     named.or(port.target_port).unwrap_or(port.number)
 }
 
-fn endpoints(service: &Service, spec: &net::ServiceEntry, workloads: &[Workload]) -> Vec<Endpoint> {
+fn endpoints<'w>(
+    service: &Service,
+    spec: &net::ServiceEntry,
+    workloads: impl Iterator<Item = &'w Workload>,
+) -> Vec<Endpoint> {
     let mut out = Vec::new();
     if let Some(list) = &spec.endpoints {
         for we in list {
@@ -147,7 +150,6 @@ fn endpoints(service: &Service, spec: &net::ServiceEntry, workloads: &[Workload]
             Resolution::DnsLb | Resolution::DnsRoundRobinLb
         );
         let selected = workloads
-            .iter()
             .filter(|w| w.namespace == service.namespace && w.matches(selector) && (dns || !w.dns_only()));
         for w in selected {
             let address = EndpointAddress::parse(&w.address);

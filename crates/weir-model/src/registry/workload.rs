@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use weir_api::Resource;
 use weir_api::types::{Labels, OrEmpty};
 
-use crate::store::{ConfigStore, ObjectKey};
+use crate::store::{ConfigStore, ObjectKey, StoredObject};
 
 /// Label that carries a workload's TLS mode (`istio` when it has a sidecar).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -92,79 +92,81 @@ fn locality_from_labels(labels: &Labels) -> Option<String> {
 
 /// Every WorkloadEntry and Pod of the store, in key order.
 pub fn workloads(store: &ConfigStore) -> Vec<Workload> {
-    let mut out = Vec::new();
-    for stored in store.of_kind("WorkloadEntry") {
-        let Resource::WorkloadEntry(obj) = stored.resource.as_ref() else {
-            continue;
-        };
-        let Some(spec) = &obj.spec else { continue };
-        let mut labels = spec.labels.or_empty().clone();
-        labels.extend(obj.metadata.labels.or_empty().clone());
-        let sa = spec.service_account.clone().filter(|s| !s.is_empty());
-        out.push(Workload {
-            key: stored.key.clone(),
-            namespace: stored.key.namespace.clone(),
-            address: spec.address.clone().unwrap_or_default(),
-            tls_mode: TlsMode::from_labels(&labels, sa.as_deref()),
-            locality: spec
-                .locality
-                .clone()
-                .filter(|l| !l.is_empty())
-                .or_else(|| locality_from_labels(&labels)),
-            labels,
-            ports: spec.ports.clone().unwrap_or_default(),
-            network: spec.network.clone().filter(|n| !n.is_empty()),
-            weight: spec.weight.unwrap_or(0),
-            service_account: sa,
-            healthy: true,
-        });
-    }
-    for stored in store.of_kind("Pod") {
-        let Resource::Pod(pod) = stored.resource.as_ref() else {
-            continue;
-        };
-        let status = pod.status.clone().unwrap_or_default();
-        let Some(ip) = status.pod_ip.clone().filter(|ip| !ip.is_empty()) else {
-            continue;
-        };
-        let spec = pod.spec.clone().unwrap_or_default();
-        let labels = pod.metadata.labels.or_empty().clone();
-        let mut ports = BTreeMap::new();
-        for container in spec.containers.or_empty() {
-            for p in container.ports.or_empty() {
-                if let (Some(name), Some(port)) = (
-                    p.name.clone(),
-                    p.container_port.and_then(|p| u32::try_from(p).ok()),
-                ) {
-                    ports.insert(name, port);
+    store
+        .of_kind("WorkloadEntry")
+        .chain(store.of_kind("Pod"))
+        .filter_map(from_object)
+        .collect()
+}
+
+/// The workload of a WorkloadEntry, or of a Pod that has an IP.
+pub fn from_object(stored: &StoredObject) -> Option<Workload> {
+    match stored.resource.as_ref() {
+        Resource::WorkloadEntry(obj) => {
+            let spec = obj.spec.as_ref()?;
+            let mut labels = spec.labels.or_empty().clone();
+            labels.extend(obj.metadata.labels.or_empty().clone());
+            let sa = spec.service_account.clone().filter(|s| !s.is_empty());
+            Some(Workload {
+                key: stored.key.clone(),
+                namespace: stored.key.namespace.clone(),
+                address: spec.address.clone().unwrap_or_default(),
+                tls_mode: TlsMode::from_labels(&labels, sa.as_deref()),
+                locality: spec
+                    .locality
+                    .clone()
+                    .filter(|l| !l.is_empty())
+                    .or_else(|| locality_from_labels(&labels)),
+                labels,
+                ports: spec.ports.clone().unwrap_or_default(),
+                network: spec.network.clone().filter(|n| !n.is_empty()),
+                weight: spec.weight.unwrap_or(0),
+                service_account: sa,
+                healthy: true,
+            })
+        }
+        Resource::Pod(pod) => {
+            let status = pod.status.clone().unwrap_or_default();
+            let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+            let spec = pod.spec.clone().unwrap_or_default();
+            let labels = pod.metadata.labels.or_empty().clone();
+            let mut ports = BTreeMap::new();
+            for container in spec.containers.or_empty() {
+                for p in container.ports.or_empty() {
+                    if let (Some(name), Some(port)) = (
+                        p.name.clone(),
+                        p.container_port.and_then(|p| u32::try_from(p).ok()),
+                    ) {
+                        ports.insert(name, port);
+                    }
                 }
             }
+            let ready = status
+                .conditions
+                .or_empty()
+                .iter()
+                .find(|c| c.r#type.as_deref() == Some("Ready"))
+                .is_none_or(|c| c.status.as_deref() == Some("True"));
+            let running = status.phase.as_deref().is_none_or(|p| p == "Running");
+            let sa = spec
+                .service_account_name
+                .clone()
+                .or(spec.service_account.clone())
+                .filter(|s| !s.is_empty());
+            Some(Workload {
+                key: stored.key.clone(),
+                namespace: stored.key.namespace.clone(),
+                address: ip,
+                tls_mode: TlsMode::from_labels(&labels, None),
+                locality: locality_from_labels(&labels),
+                labels,
+                ports,
+                network: None,
+                weight: 0,
+                service_account: sa.or_else(|| Some("default".into())),
+                healthy: ready && running,
+            })
         }
-        let ready = status
-            .conditions
-            .or_empty()
-            .iter()
-            .find(|c| c.r#type.as_deref() == Some("Ready"))
-            .is_none_or(|c| c.status.as_deref() == Some("True"));
-        let running = status.phase.as_deref().is_none_or(|p| p == "Running");
-        let sa = spec
-            .service_account_name
-            .clone()
-            .or(spec.service_account.clone())
-            .filter(|s| !s.is_empty());
-        out.push(Workload {
-            key: stored.key.clone(),
-            namespace: stored.key.namespace.clone(),
-            address: ip,
-            tls_mode: TlsMode::from_labels(&labels, None),
-            locality: locality_from_labels(&labels),
-            labels,
-            ports,
-            network: None,
-            weight: 0,
-            service_account: sa.or_else(|| Some("default".into())),
-            healthy: ready && running,
-        });
+        _ => None,
     }
-    out
 }

@@ -204,6 +204,8 @@ pub struct ConfigStore {
     /// Every definition of every key, by origin; the smallest origin is active.
     definitions: BTreeMap<ObjectKey, BTreeMap<Origin, Definition>>,
     files: BTreeMap<PathBuf, FileEntry>,
+    /// Files that carry a MeshConfig (so that finding it does not scan every file).
+    mesh_files: BTreeSet<PathBuf>,
     mesh: MeshConfig,
     mesh_origin: Option<Origin>,
     revision: u64,
@@ -328,7 +330,11 @@ impl ConfigStore {
             }
             touched.insert(key);
         }
+        self.mesh_files.remove(file);
         let Some(contents) = contents else { return };
+        if contents.mesh.is_some() {
+            self.mesh_files.insert(file.to_path_buf());
+        }
         let mut entry = FileEntry {
             keys: BTreeSet::new(),
             rejected: contents.rejected,
@@ -402,16 +408,15 @@ impl ConfigStore {
     /// Picks the MeshConfig in force: the first mesh config file by path, else the `istio`
     /// ConfigMap of the root namespace, else Istio's defaults. Returns whether it changed.
     fn settle_mesh(&mut self) -> bool {
-        let from_file = self.files.iter().find_map(|(path, f)| {
-            f.mesh.as_ref().map(|(m, _)| {
-                (
-                    m.clone(),
-                    Origin {
-                        file: path.clone(),
-                        line: 1,
-                    },
-                )
-            })
+        let from_file = self.mesh_files.iter().find_map(|path| {
+            let (mesh, _) = self.files.get(path)?.mesh.as_ref()?;
+            Some((
+                mesh.clone(),
+                Origin {
+                    file: path.clone(),
+                    line: 1,
+                },
+            ))
         });
         let from_config_map = || {
             let stored = self

@@ -329,3 +329,28 @@ fn a_missing_folder_is_an_error() {
             .ends_with("is not a folder")
     );
 }
+
+#[test]
+fn the_source_trait_loads_then_polls_changes() {
+    use weir_model::{ConfigSource, WatchedFolder};
+    let dir = scratch("trait");
+    std::fs::write(dir.join("a.yaml"), se("a", "a.example.com")).unwrap();
+    let mut source: Box<dyn ConfigSource> =
+        Box::new(WatchedFolder::new(FolderSource::new(&dir, "default").unwrap()));
+    let mut store = ConfigStore::new();
+    assert_eq!(source.load(&mut store).unwrap(), vec![Change::Added(key("a"))]);
+    assert!(
+        source
+            .poll(&mut store, Duration::from_millis(100))
+            .unwrap()
+            .is_empty(),
+        "nothing changed"
+    );
+    std::fs::write(dir.join("b.yaml"), se("b", "b.example.com")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut changes = Vec::new();
+    while changes.is_empty() && Instant::now() < deadline {
+        changes = source.poll(&mut store, Duration::from_millis(200)).unwrap();
+    }
+    assert_eq!(changes, vec![Change::Added(key("b"))]);
+}

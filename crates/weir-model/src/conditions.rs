@@ -19,6 +19,7 @@ use weir_api::Resource;
 use weir_api::host;
 use weir_api::types::OrEmpty;
 use weir_api::types::mesh::MeshDefaults;
+use weir_api::types::networking::DestinationRule;
 
 use crate::registry::workload::workloads;
 use crate::registry::{RegistryKind, Service, ServiceRegistry};
@@ -287,19 +288,11 @@ fn virtual_service_hosts(
 }
 
 fn destination_rule_overlaps(store: &ConfigStore, domain_suffix: &str, out: &mut Conditions) {
-    let mut rules: Vec<&StoredObject> = store.of_kind("DestinationRule").collect();
-    rules.sort_by(|a, b| (a.creation_time, &a.key).cmp(&(b.creation_time, &b.key)));
+    let mut rules: Vec<(&StoredObject, &DestinationRule, String)> =
+        destination_rules(store, domain_suffix).collect();
+    rules.sort_by(|(a, _, _), (b, _, _)| (a.creation_time, &a.key).cmp(&(b.creation_time, &b.key)));
     let mut seen: BTreeMap<(String, String, String), FirstRule<'_>> = BTreeMap::new();
-    for o in rules {
-        let Resource::DestinationRule(dr) = o.resource.as_ref() else {
-            continue;
-        };
-        let Some(spec) = &dr.spec else { continue };
-        let fqdn = host::resolve_short_name(
-            spec.host.as_deref().unwrap_or(""),
-            &o.key.namespace,
-            domain_suffix,
-        );
+    for (o, spec, fqdn) in rules {
         let selector = spec
             .workload_selector
             .as_ref()
@@ -364,6 +357,25 @@ struct FirstRule<'a> {
     subsets: BTreeSet<String>,
 }
 
+/// Every DestinationRule with its spec and its host expanded in its namespace.
+fn destination_rules<'a>(
+    store: &'a ConfigStore,
+    domain_suffix: &'a str,
+) -> impl Iterator<Item = (&'a StoredObject, &'a DestinationRule, String)> + 'a {
+    store.of_kind("DestinationRule").filter_map(move |o| {
+        let Resource::DestinationRule(dr) = o.resource.as_ref() else {
+            return None;
+        };
+        let spec = dr.spec.as_ref()?;
+        let fqdn = host::resolve_short_name(
+            spec.host.as_deref().unwrap_or(""),
+            &o.key.namespace,
+            domain_suffix,
+        );
+        Some((o, spec, fqdn))
+    })
+}
+
 fn dangling_references(
     store: &ConfigStore,
     registry: &ServiceRegistry,
@@ -372,16 +384,7 @@ fn dangling_references(
 ) {
     // Subsets defined per host (by any DestinationRule).
     let mut subsets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for o in store.of_kind("DestinationRule") {
-        let Resource::DestinationRule(dr) = o.resource.as_ref() else {
-            continue;
-        };
-        let Some(spec) = &dr.spec else { continue };
-        let fqdn = host::resolve_short_name(
-            spec.host.as_deref().unwrap_or(""),
-            &o.key.namespace,
-            domain_suffix,
-        );
+    for (_, spec, fqdn) in destination_rules(store, domain_suffix) {
         subsets
             .entry(fqdn)
             .or_default()

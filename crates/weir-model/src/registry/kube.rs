@@ -6,7 +6,7 @@ use weir_api::Resource;
 use weir_api::types::OrEmpty;
 use weir_api::types::kube::{EndpointPort, IntOrString, KubeServicePort};
 
-use super::workload::{TlsMode, Workload};
+use super::workload::Workload;
 use super::{
     Endpoint, EndpointAddress, Port, Protocol, RegistryKind, RegistryOptions, Resolution, Service,
     ServiceAddress,
@@ -77,7 +77,7 @@ pub fn convert_one<'w>(
             (Some(name), _) => service
                 .ports
                 .iter()
-                .map(|p| plain_endpoint(EndpointAddress::Host(name.clone()), p.number, &p.name, true))
+                .map(|p| Endpoint::plain(EndpointAddress::Host(name.clone()), p.number, &p.name, true))
                 .collect(),
             (None, Some(sel)) => selected_endpoints(&service, &kube_ports, sel, workloads),
             (None, None) => listed_endpoints(store, stored, &service, workloads),
@@ -98,38 +98,6 @@ fn export_to(stored: &StoredObject) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn plain_endpoint(address: EndpointAddress, port: u32, service_port: &str, healthy: bool) -> Endpoint {
-    Endpoint {
-        address,
-        port,
-        service_port: service_port.to_string(),
-        labels: Default::default(),
-        locality: None,
-        network: None,
-        weight: 0,
-        service_account: None,
-        tls_mode: TlsMode::Disabled,
-        healthy,
-        workload: None,
-    }
-}
-
-fn workload_endpoint(w: &Workload, port: u32, service_port: &str, healthy: bool) -> Endpoint {
-    Endpoint {
-        address: EndpointAddress::parse(&w.address),
-        port,
-        service_port: service_port.to_string(),
-        labels: w.labels.clone(),
-        locality: w.locality.clone(),
-        network: w.network.clone(),
-        weight: w.weight,
-        service_account: w.service_account.clone(),
-        tls_mode: w.tls_mode,
-        healthy,
-        workload: Some(w.key.clone()),
-    }
 }
 
 /// Pods and WorkloadEntries of the Service's namespace picked by its selector.
@@ -153,7 +121,12 @@ fn selected_endpoints<'w>(
                 _ => Some(port.number),
             };
             if let Some(target) = target {
-                out.push(workload_endpoint(w, target, &port.name, w.healthy));
+                out.push(Endpoint::of_workload(
+                    w,
+                    EndpointAddress::parse(&w.address),
+                    target,
+                    &port.name,
+                ));
             }
         }
     }
@@ -197,13 +170,13 @@ fn listed_endpoints<'w>(
                 .port
                 .and_then(|p| u32::try_from(p).ok())
                 .unwrap_or(port.number);
-            let ep = match find_workload(target) {
-                Some(w) => workload_endpoint(w, number, &port.name, healthy),
-                None => plain_endpoint(address.clone(), number, &port.name, healthy),
-            };
-            out.push(Endpoint {
-                address: address.clone(),
-                ..ep
+            // The listed address and readiness win over the workload's own.
+            out.push(match find_workload(target) {
+                Some(w) => Endpoint {
+                    healthy,
+                    ..Endpoint::of_workload(w, address.clone(), number, &port.name)
+                },
+                None => Endpoint::plain(address.clone(), number, &port.name, healthy),
             });
         }
     };

@@ -214,6 +214,42 @@ pub struct Endpoint {
     pub workload: Option<ObjectKey>,
 }
 
+impl Endpoint {
+    /// An endpoint with no workload behind it (a host name, an address from `v1/Endpoints`).
+    pub fn plain(address: EndpointAddress, port: u32, service_port: &str, healthy: bool) -> Endpoint {
+        Endpoint {
+            address,
+            port,
+            service_port: service_port.to_string(),
+            labels: Labels::new(),
+            locality: None,
+            network: None,
+            weight: 0,
+            service_account: None,
+            tls_mode: TlsMode::Disabled,
+            healthy,
+            workload: None,
+        }
+    }
+
+    /// An endpoint of a WorkloadEntry or Pod, carrying its labels, locality and identity.
+    pub fn of_workload(w: &Workload, address: EndpointAddress, port: u32, service_port: &str) -> Endpoint {
+        Endpoint {
+            address,
+            port,
+            service_port: service_port.to_string(),
+            labels: w.labels.clone(),
+            locality: w.locality.clone(),
+            network: w.network.clone(),
+            weight: w.weight,
+            service_account: w.service_account.clone(),
+            tls_mode: w.tls_mode,
+            healthy: w.healthy,
+            workload: Some(w.key.clone()),
+        }
+    }
+}
+
 /// Registry settings.
 #[derive(Clone, Debug)]
 pub struct RegistryOptions {

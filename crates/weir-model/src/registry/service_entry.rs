@@ -154,19 +154,8 @@ fn endpoints<'w>(
         for w in selected {
             let address = EndpointAddress::parse(&w.address);
             for port in &service.ports {
-                out.push(Endpoint {
-                    port: endpoint_port(&address, w.ports.get(&port.name).copied(), port),
-                    address: address.clone(),
-                    service_port: port.name.clone(),
-                    labels: w.labels.clone(),
-                    locality: w.locality.clone(),
-                    network: w.network.clone(),
-                    weight: w.weight,
-                    service_account: w.service_account.clone(),
-                    tls_mode: w.tls_mode,
-                    healthy: w.healthy,
-                    workload: Some(w.key.clone()),
-                });
+                let number = endpoint_port(&address, w.ports.get(&port.name).copied(), port);
+                out.push(Endpoint::of_workload(w, address.clone(), number, &port.name));
             }
         }
         return out;
@@ -178,19 +167,13 @@ fn endpoints<'w>(
     ) && !service.hostname.starts_with('*')
     {
         for port in &service.ports {
-            out.push(Endpoint {
-                address: EndpointAddress::Host(service.hostname.clone()),
-                port: port.target_port.unwrap_or(port.number),
-                service_port: port.name.clone(),
-                labels: Default::default(),
-                locality: None,
-                network: None,
-                weight: 0,
-                service_account: None,
-                tls_mode: TlsMode::Disabled,
-                healthy: true,
-                workload: None,
-            });
+            let address = EndpointAddress::Host(service.hostname.clone());
+            out.push(Endpoint::plain(
+                address,
+                port.target_port.unwrap_or(port.number),
+                &port.name,
+                true,
+            ));
         }
     }
     out

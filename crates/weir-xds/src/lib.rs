@@ -1,0 +1,8 @@
+//! Weir's xDS side: Envoy v3 resources generated from the model, served over ADS.
+//!
+//! - [`json`]: Envoy messages as Envoy-style JSON (`/config_dump` form), for `weir config-dump`
+//!   and golden tests.
+//!
+//! This crate opens no data-plane sockets.
+
+pub mod json;

@@ -286,3 +286,40 @@ fn a_sequence_of_edits_ends_where_a_full_build_would() {
         fx.assert_matches_full_build();
     }
 }
+
+#[test]
+fn a_pod_behind_listed_endpoints_updates_the_service_that_lists_it() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: legacy, namespace: default}\nspec: {clusterIP: 10.96.0.9, ports: [{name: http, port: 80}]}\n---\n\
+               apiVersion: v1\nkind: Endpoints\nmetadata: {name: legacy, namespace: default}\nsubsets: [{addresses: [{ip: 10.1.0.9, targetRef: {kind: Pod, name: p1}}], ports: [{name: http, port: 8080}]}]\n";
+    let pod = |version: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p1, namespace: default, labels: {{version: {version}}}}}\nstatus: {{podIP: 10.1.0.9}}\n"
+        )
+    };
+    let mut fx = Fixture::new(
+        "listed",
+        &[("svc.yaml", svc.to_string()), ("pod.yaml", pod("v1"))],
+    );
+    let k = key("legacy.default.svc.cluster.local");
+    assert_eq!(fx.registry.endpoints(&k)[0].labels["version"], "v1");
+    let delta = fx.change("pod.yaml", Some(pod("v2")));
+    assert_eq!(delta.endpoints, BTreeSet::from([k.clone()]));
+    assert_eq!(fx.registry.endpoints(&k)[0].labels["version"], "v2");
+    fx.assert_matches_full_build();
+}
+
+#[test]
+fn a_pod_created_after_the_endpoints_listing_it_is_picked_up() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: legacy, namespace: default}\nspec: {clusterIP: 10.96.0.9, ports: [{name: http, port: 80}]}\n---\n\
+               apiVersion: v1\nkind: Endpoints\nmetadata: {name: legacy, namespace: default}\nsubsets: [{addresses: [{ip: 10.1.0.9, targetRef: {kind: Pod, name: p1}}], ports: [{name: http, port: 8080}]}]\n";
+    let mut fx = Fixture::new("listed-late", &[("svc.yaml", svc.to_string())]);
+    let k = key("legacy.default.svc.cluster.local");
+    assert!(fx.registry.endpoints(&k)[0].labels.is_empty());
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p1, namespace: default, labels: {version: v3}}\nstatus: {podIP: 10.1.0.9}\n";
+    assert_eq!(
+        fx.change("pod.yaml", Some(pod.into())).endpoints,
+        BTreeSet::from([k.clone()])
+    );
+    assert_eq!(fx.registry.endpoints(&k)[0].labels["version"], "v3");
+    fx.assert_matches_full_build();
+}

@@ -149,15 +149,17 @@ fn listed_endpoints<'w>(
     workloads: impl Iterator<Item = &'w Workload> + Clone,
 ) -> Vec<Endpoint> {
     let mut out = Vec::new();
-    let find_workload = |target: Option<&weir_api::types::kube::ObjectReference>| {
+    // The object an address names (`targetRef`), whether or not it is known yet: recording it
+    // lets a later change of that Pod update this Service.
+    let target_key = |target: Option<&weir_api::types::kube::ObjectReference>| {
         let t = target?;
-        let key = ObjectKey::new(
+        Some(ObjectKey::new(
             t.kind.clone()?,
             t.namespace.clone().unwrap_or_else(|| service.namespace.clone()),
             t.name.clone()?,
-        );
-        workloads.clone().find(|w| w.key == key)
+        ))
     };
+    let find_workload = |key: Option<&ObjectKey>| key.and_then(|k| workloads.clone().find(|w| &w.key == k));
     let mut push = |address: EndpointAddress,
                     target: Option<&weir_api::types::kube::ObjectReference>,
                     ports: &[EndpointPort],
@@ -171,12 +173,16 @@ fn listed_endpoints<'w>(
                 .and_then(|p| u32::try_from(p).ok())
                 .unwrap_or(port.number);
             // The listed address and readiness win over the workload's own.
-            out.push(match find_workload(target) {
+            let key = target_key(target);
+            out.push(match find_workload(key.as_ref()) {
                 Some(w) => Endpoint {
                     healthy,
                     ..Endpoint::of_workload(w, address.clone(), number, &port.name)
                 },
-                None => Endpoint::plain(address.clone(), number, &port.name, healthy),
+                None => Endpoint {
+                    workload: key,
+                    ..Endpoint::plain(address.clone(), number, &port.name, healthy)
+                },
             });
         }
     };

@@ -210,7 +210,8 @@ pub struct Endpoint {
     pub tls_mode: TlsMode,
     /// Ready to receive traffic.
     pub healthy: bool,
-    /// The WorkloadEntry or Pod behind it, if any.
+    /// The WorkloadEntry or Pod behind it, if any. For an address listed by `v1/Endpoints` or an
+    /// EndpointSlice, the object its `targetRef` names, even before that object is known.
     pub workload: Option<ObjectKey>,
 }
 
@@ -363,7 +364,7 @@ impl ServiceRegistry {
                         ns.insert(key.clone(), w.clone());
                     }
                     for w in old.iter().chain(new.iter()) {
-                        dirty.extend(self.origins_selecting(&key.namespace, &w.labels));
+                        dirty.extend(self.origins_using(key, &w.labels));
                     }
                 }
                 "Endpoints" => {
@@ -391,8 +392,10 @@ impl ServiceRegistry {
         self.remerge(affected)
     }
 
-    /// ServiceEntries and Services of `namespace` whose selector matches `labels`.
-    fn origins_selecting(&self, namespace: &str, labels: &Labels) -> Vec<ObjectKey> {
+    /// ServiceEntries and Services of the workload's namespace that use it: their selector matches
+    /// `labels`, or one of their endpoints (from `v1/Endpoints` or an EndpointSlice) refers to it.
+    fn origins_using(&self, workload: &ObjectKey, labels: &Labels) -> Vec<ObjectKey> {
+        let namespace = workload.namespace.as_str();
         let mut out = Vec::new();
         for kind in ["ServiceEntry", "Service"] {
             let start = ObjectKey::new(kind, namespace, "");
@@ -400,10 +403,11 @@ impl ServiceRegistry {
                 if origin.kind != kind || origin.namespace != namespace {
                     break;
                 }
-                let selects = conversions.iter().any(|(s, _)| {
+                let selects = conversions.iter().any(|(s, eps)| {
                     s.selector
                         .as_ref()
                         .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                        || eps.iter().any(|e| e.workload.as_ref() == Some(workload))
                 });
                 if selects {
                     out.push(origin.clone());

@@ -31,9 +31,9 @@ fuzz_target!(|data: &[u8]| {
 
     let mut alloc = registry.allocator().clone();
     let full = ServiceRegistry::build(&store, &options, &mut alloc);
-    let incremental: Vec<_> = registry.services().map(|s| (s.hostname.clone(), s.namespace.clone(), s.ports.clone())).collect();
-    let rebuilt: Vec<_> = full.services().map(|s| (s.hostname.clone(), s.namespace.clone(), s.ports.clone())).collect();
-    assert_eq!(incremental, rebuilt, "incremental and full registries differ");
+    let incremental: Vec<_> = registry.services().map(|s| (s.as_ref().clone(), registry.endpoints(&s.key()).to_vec())).collect();
+    let rebuilt: Vec<_> = full.services().map(|s| (s.as_ref().clone(), full.endpoints(&s.key()).to_vec())).collect();
+    assert!(incremental == rebuilt, "incremental and full registries differ:\n{incremental:#?}\n{rebuilt:#?}");
 
     let mesh = store.mesh_defaults();
     for proxy in ["sidecar:default/app:app=a,version=v1", "router:istio-system/gw:istio=ingressgateway", "proxyless:other/client"] {

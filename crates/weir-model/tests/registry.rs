@@ -22,6 +22,19 @@ fn build(dir: &Path) -> (ConfigStore, ServiceRegistry) {
         .unwrap()
         .load_all(&mut store)
         .unwrap();
+    finish(store)
+}
+
+/// The registry of one fixture file alone, read in place (no copies, so tests can run in parallel).
+fn build_file(file: &str) -> (ConfigStore, ServiceRegistry) {
+    let source = FolderSource::new(fixtures(), "default").unwrap();
+    let path = fixtures().join(file);
+    let mut store = ConfigStore::new();
+    store.replace_file(&path, source.read_file(&path));
+    finish(store)
+}
+
+fn finish(store: ConfigStore) -> (ConfigStore, ServiceRegistry) {
     let rejected: Vec<_> = store
         .rejected()
         .map(|r| format!("{}: {:?}", r.subject, r.findings))
@@ -50,18 +63,9 @@ fn addresses(registry: &ServiceRegistry, k: &ServiceKey) -> Vec<(String, u32, bo
         .collect()
 }
 
-/// A copy of one fixture file alone in a scratch folder.
-fn only(file: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("registry").join(file);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(fixtures().join(file), dir.join(file)).unwrap();
-    dir
-}
-
 #[test]
 fn external_https_apis_matched_by_sni_get_one_service_per_host() {
-    let (_, registry) = build(&only("external-services.yaml"));
+    let (_, registry) = build_file("external-services.yaml");
     for host in ["api.dropboxapi.com", "www.googleapis.com"] {
         let svc = registry.service(&key("default", host)).unwrap();
         assert_eq!(svc.registry, RegistryKind::ServiceEntry);
@@ -82,7 +86,7 @@ fn external_https_apis_matched_by_sni_get_one_service_per_host() {
 
 #[test]
 fn mongodb_on_a_vip_with_static_endpoints() {
-    let (_, registry) = build(&only("external-services.yaml"));
+    let (_, registry) = build_file("external-services.yaml");
     let svc = registry.service(&key("default", "mymongodb.somedomain")).unwrap();
     assert_eq!(
         svc.address,
@@ -99,7 +103,7 @@ fn mongodb_on_a_vip_with_static_endpoints() {
 
 #[test]
 fn wildcard_hosts_with_none_resolution_have_no_endpoints_and_no_address() {
-    let (_, registry) = build(&only("external-services.yaml"));
+    let (_, registry) = build_file("external-services.yaml");
     let svc = registry.service(&key("default", "*.bar.com")).unwrap();
     assert_eq!(svc.resolution, Resolution::Passthrough);
     assert_eq!(svc.auto_address, None);
@@ -108,7 +112,7 @@ fn wildcard_hosts_with_none_resolution_have_no_endpoints_and_no_address() {
 
 #[test]
 fn a_unix_socket_endpoint_has_port_zero() {
-    let (_, registry) = build(&only("external-services.yaml"));
+    let (_, registry) = build_file("external-services.yaml");
     let eps = registry.endpoints(&key("default", "example.unix.local"));
     assert_eq!(eps.len(), 1);
     assert_eq!(
@@ -120,7 +124,7 @@ fn a_unix_socket_endpoint_has_port_zero() {
 
 #[test]
 fn a_dns_service_with_three_regional_endpoints() {
-    let (_, registry) = build(&only("external-services.yaml"));
+    let (_, registry) = build_file("external-services.yaml");
     let eps = registry.endpoints(&key("default", "foo.bar.com"));
     let got: Vec<_> = eps
         .iter()
@@ -138,7 +142,7 @@ fn a_dns_service_with_three_regional_endpoints() {
 
 #[test]
 fn an_egress_host_exported_to_its_namespace_and_an_opt_out() {
-    let (_, registry) = build(&only("external-services.yaml"));
+    let (_, registry) = build_file("external-services.yaml");
     assert_eq!(
         registry
             .service(&key("istio-system", "edition.cnn.com"))
@@ -157,7 +161,7 @@ fn an_egress_host_exported_to_its_namespace_and_an_opt_out() {
 
 #[test]
 fn a_selector_spans_workload_entries_and_pods_of_its_namespace() {
-    let (_, registry) = build(&only("vm-migration.yaml"));
+    let (_, registry) = build_file("vm-migration.yaml");
     let k = key("bookinfo", "details.bookinfo.com");
     let eps = registry.endpoints(&k);
     let got: Vec<_> = eps
@@ -186,7 +190,7 @@ fn a_selector_spans_workload_entries_and_pods_of_its_namespace() {
 
 #[test]
 fn kubernetes_external_name_and_selector_less_services() {
-    let (_, registry) = build(&only("kubernetes-services.yaml"));
+    let (_, registry) = build_file("kubernetes-services.yaml");
     let httpbin = registry
         .service(&key("default", "my-httpbin.default.svc.cluster.local"))
         .unwrap();
@@ -227,7 +231,7 @@ fn kubernetes_external_name_and_selector_less_services() {
 
 #[test]
 fn kubernetes_selectors_named_target_ports_and_headless_services() {
-    let (_, registry) = build(&only("kubernetes-services.yaml"));
+    let (_, registry) = build_file("kubernetes-services.yaml");
     let reviews = key("bookinfo", "reviews.bookinfo.svc.cluster.local");
     assert_eq!(
         addresses(&registry, &reviews),

@@ -28,9 +28,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: criterion benchmarks (library), then the end-to-end `weir validate` harness
+## bench: criterion benchmarks (validation, model), the model at scale, then the end-to-end `weir validate` harness
 bench:
 	$(CARGO) bench -p weir-api --bench validate
+	$(CARGO) bench -p weir-model --bench model
+	$(CARGO) run --release -p weir-model --example model_scale
 	$(MAKE) bench-e2e
 
 bench-e2e: release

@@ -2,10 +2,11 @@
 //!
 //! - [`json`]: Envoy messages as Envoy-style JSON (`/config_dump` form), for `weir config-dump`
 //!   and golden tests.
-//! - [`sotw`]: the state-of-the-world xDS protocol (subscriptions, nonces, ACK/NACK) as a state
-//!   machine without I/O.
+//! - [`sotw`] and [`delta`]: the state-of-the-world and incremental xDS protocols (subscriptions,
+//!   nonces, ACK/NACK, what each client holds) as state machines without I/O.
 //!
 //! This crate opens no data-plane sockets.
 
+pub mod delta;
 pub mod json;
 pub mod sotw;

@@ -4,9 +4,11 @@
 //!   and golden tests.
 //! - [`sotw`] and [`delta`]: the state-of-the-world and incremental xDS protocols (subscriptions,
 //!   nonces, ACK/NACK, what each client holds) as state machines without I/O.
+//! - [`node`]: the proxy behind the node identity Istio's clients send.
 //!
 //! This crate opens no data-plane sockets.
 
 pub mod delta;
 pub mod json;
+pub mod node;
 pub mod sotw;

@@ -24,7 +24,7 @@ use weir_api::types::networking::DestinationRule;
 use crate::registry::workload::workloads;
 use crate::registry::{RegistryKind, Service, ServiceRegistry};
 use crate::store::{ConfigStore, ObjectKey, StoredObject};
-use crate::view::resolve_gateway;
+use crate::view::{expanded_destination_rules, resolve_gateway};
 
 /// The type of a condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -289,7 +289,7 @@ fn virtual_service_hosts(
 
 fn destination_rule_overlaps(store: &ConfigStore, domain_suffix: &str, out: &mut Conditions) {
     let mut rules: Vec<(&StoredObject, &DestinationRule, String)> =
-        destination_rules(store, domain_suffix).collect();
+        expanded_destination_rules(store, domain_suffix).collect();
     rules.sort_by(|(a, _, _), (b, _, _)| (a.creation_time, &a.key).cmp(&(b.creation_time, &b.key)));
     let mut seen: BTreeMap<(String, String, String), FirstRule<'_>> = BTreeMap::new();
     for (o, spec, fqdn) in rules {
@@ -357,25 +357,6 @@ struct FirstRule<'a> {
     subsets: BTreeSet<String>,
 }
 
-/// Every DestinationRule with its spec and its host expanded in its namespace.
-fn destination_rules<'a>(
-    store: &'a ConfigStore,
-    domain_suffix: &'a str,
-) -> impl Iterator<Item = (&'a StoredObject, &'a DestinationRule, String)> + 'a {
-    store.of_kind("DestinationRule").filter_map(move |o| {
-        let Resource::DestinationRule(dr) = o.resource.as_ref() else {
-            return None;
-        };
-        let spec = dr.spec.as_ref()?;
-        let fqdn = host::resolve_short_name(
-            spec.host.as_deref().unwrap_or(""),
-            &o.key.namespace,
-            domain_suffix,
-        );
-        Some((o, spec, fqdn))
-    })
-}
-
 fn dangling_references(
     store: &ConfigStore,
     registry: &ServiceRegistry,
@@ -384,7 +365,7 @@ fn dangling_references(
 ) {
     // Subsets defined per host (by any DestinationRule).
     let mut subsets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (_, spec, fqdn) in destination_rules(store, domain_suffix) {
+    for (_, spec, fqdn) in expanded_destination_rules(store, domain_suffix) {
         subsets
             .entry(fqdn)
             .or_default()

@@ -271,10 +271,12 @@ impl ProxyView {
             .collect();
         let (virtual_services, delegates) =
             applicable_virtual_services(store, mesh, domain_suffix, proxy, &gateway_names, &admits);
+        let rules = DestinationRules::new(store, domain_suffix);
         let destination_rules = services
             .iter()
             .filter_map(|s| {
-                destination_rule_for(store, mesh, domain_suffix, proxy, &s.hostname, &s.namespace)
+                rules
+                    .lookup(mesh, proxy, &s.hostname, &s.namespace)
                     .map(|dr| (s.hostname.clone(), dr))
             })
             .collect();
@@ -495,69 +497,113 @@ fn dr_spec(o: &StoredObject) -> Option<&DestinationRule> {
     }
 }
 
-/// The DestinationRule for `hostname` as seen from `proxy`: looked up in the proxy's namespace,
-/// then the service's, then the root namespace; in the first that has a matching rule, the rules
-/// for the most specific matching host are merged (oldest first). Rules with a workload selector
-/// apply only to the workloads they select in their own namespace, and take precedence there.
-pub fn destination_rule_for(
-    store: &ConfigStore,
-    mesh: &MeshDefaults,
-    domain_suffix: &str,
-    proxy: &Proxy,
-    hostname: &str,
-    service_namespace: &str,
-) -> Option<AppliedDestinationRule> {
-    let rules: Vec<&StoredObject> = oldest_first(store.of_kind("DestinationRule").collect());
-    for ns in [
-        proxy.namespace.as_str(),
-        service_namespace,
-        mesh.root_namespace.as_str(),
-    ] {
-        let candidates: Vec<(&StoredObject, String, bool)> = rules
-            .iter()
-            .copied()
-            .filter(|o| o.key.namespace == ns)
-            .filter_map(|o| {
-                let spec = dr_spec(o)?;
-                let exported = exported_to(
-                    spec.export_to.or_empty(),
-                    &mesh.default_destination_rule_export_to,
-                    ns,
-                    &proxy.namespace,
-                );
-                let selected = match &spec.workload_selector {
-                    Some(sel) => {
-                        ns == proxy.namespace && selector_matches(sel.match_labels.or_empty(), &proxy.labels)
-                    }
-                    None => true,
-                };
-                let rule_host =
-                    host::resolve_short_name(spec.host.as_deref().unwrap_or(""), ns, domain_suffix);
-                (exported && selected && host::subset_of(hostname, &rule_host))
-                    .then(|| (o, rule_host, spec.workload_selector.is_some()))
-            })
-            .collect();
-        // The most specific host: exact beats wildcard, longer wildcard beats shorter.
-        let Some(best) = candidates
-            .iter()
-            .map(|(_, h, _)| h)
-            .max_by_key(|h| (!host::is_wildcard(h), h.len()))
-            .cloned()
-        else {
-            continue;
-        };
-        let mut chosen: Vec<&(&StoredObject, String, bool)> =
-            candidates.iter().filter(|(_, h, _)| *h == best).collect();
-        if chosen.iter().any(|(_, _, selected)| *selected) {
-            chosen.retain(|(_, _, selected)| *selected);
+/// One DestinationRule with its host expanded in its namespace.
+pub type ExpandedRule<'a> = (&'a StoredObject, &'a DestinationRule, String);
+
+/// Every DestinationRule of the store with its host expanded (`reviews` →
+/// `reviews.<ns>.svc.<domain>`), in key order.
+pub fn expanded_destination_rules<'a>(
+    store: &'a ConfigStore,
+    domain_suffix: &'a str,
+) -> impl Iterator<Item = ExpandedRule<'a>> + 'a {
+    store.of_kind("DestinationRule").filter_map(move |o| {
+        let spec = dr_spec(o)?;
+        let fqdn = host::resolve_short_name(
+            spec.host.as_deref().unwrap_or(""),
+            &o.key.namespace,
+            domain_suffix,
+        );
+        Some((o, spec, fqdn))
+    })
+}
+
+/// The DestinationRules of the store, oldest first and grouped by namespace, with hosts
+/// expanded: built once per view, so that looking up every visible host does not sort and
+/// expand every rule again.
+pub struct DestinationRules<'a> {
+    by_namespace: BTreeMap<&'a str, Vec<ExpandedRule<'a>>>,
+}
+
+impl<'a> DestinationRules<'a> {
+    /// Indexes the rules of `store`.
+    pub fn new(store: &'a ConfigStore, domain_suffix: &'a str) -> Self {
+        let mut by_namespace: BTreeMap<&'a str, Vec<ExpandedRule<'a>>> = BTreeMap::new();
+        for rule in expanded_destination_rules(store, domain_suffix) {
+            by_namespace
+                .entry(rule.0.key.namespace.as_str())
+                .or_default()
+                .push(rule);
         }
-        return Some(merge_rules(
-            &best,
-            ns,
-            &chosen.iter().map(|(o, _, _)| *o).collect::<Vec<_>>(),
-        ));
+        for rules in by_namespace.values_mut() {
+            rules.sort_by(|(a, _, _), (b, _, _)| (a.creation_time, &a.key).cmp(&(b.creation_time, &b.key)));
+        }
+        DestinationRules { by_namespace }
     }
-    None
+
+    /// The DestinationRule for `hostname` as seen from `proxy`: looked up in the proxy's
+    /// namespace, then the service's, then the root namespace; in the first that has a matching
+    /// rule, the rules for the most specific matching host are merged (oldest first). Rules with a
+    /// workload selector apply only to the workloads they select in their own namespace, and take
+    /// precedence there.
+    pub fn lookup(
+        &self,
+        mesh: &MeshDefaults,
+        proxy: &Proxy,
+        hostname: &str,
+        service_namespace: &str,
+    ) -> Option<AppliedDestinationRule> {
+        for ns in [
+            proxy.namespace.as_str(),
+            service_namespace,
+            mesh.root_namespace.as_str(),
+        ] {
+            let Some(rules) = self.by_namespace.get(ns) else {
+                continue;
+            };
+            let candidates: Vec<(&StoredObject, &String, bool)> = rules
+                .iter()
+                .filter_map(|(o, spec, rule_host)| {
+                    let exported = exported_to(
+                        spec.export_to.or_empty(),
+                        &mesh.default_destination_rule_export_to,
+                        ns,
+                        &proxy.namespace,
+                    );
+                    let selected = match &spec.workload_selector {
+                        Some(sel) => {
+                            ns == proxy.namespace
+                                && selector_matches(sel.match_labels.or_empty(), &proxy.labels)
+                        }
+                        None => true,
+                    };
+                    (exported && selected && host::subset_of(hostname, rule_host)).then_some((
+                        *o,
+                        rule_host,
+                        spec.workload_selector.is_some(),
+                    ))
+                })
+                .collect();
+            // The most specific host: exact beats wildcard, longer wildcard beats shorter.
+            let Some(best) = candidates
+                .iter()
+                .map(|(_, h, _)| *h)
+                .max_by_key(|h| (!host::is_wildcard(h), h.len()))
+            else {
+                continue;
+            };
+            let mut chosen: Vec<&(&StoredObject, &String, bool)> =
+                candidates.iter().filter(|(_, h, _)| *h == best).collect();
+            if chosen.iter().any(|(_, _, selected)| *selected) {
+                chosen.retain(|(_, _, selected)| *selected);
+            }
+            return Some(merge_rules(
+                best,
+                ns,
+                &chosen.iter().map(|(o, _, _)| *o).collect::<Vec<_>>(),
+            ));
+        }
+        None
+    }
 }
 
 /// Istio's `mergeDestinationRule`: subsets of every rule (first wins a name), the traffic policy

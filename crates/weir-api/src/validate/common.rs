@@ -10,11 +10,14 @@ use crate::diag::Report;
 use crate::path::Path;
 use crate::types::{Duration, Labels, MatchLabelsSelector, WorkloadSelector};
 
-fn re(pattern: &str) -> Regex {
+/// Compiles one of this crate's built-in patterns (a literal; a typo is caught by the unit tests).
+pub(crate) fn re(pattern: &str) -> Regex {
     // The patterns are literals of this file; a typo is caught by the unit tests.
     Regex::new(pattern).unwrap_or_else(|e| panic!("invalid built-in pattern {pattern}: {e}"))
 }
 
+/// `^[-_A-Za-z0-9]+$`: header names in probes and JWT claim-to-header rules (CRD pattern).
+pub(crate) static HEADER_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[-_A-Za-z0-9]+$"));
 static DNS1123_LABEL: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$"));
 static DNS1123_LABEL_LOWER: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"));
 static WILDCARD_LABEL: LazyLock<Regex> =

@@ -81,7 +81,7 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, ef: &EnvoyFilter, _meta: &Meta<'
         .enumerate()
         .map(|(i, t)| (refs_path.index(i), t))
         .collect();
-    super::target_refs_webhook(r, spec, &refs);
+    super::target_refs_webhook(r, &refs);
     let cp = spec.key("configPatches");
     for (i, patch) in ef.config_patches.or_empty().iter().enumerate() {
         let p = cp.index(i);

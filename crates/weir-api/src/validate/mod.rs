@@ -179,13 +179,10 @@ pub(crate) fn target_refs_schema(
 
 fn target_ref_schema(r: &mut Report, path: &Path<'_>, t: &PolicyTargetReference) {
     static GROUP: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-            .unwrap_or_else(|e| panic!("built-in pattern: {e}"))
+        common::re(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     });
-    static KIND: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-            .unwrap_or_else(|e| panic!("built-in pattern: {e}"))
-    });
+    static KIND: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| common::re(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"));
     let group = t.group.as_deref().unwrap_or("");
     if group.len() > 253 {
         r.body(&path.key("group"), "should be at most 253 chars long");
@@ -218,11 +215,7 @@ fn target_ref_schema(r: &mut Report, path: &Path<'_>, t: &PolicyTargetReference)
 }
 
 /// Webhook rules for target references.
-pub(crate) fn target_refs_webhook(
-    r: &mut Report,
-    spec: &Path<'_>,
-    refs: &[(Path<'_>, &PolicyTargetReference)],
-) {
+pub(crate) fn target_refs_webhook(r: &mut Report, refs: &[(Path<'_>, &PolicyTargetReference)]) {
     const ALLOWED: &[(&str, &str)] = &[
         ("", "Service"),
         ("core", "Service"),
@@ -230,7 +223,6 @@ pub(crate) fn target_refs_webhook(
         ("gateway.networking.k8s.io", "Gateway"),
         ("gateway.networking.k8s.io", "GatewayClass"),
     ];
-    let _ = spec;
     for (path, t) in refs {
         let group = t.group.as_deref().unwrap_or("");
         let kind = t.kind.as_deref().unwrap_or("");

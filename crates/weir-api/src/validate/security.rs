@@ -186,7 +186,6 @@ pub fn authz_webhook(r: &mut Report, spec: &Path<'_>, ap: &AuthorizationPolicy, 
     let many = spec.key("targetRefs");
     target_refs_webhook(
         r,
-        spec,
         &refs(&single, &many, ap.target_ref.as_ref(), ap.target_refs.or_empty()),
     );
     let action = ap.action.unwrap_or_default();
@@ -411,9 +410,6 @@ fn min_len_items(r: &mut Report, p: &Path<'_>, field: &str, values: &[String]) {
 }
 
 fn jwt_rule_schema(r: &mut Report, p: &Path<'_>, rule: &JwtRule) {
-    static HEADER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"^[-_A-Za-z0-9]+$").unwrap_or_else(|e| panic!("built-in pattern: {e}"))
-    });
     if rule.issuer.as_deref() == Some("") {
         r.body(&p.key("issuer"), "should be at least 1 chars long");
     }
@@ -448,9 +444,10 @@ fn jwt_rule_schema(r: &mut Report, p: &Path<'_>, rule: &JwtRule) {
         match c.header.as_deref() {
             None => r.required(&ip.key("header")),
             Some("") => r.body(&ip.key("header"), "should be at least 1 chars long"),
-            Some(h) if !HEADER.is_match(h) => {
-                r.body(&ip.key("header"), format!("should match '{}'", HEADER.as_str()))
-            }
+            Some(h) if !common::HEADER_NAME.is_match(h) => r.body(
+                &ip.key("header"),
+                format!("should match '{}'", common::HEADER_NAME.as_str()),
+            ),
             Some(_) => {}
         }
         match c.claim.as_deref() {
@@ -478,7 +475,6 @@ pub fn request_webhook(r: &mut Report, spec: &Path<'_>, ra: &RequestAuthenticati
     let many = spec.key("targetRefs");
     target_refs_webhook(
         r,
-        spec,
         &refs(&single, &many, ra.target_ref.as_ref(), ra.target_refs.or_empty()),
     );
     let jp = spec.key("jwtRules");

@@ -136,7 +136,7 @@ pub fn webhook(r: &mut Report, spec: &Path<'_>, t: &Telemetry, _meta: &Meta<'_>)
             .enumerate()
             .map(|(i, r)| (many.index(i), r)),
     );
-    target_refs_webhook(r, spec, &refs);
+    target_refs_webhook(r, &refs);
     let tracing = t.tracing.or_empty();
     let tp = spec.key("tracing");
     if tracing.len() > 1 {

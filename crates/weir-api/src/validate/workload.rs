@@ -1,9 +1,5 @@
 //! WorkloadEntry (also ServiceEntry endpoints) and WorkloadGroup (§1.7, §1.8, §2.7).
 
-use std::sync::LazyLock;
-
-use regex::Regex;
-
 use super::Meta;
 use super::common;
 use crate::diag::Report;
@@ -12,13 +8,6 @@ use crate::types::OrEmpty;
 use crate::types::networking::{ReadinessProbe, WorkloadEntry, WorkloadGroup};
 
 const UNIX_PREFIX: &str = "unix://";
-
-static PORT_NAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-        .unwrap_or_else(|e| panic!("built-in pattern: {e}"))
-});
-static PROBE_HEADER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[-_A-Za-z0-9]+$").unwrap_or_else(|e| panic!("built-in pattern: {e}")));
 
 /// CRD rules of a WorkloadEntry message (the kind and `ServiceEntry.endpoints[]`).
 pub fn entry_fields_schema(r: &mut Report, path: &Path<'_>, we: &WorkloadEntry) {
@@ -57,7 +46,7 @@ pub fn entry_fields_schema(r: &mut Report, path: &Path<'_>, we: &WorkloadEntry) 
         if !(1..=65535).contains(port) {
             r.invalid(&ports_path.key(name), port, "port must be between 1-65535");
         }
-        if name.len() >= 63 || !PORT_NAME.is_match(name) {
+        if name.len() >= 63 || !common::is_dns1123_label(name) {
             r.invalid(&ports_path, "\"object\"", "port name must be valid");
         }
     }
@@ -195,10 +184,10 @@ fn probe_schema(r: &mut Report, path: &Path<'_>, probe: &ReadinessProbe) {
         let headers = hp.key("httpHeaders");
         for (i, header) in h.http_headers.or_empty().iter().enumerate() {
             let name = header.name.as_deref().unwrap_or("");
-            if !PROBE_HEADER.is_match(name) {
+            if !common::HEADER_NAME.is_match(name) {
                 r.body(
                     &headers.index(i).key("name"),
-                    format!("should match '{}'", PROBE_HEADER.as_str()),
+                    format!("should match '{}'", common::HEADER_NAME.as_str()),
                 );
             }
         }

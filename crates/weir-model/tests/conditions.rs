@@ -2,31 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
-use std::path::Path;
+mod common;
 
+use weir_model::ObjectKey;
 use weir_model::conditions::{self, ConditionType, Conditions};
-use weir_model::registry::RegistryOptions;
-use weir_model::registry::alloc::AddressAllocator;
-use weir_model::{ConfigStore, FolderSource, ObjectKey, ServiceRegistry};
 
 fn conditions() -> Conditions {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conditions");
-    let mut store = ConfigStore::new();
-    FolderSource::new(&dir, "default")
-        .unwrap()
-        .load_all(&mut store)
-        .unwrap();
-    assert_eq!(
-        store.rejected().count(),
-        0,
-        "{:?}",
-        store.rejected().collect::<Vec<_>>()
-    );
-    let registry = ServiceRegistry::build(
-        &store,
-        &RegistryOptions::default(),
-        &mut AddressAllocator::default(),
-    );
+    let (store, registry) = common::load(&common::fixture("conditions"));
     conditions::compute(&store, &registry, &store.mesh_defaults(), "cluster.local")
 }
 

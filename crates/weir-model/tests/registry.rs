@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
@@ -13,16 +15,11 @@ use weir_model::registry::{
 use weir_model::{ConfigStore, FolderSource, ServiceKey, ServiceRegistry};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry")
+    common::fixture("registry")
 }
 
 fn build(dir: &Path) -> (ConfigStore, ServiceRegistry) {
-    let mut store = ConfigStore::new();
-    FolderSource::new(dir, "default")
-        .unwrap()
-        .load_all(&mut store)
-        .unwrap();
-    finish(store)
+    common::load(dir)
 }
 
 /// The registry of one fixture file alone, read in place (no copies, so tests can run in parallel).
@@ -31,21 +28,7 @@ fn build_file(file: &str) -> (ConfigStore, ServiceRegistry) {
     let path = fixtures().join(file);
     let mut store = ConfigStore::new();
     store.replace_file(&path, source.read_file(&path));
-    finish(store)
-}
-
-fn finish(store: ConfigStore) -> (ConfigStore, ServiceRegistry) {
-    let rejected: Vec<_> = store
-        .rejected()
-        .map(|r| format!("{}: {:?}", r.subject, r.findings))
-        .collect();
-    assert!(rejected.is_empty(), "fixtures must be valid: {rejected:?}");
-    let registry = ServiceRegistry::build(
-        &store,
-        &RegistryOptions::default(),
-        &mut AddressAllocator::default(),
-    );
-    (store, registry)
+    common::registry_of(store)
 }
 
 fn key(ns: &str, host: &str) -> ServiceKey {

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
+mod common;
+
 use std::path::Path;
 
 use weir_api::types::networking::{OutboundMode, SimpleLb};
@@ -17,23 +19,7 @@ struct Mesh {
 }
 
 fn mesh() -> Mesh {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/view");
-    let mut store = ConfigStore::new();
-    FolderSource::new(&dir, "default")
-        .unwrap()
-        .load_all(&mut store)
-        .unwrap();
-    assert_eq!(
-        store.rejected().count(),
-        0,
-        "{:?}",
-        store.rejected().collect::<Vec<_>>()
-    );
-    let registry = ServiceRegistry::build(
-        &store,
-        &RegistryOptions::default(),
-        &mut AddressAllocator::default(),
-    );
+    let (store, registry) = common::load(&common::fixture("view"));
     Mesh { store, registry }
 }
 

@@ -9,6 +9,9 @@
 //! This crate opens no data-plane sockets.
 
 pub mod delta;
+pub mod generator;
 pub mod json;
+pub mod model;
 pub mod node;
+pub mod server;
 pub mod sotw;

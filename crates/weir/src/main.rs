@@ -1,7 +1,12 @@
 //! The `weir` command.
 
+mod config_dump;
 mod describe;
+mod discovery;
 mod files;
+mod load;
+mod logging;
+mod monitoring;
 mod validate;
 
 use std::process::ExitCode;
@@ -28,6 +33,13 @@ enum Command {
     ///
     /// Exit status: 0, or 1 when some documents were rejected, 2 on usage or I/O errors.
     Describe(describe::Args),
+    /// Run the control plane alone: serve ADS (state of the world and delta) for a watched
+    /// configuration folder.
+    Discovery(discovery::Args),
+    /// Print the xDS resources one proxy would receive, as Envoy-style JSON.
+    ///
+    /// Exit status: 0, 2 on usage or I/O errors.
+    ConfigDump(config_dump::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,5 +58,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Describe(args) => describe::run(&args),
+        Command::Discovery(args) => discovery::run(&args),
+        Command::ConfigDump(args) => config_dump::run(&args),
     }
 }

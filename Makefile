@@ -4,7 +4,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 300
 CORPUS := ../shared/corpus/istio
 
-.PHONY: all build release test lint fmt bench bench-e2e fuzz fuzz-seed clean
+.PHONY: all build release test interop lint fmt bench bench-e2e fuzz fuzz-seed clean
 
 all: build
 
@@ -14,11 +14,17 @@ build:
 release:
 	$(CARGO) build --release -p weir
 
-## test: every unit, corpus, rule-table and CLI test (needs ../shared/corpus/istio beside the repo)
+## test: every unit, corpus, rule-table, golden and CLI test (needs ../shared/corpus/istio beside the repo),
+## then the interop tests (interop/run.sh installs grpcio into target/interop-venv itself)
 test:
 	@test -d $(CORPUS) || { echo "make test: $(CORPUS) not found (the Istio corpus must sit beside the repository)"; exit 2; }
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	bash interop/run.sh
+
+## interop: only the tests with clients nobody here wrote (gRPC proxyless from PyPI's grpcio)
+interop:
+	bash interop/run.sh
 
 ## lint: formatting and clippy exactly as CI runs them
 lint:

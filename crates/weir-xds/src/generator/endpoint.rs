@@ -100,7 +100,8 @@ fn assignment(
                 .fold(0u32, u32::saturating_add);
             let mut parts = locality.splitn(3, '/').map(str::to_string);
             LocalityLbEndpoints {
-                locality: (!locality.is_empty()).then(|| Locality {
+                // Always present, even empty: gRPC rejects a locality group without one.
+                locality: Some(Locality {
                     region: parts.next().unwrap_or_default(),
                     zone: parts.next().unwrap_or_default(),
                     sub_zone: parts.next().unwrap_or_default(),

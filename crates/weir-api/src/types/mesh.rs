@@ -101,7 +101,8 @@ pub struct MeshDefaults {
     pub default_virtual_service_export_to: Vec<String>,
     /// Default exportTo of DestinationRules (`*`).
     pub default_destination_rule_export_to: Vec<String>,
-    /// The retry policy of routes without one (2 attempts, `connect-failure,refused-stream,unavailable,cancelled`).
+    /// The retry policy of routes without one: 2 attempts on Istio's default conditions
+    /// (`retryOn` unset: `connect-failure,refused-stream,unavailable,cancelled` and HTTP 503).
     pub default_http_retry_policy: HttpRetry,
     /// Proxy outbound capture port (15001).
     pub proxy_listen_port: u16,
@@ -157,7 +158,6 @@ impl MeshConfig {
                 .clone()
                 .unwrap_or_else(|| HttpRetry {
                     attempts: Some(2),
-                    retry_on: Some("connect-failure,refused-stream,unavailable,cancelled".into()),
                     ..HttpRetry::default()
                 }),
             proxy_listen_port: port(self.proxy_listen_port, 15001),

@@ -282,6 +282,7 @@ impl ProxyState {
         let generation = shared.updates.borrow().generation;
         let (view, resources) = shared.read().generate(&proxy);
         shared.metrics.generations.fetch_add(1, Ordering::Relaxed);
+        report_problems(&id, &[], &resources.problems);
         let encoded = encode_all(&resources);
         ProxyState {
             id,
@@ -356,6 +357,7 @@ impl ProxyState {
         let resources = generator::generate(&model.inputs(), &view);
         drop(model);
         shared.metrics.generations.fetch_add(1, Ordering::Relaxed);
+        report_problems(&self.id, &self.resources.problems, &resources.problems);
         let encoded = encode_all(&resources);
         let changed = TYPE_URLS
             .iter()
@@ -366,6 +368,13 @@ impl ProxyState {
         self.resources = resources;
         self.encoded = encoded;
         changed
+    }
+}
+
+/// Logs the configuration a proxy's resources could not honour, when it is new.
+fn report_problems(proxy: &str, before: &[String], now: &[String]) {
+    for p in now.iter().filter(|p| !before.contains(p)) {
+        tracing::warn!(proxy = %proxy, "{p}");
     }
 }
 

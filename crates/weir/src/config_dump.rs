@@ -75,6 +75,9 @@ pub fn run(args: &Args) -> ExitCode {
         }
     };
     let (_, resources) = model.generate(&proxy);
+    for problem in &resources.problems {
+        eprintln!("weir config-dump: warning: {problem}");
+    }
     let rendered = match resources.to_json() {
         Ok(r) => r,
         Err(e) => {

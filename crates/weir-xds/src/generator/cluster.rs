@@ -176,7 +176,7 @@ fn is_http2(protocol: Protocol) -> bool {
 }
 
 /// Every cluster of the proxy.
-pub fn clusters(inputs: &Inputs<'_>, view: &ProxyView) -> Vec<Cluster> {
+pub fn clusters(inputs: &Inputs<'_>, view: &ProxyView, problems: &mut Vec<String>) -> Vec<Cluster> {
     let mut out = Vec::new();
     for service in &view.services {
         let rule = view.destination_rules.get(&service.hostname);
@@ -191,7 +191,7 @@ pub fn clusters(inputs: &Inputs<'_>, view: &ProxyView) -> Vec<Cluster> {
                     .filter_map(|s| s.name.as_deref()),
             );
             for subset in subsets {
-                if let Some(c) = outbound_cluster(inputs, view, service, port, subset, rule) {
+                if let Some(c) = outbound_cluster(inputs, view, service, port, subset, rule, problems) {
                     out.push(c);
                 }
             }
@@ -408,6 +408,7 @@ fn outbound_cluster(
     port: &Port,
     subset: &str,
     rule: Option<&AppliedDestinationRule>,
+    problems: &mut Vec<String>,
 ) -> Option<Cluster> {
     let name = ClusterName::outbound(port.number, subset, &service.hostname).to_string();
     let policy = Policy::of(rule, port.number, subset);
@@ -509,6 +510,15 @@ fn outbound_cluster(
     }
     apply_connection_pool(&mut c, policy.connection_pool, port.protocol);
     apply_outlier(&mut c, policy.outlier_detection);
+    if let Some(tls) = policy.tls
+        && tls.mode == Some(weir_api::types::networking::ClientTlsMode::IstioMutual)
+    {
+        problems.push(format!(
+            "cluster {}: DestinationRule tls mode ISTIO_MUTUAL needs the mesh CA, which Weir does not run yet; \
+             traffic goes in plaintext",
+            c.name
+        ));
+    }
     if let Some(tls) = policy.tls
         && let Some(context) = super::tls::upstream(
             inputs.store,

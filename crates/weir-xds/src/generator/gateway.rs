@@ -157,6 +157,7 @@ fn https_route_name(s: &GatewayServer<'_>) -> String {
 pub fn gateway_listeners_and_routes(
     inputs: &Inputs<'_>,
     view: &ProxyView,
+    problems: &mut Vec<String>,
 ) -> (Vec<Listener>, Vec<RouteConfiguration>) {
     let servers = servers(inputs, view);
     let mut by_port: BTreeMap<u32, Vec<&GatewayServer<'_>>> = BTreeMap::new();
@@ -206,9 +207,20 @@ pub fn gateway_listeners_and_routes(
                 };
                 // A server whose certificate cannot be found gets no chain: clients see a TLS
                 // failure on it instead of another server's certificate.
-                let Ok(context) = super::tls::downstream(inputs.store, &s.gateway.namespace, tls, alpn)
-                else {
-                    continue;
+                let context = match super::tls::downstream(inputs.store, &s.gateway.namespace, tls, alpn) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        problems.push(format!(
+                            "Gateway {} server {:?} on port {port}: {e}; the server is not served",
+                            s.gateway_name(),
+                            s.server
+                                .port
+                                .as_ref()
+                                .and_then(|p| p.name.clone())
+                                .unwrap_or_default()
+                        ));
+                        continue;
+                    }
                 };
                 tls_inspector = true;
                 let filters = if is_http_server(s) {

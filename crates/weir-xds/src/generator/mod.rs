@@ -66,6 +66,9 @@ pub struct Resources {
     pub listeners: BTreeMap<String, Listener>,
     /// Route configurations (RDS).
     pub routes: BTreeMap<String, RouteConfiguration>,
+    /// Configuration that could not be honoured, in words for an operator (a Gateway server
+    /// whose certificate is missing, a TLS mode Weir cannot originate yet). Not sent to proxies.
+    pub problems: Vec<String>,
 }
 
 /// One resource ready to send: its encoded bytes and a version derived from them.
@@ -151,7 +154,7 @@ impl Resources {
 /// Generates everything `view` calls for.
 pub fn generate(inputs: &Inputs<'_>, view: &ProxyView) -> Resources {
     let mut out = Resources::default();
-    let clusters = cluster::clusters(inputs, view);
+    let clusters = cluster::clusters(inputs, view, &mut out.problems);
     for c in &clusters {
         if let Some(cla) = endpoint::load_assignment(inputs, view, c) {
             out.endpoints.insert(c.name.clone(), cla);
@@ -163,7 +166,7 @@ pub fn generate(inputs: &Inputs<'_>, view: &ProxyView) -> Resources {
             listener::sidecar_listeners(inputs, view),
             route::sidecar_routes(inputs, view),
         ),
-        ProxyKind::Router => gateway::gateway_listeners_and_routes(inputs, view),
+        ProxyKind::Router => gateway::gateway_listeners_and_routes(inputs, view, &mut out.problems),
         ProxyKind::Proxyless => (grpc::listeners(inputs, view), grpc::routes(inputs, view)),
     };
     out.listeners = listeners.into_iter().map(|l| (l.name.clone(), l)).collect();

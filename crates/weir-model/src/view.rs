@@ -295,7 +295,9 @@ impl ProxyView {
 
     /// The visible service for a host.
     pub fn service(&self, hostname: &str) -> Option<&Arc<Service>> {
-        self.services.iter().find(|s| s.hostname == hostname)
+        // `services` is ordered by host name.
+        let at = self.services.partition_point(|s| s.hostname.as_str() < hostname);
+        self.services.get(at).filter(|s| s.hostname == hostname)
     }
 }
 

@@ -10,7 +10,7 @@
 //! and only types (SotW) or resources (delta) whose bytes changed are sent. A NACK is logged with
 //! the proxy and reason, counted, and kept as a [`Rejection`] until the proxy ACKs a later version.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -117,6 +117,8 @@ impl Metrics {
 
 struct Shared {
     model: RwLock<Model>,
+    cache: Mutex<OutputCache>,
+    endpoint_ips: RwLock<HashSet<std::net::IpAddr>>,
     updates: watch::Sender<Update>,
     metrics: Metrics,
     rejections: Mutex<BTreeMap<(String, String), Rejection>>,
@@ -161,6 +163,8 @@ impl DiscoveryServer {
         let (updates, _) = watch::channel(Update::default());
         DiscoveryServer {
             shared: Arc::new(Shared {
+                endpoint_ips: RwLock::new(endpoint_ips(&model)),
+                cache: Mutex::new(HashMap::new()),
                 model: RwLock::new(model),
                 updates,
                 metrics: Metrics::default(),
@@ -182,7 +186,17 @@ impl DiscoveryServer {
             if changes.is_empty() {
                 return ChangeSummary::default();
             }
-            model.apply(&changes)
+            let summary = model.apply(&changes);
+            if !summary.endpoint_hosts.is_empty()
+                && let Ok(mut ips) = self.shared.endpoint_ips.write()
+            {
+                *ips = endpoint_ips(&model);
+            }
+            if let Ok(mut cache) = self.shared.cache.lock() {
+                // Outputs of older generations are never read again.
+                cache.clear();
+            }
+            summary
         };
         if !summary.is_empty() {
             let summary_arc = Arc::new(summary.clone());
@@ -221,13 +235,62 @@ impl DiscoveryServer {
     }
 }
 
-/// One proxy's resources as last computed for a stream.
+/// What one proxy is sent: its view and its encoded resources. Proxies whose resources cannot
+/// differ (same [`CacheKey`]) share one, so the replicas of a workload cost one generation and
+/// one copy of the bytes.
+struct Output {
+    view: ProxyView,
+    encoded: BTreeMap<&'static str, EncodedSet>,
+    problems: Vec<String>,
+}
+
+/// What a proxy's resources depend on besides the model: its kind, namespace and labels, and
+/// those of its addresses at which the registry has endpoints (they select inbound clusters).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CacheKey {
+    kind: weir_model::ProxyKind,
+    namespace: String,
+    labels: weir_api::types::Labels,
+    ips: Vec<std::net::IpAddr>,
+}
+
+impl CacheKey {
+    fn of(proxy: &Proxy, endpoint_ips: &HashSet<std::net::IpAddr>) -> Self {
+        CacheKey {
+            kind: proxy.kind,
+            namespace: proxy.namespace.clone(),
+            labels: proxy.labels.clone(),
+            ips: proxy
+                .ips
+                .iter()
+                .filter(|ip| endpoint_ips.contains(ip))
+                .copied()
+                .collect(),
+        }
+    }
+}
+
+/// Outputs by key, for the generation they were computed at.
+type OutputCache = HashMap<CacheKey, (u64, Arc<Output>)>;
+
+/// Every endpoint address of the registry.
+fn endpoint_ips(model: &Model) -> HashSet<std::net::IpAddr> {
+    model
+        .registry
+        .services()
+        .flat_map(|s| model.registry.endpoints(&s.key()))
+        .filter_map(|e| match &e.address {
+            weir_model::registry::EndpointAddress::Ip(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One proxy's state on a stream.
 struct ProxyState {
     id: String,
     proxy: Proxy,
-    view: ProxyView,
-    resources: Resources,
-    encoded: BTreeMap<&'static str, EncodedSet>,
+    output: Arc<Output>,
     generation: u64,
 }
 
@@ -241,6 +304,7 @@ fn encode_all(resources: &Resources) -> BTreeMap<&'static str, EncodedSet> {
 /// Kinds that change generated resources without changing any proxy's view.
 const VIEWLESS_KINDS: [&str; 3] = ["Gateway", "Secret", "MeshConfig"];
 
+/// Whether two views of the same proxy key lead to the same resources.
 fn same_view(a: &ProxyView, b: &ProxyView) -> bool {
     let same_vs = |x: &weir_model::view::BoundVirtualService, y: &weir_model::view::BoundVirtualService| {
         x.key == y.key
@@ -248,8 +312,7 @@ fn same_view(a: &ProxyView, b: &ProxyView) -> bool {
             && x.hosts == y.hosts
             && x.gateways == y.gateways
     };
-    a.proxy == b.proxy
-        && a.sidecar == b.sidecar
+    a.sidecar == b.sidecar
         && a.outbound_mode == b.outbound_mode
         && a.egress_proxy == b.egress_proxy
         && a.gateways == b.gateways
@@ -277,19 +340,59 @@ fn same_view(a: &ProxyView, b: &ProxyView) -> bool {
             })
 }
 
+impl Shared {
+    fn cached(&self, key: &CacheKey, generation: u64) -> Option<Arc<Output>> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(key)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, o)| o.clone())
+    }
+
+    fn remember(&self, key: CacheKey, generation: u64, output: &Arc<Output>) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(key, (generation, output.clone()));
+        }
+    }
+
+    fn key(&self, proxy: &Proxy) -> CacheKey {
+        let ips = self
+            .endpoint_ips
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        CacheKey::of(proxy, &ips)
+    }
+
+    fn generate(&self, model: &Model, view: ProxyView) -> Arc<Output> {
+        let resources = generator::generate(&model.inputs(), &view);
+        self.metrics.generations.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Output {
+            encoded: encode_all(&resources),
+            problems: resources.problems,
+            view,
+        })
+    }
+}
+
 impl ProxyState {
     fn new(shared: &Shared, id: String, proxy: Proxy) -> Self {
+        let model = shared.read();
         let generation = shared.updates.borrow().generation;
-        let (view, resources) = shared.read().generate(&proxy);
-        shared.metrics.generations.fetch_add(1, Ordering::Relaxed);
-        report_problems(&id, &[], &resources.problems);
-        let encoded = encode_all(&resources);
+        let key = shared.key(&proxy);
+        let output = match shared.cached(&key, generation) {
+            Some(o) => o,
+            None => {
+                let o = shared.generate(&model, model.view(&proxy));
+                shared.remember(key, generation, &o);
+                o
+            }
+        };
+        drop(model);
+        report_problems(&id, &[], &output.problems);
         ProxyState {
             id,
             proxy,
-            view,
-            resources,
-            encoded,
+            output,
             generation,
         }
     }
@@ -301,9 +404,36 @@ impl ProxyState {
         }
         let missed = update.generation != self.generation + 1;
         self.generation = update.generation;
-        let summary = &update.summary;
         let model = shared.read();
-        let visible_moved: BTreeSet<String> = self
+        let key = shared.key(&self.proxy);
+        let output = match shared.cached(&key, update.generation) {
+            Some(o) => o,
+            None => {
+                let o = self.next_output(shared, &model, &update.summary, missed);
+                shared.remember(key, update.generation, &o);
+                o
+            }
+        };
+        drop(model);
+        report_problems(&self.id, &self.output.problems, &output.problems);
+        let changed = TYPE_URLS
+            .iter()
+            .copied()
+            .filter(|t| self.output.encoded.get(t) != output.encoded.get(t))
+            .collect();
+        self.output = output;
+        changed
+    }
+
+    fn next_output(
+        &self,
+        shared: &Shared,
+        model: &Model,
+        summary: &ChangeSummary,
+        missed: bool,
+    ) -> Arc<Output> {
+        let old = &self.output;
+        let moved: BTreeSet<String> = old
             .view
             .services
             .iter()
@@ -311,63 +441,36 @@ impl ProxyState {
             .map(|s| s.hostname.clone())
             .collect();
         if !missed && summary.endpoints_only {
-            if visible_moved.is_empty() {
-                return BTreeSet::new();
+            if moved.is_empty() {
+                return old.clone();
             }
-            let fresh = generator::regenerate_endpoints(
-                &model.inputs(),
-                &self.view,
-                &self.resources.clusters,
-                &visible_moved,
-            );
-            let set = self.encoded.entry(ENDPOINT_TYPE).or_default();
-            let mut changed = false;
-            for (name, cla) in fresh {
+            let mut encoded = old.encoded.clone();
+            let set = encoded.entry(ENDPOINT_TYPE).or_default();
+            let names: Vec<String> = set.keys().cloned().collect();
+            for (name, cla) in
+                generator::regenerate_endpoints(&model.inputs(), &old.view, names.iter(), &moved)
+            {
                 match cla {
-                    Some(cla) => {
-                        let enc = generator::Encoded::of(&cla);
-                        if set.get(&name) != Some(&enc) {
-                            set.insert(name.clone(), enc);
-                            changed = true;
-                        }
-                        self.resources.endpoints.insert(name, cla);
-                    }
-                    None => {
-                        changed |= set.remove(&name).is_some();
-                        self.resources.endpoints.remove(&name);
-                    }
-                }
+                    Some(cla) => set.insert(name, generator::Encoded::of(&cla)),
+                    None => set.remove(&name),
+                };
             }
-            return if changed {
-                BTreeSet::from([ENDPOINT_TYPE])
-            } else {
-                BTreeSet::new()
-            };
+            return Arc::new(Output {
+                view: old.view.clone(),
+                encoded,
+                problems: old.problems.clone(),
+            });
         }
         let view = model.view(&self.proxy);
         if !missed
-            && visible_moved.is_empty()
+            && moved.is_empty()
             && !summary.kinds.iter().any(|k| VIEWLESS_KINDS.contains(&k.as_str()))
-            && same_view(&self.view, &view)
+            && same_view(&old.view, &view)
         {
             shared.metrics.skipped.fetch_add(1, Ordering::Relaxed);
-            self.view = view;
-            return BTreeSet::new();
+            return old.clone();
         }
-        let resources = generator::generate(&model.inputs(), &view);
-        drop(model);
-        shared.metrics.generations.fetch_add(1, Ordering::Relaxed);
-        report_problems(&self.id, &self.resources.problems, &resources.problems);
-        let encoded = encode_all(&resources);
-        let changed = TYPE_URLS
-            .iter()
-            .copied()
-            .filter(|t| self.encoded.get(t) != encoded.get(t))
-            .collect();
-        self.view = view;
-        self.resources = resources;
-        self.encoded = encoded;
-        changed
+        shared.generate(model, view)
     }
 }
 
@@ -446,7 +549,7 @@ async fn sotw_stream(
                         }
                     }
                     RequestMeaning::Nack { rejected, reason, .. } => {
-                        let names = st.encoded.get(request.type_url.as_str()).map(|s| s.keys().cloned().collect()).unwrap_or_default();
+                        let names = st.output.encoded.get(request.type_url.as_str()).map(|s| s.keys().cloned().collect()).unwrap_or_default();
                         shared.reject(Rejection { proxy: st.id.clone(), type_url: request.type_url.clone(), version: rejected, reason, resources: names });
                     }
                     RequestMeaning::Stale => {}
@@ -486,7 +589,7 @@ async fn sotw_stream(
                 continue;
             };
             let empty = EncodedSet::new();
-            let set = st.encoded.get(type_url.as_str()).unwrap_or(&empty);
+            let set = st.output.encoded.get(type_url.as_str()).unwrap_or(&empty);
             let (version, chosen) = version_of(set, &sub);
             if sent.get(&type_url) == Some(&version) {
                 continue;
@@ -495,7 +598,7 @@ async fn sotw_stream(
                 .iter()
                 .map(|(_, e)| Any {
                     type_url: type_url.clone(),
-                    value: e.bytes.clone(),
+                    value: e.bytes.to_vec(),
                 })
                 .collect();
             let nonce = protocol.sent(&type_url, &version);
@@ -594,7 +697,7 @@ async fn delta_stream(
             .collect::<Vec<_>>()
         {
             let empty = EncodedSet::new();
-            let set = st.encoded.get(type_url.as_str()).unwrap_or(&empty);
+            let set = st.output.encoded.get(type_url.as_str()).unwrap_or(&empty);
             let versions: BTreeMap<String, String> =
                 set.iter().map(|(n, e)| (n.clone(), e.version.clone())).collect();
             let plan = protocol.plan(&type_url, &versions);
@@ -611,7 +714,7 @@ async fn delta_stream(
                         version: version.clone(),
                         resource: Some(Any {
                             type_url: type_url.clone(),
-                            value: e.bytes.clone(),
+                            value: e.bytes.to_vec(),
                         }),
                         ..Default::default()
                     })

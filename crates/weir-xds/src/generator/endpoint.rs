@@ -28,7 +28,16 @@ pub fn load_assignment(inputs: &Inputs<'_>, view: &ProxyView, c: &Cluster) -> Op
     {
         return None;
     }
-    let name = ClusterName::parse(&c.name)?;
+    load_assignment_by_name(inputs, view, &c.name)
+}
+
+/// The load assignment of the EDS cluster called `cluster_name` (the caller knows it is EDS).
+pub fn load_assignment_by_name(
+    inputs: &Inputs<'_>,
+    view: &ProxyView,
+    cluster_name: &str,
+) -> Option<ClusterLoadAssignment> {
+    let name = ClusterName::parse(cluster_name)?;
     let service = view.service(name.host)?;
     let port = service.ports.iter().find(|p| p.number == name.port)?;
     let rule = view.destination_rules.get(name.host);
@@ -38,7 +47,7 @@ pub fn load_assignment(inputs: &Inputs<'_>, view: &ProxyView, c: &Cluster) -> Op
         port,
         name.subset,
         rule,
-        &c.name,
+        cluster_name,
         false,
     ))
 }

@@ -10,7 +10,7 @@ use weir_model::ProxyView;
 use super::Inputs;
 use super::cluster::ClusterName;
 use super::listener::hcm_rds;
-use super::route::{RouteContext, default_route, mesh_virtual_service, serves_http, virtual_service_routes};
+use super::route::{MeshRoutes, RouteContext, default_route, serves_http, virtual_service_routes};
 use super::util::any;
 
 /// The API listeners: one per HTTP (or undeclared) port of every visible service.
@@ -34,6 +34,7 @@ pub fn listeners(_inputs: &Inputs<'_>, view: &ProxyView) -> Vec<Listener> {
 
 /// The route configurations named by the API listeners.
 pub fn routes(inputs: &Inputs<'_>, view: &ProxyView) -> Vec<RouteConfiguration> {
+    let index = MeshRoutes::new(view);
     let mut out = Vec::new();
     for s in &view.services {
         for p in s.ports.iter().filter(|p| serves_http(p.protocol)) {
@@ -44,7 +45,7 @@ pub fn routes(inputs: &Inputs<'_>, view: &ProxyView) -> Vec<RouteConfiguration> 
                 port: p.number,
                 grpc: true,
             };
-            let routes = match mesh_virtual_service(view, &s.hostname) {
+            let routes = match index.for_host(&s.hostname) {
                 Some(vs) => virtual_service_routes(inputs, view, vs, &ctx),
                 None => vec![default_route(inputs, &name, true)],
             };

@@ -24,7 +24,7 @@ use weir_model::registry::{Port, Protocol, Resolution, Service, ServiceAddress};
 
 use super::Inputs;
 use super::cluster::{BLACK_HOLE, ClusterName, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_targets, is_http};
-use super::route::{destination_cluster, http_filters, mesh_virtual_service};
+use super::route::{MeshRoutes, destination_cluster, http_filters};
 use super::util::HTTP_CONNECTION_MANAGER;
 use super::util::{boolv, cidr, duration, listener_filter, network_filter, socket, tcp_proxy, u32v};
 
@@ -81,21 +81,23 @@ struct Chain {
 #[derive(Default)]
 struct OutboundListener {
     chains: Vec<Chain>,
+    /// Matches taken, encoded, with the HTTP flag.
+    taken: std::collections::HashSet<(bool, Vec<u8>)>,
 }
 
 impl OutboundListener {
     /// Adds a chain unless one with the same match exists: the first wins (Istio's
     /// `pilot_conflict_outbound_listener_tcp_over_current_tcp`).
     fn add(&mut self, chain: Chain) {
-        let m = &chain.chain.filter_chain_match;
-        if self
-            .chains
-            .iter()
-            .any(|c| c.http == chain.http && &c.chain.filter_chain_match == m)
-        {
-            return;
+        let key = chain
+            .chain
+            .filter_chain_match
+            .as_ref()
+            .map(prost::Message::encode_to_vec)
+            .unwrap_or_default();
+        if self.taken.insert((chain.http, key)) {
+            self.chains.push(chain);
         }
-        self.chains.push(chain);
     }
 }
 
@@ -116,9 +118,10 @@ fn bind_of(service: &Service) -> (String, Option<String>) {
 /// The sidecar's listeners.
 pub fn sidecar_listeners(inputs: &Inputs<'_>, view: &ProxyView) -> Vec<Listener> {
     let mut outbound: BTreeMap<(String, u32), OutboundListener> = BTreeMap::new();
+    let index = MeshRoutes::new(view);
     for service in &view.services {
         for port in &service.ports {
-            add_service_port(inputs, view, service, port, &mut outbound);
+            add_service_port(inputs, view, &index, service, port, &mut outbound);
         }
     }
     let mut out: Vec<Listener> = outbound
@@ -133,6 +136,7 @@ pub fn sidecar_listeners(inputs: &Inputs<'_>, view: &ProxyView) -> Vec<Listener>
 fn add_service_port(
     inputs: &Inputs<'_>,
     view: &ProxyView,
+    index: &MeshRoutes<'_>,
     service: &Service,
     port: &Port,
     outbound: &mut BTreeMap<(String, u32), OutboundListener>,
@@ -171,7 +175,7 @@ fn add_service_port(
         prefix_ranges: range.as_deref().and_then(cidr).into_iter().collect(),
         ..Default::default()
     };
-    let vs = mesh_virtual_service(view, &service.hostname);
+    let vs = index.for_host(&service.hostname);
     let vs_spec = vs.and_then(|vs| match vs.resource.as_ref() {
         Resource::VirtualService(o) => o.spec.as_ref().map(|s| (vs, s)),
         _ => None,

@@ -58,8 +58,9 @@ pub struct Inputs<'a> {
 /// The resources generated for one proxy, by name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resources {
-    /// Clusters (CDS).
-    pub clusters: BTreeMap<String, Cluster>,
+    /// Clusters (CDS). Boxed: a `Cluster` is large, and sorting thousands by name moved them
+    /// around more than generating them cost.
+    pub clusters: BTreeMap<String, Box<Cluster>>,
     /// Cluster load assignments (EDS), by cluster name.
     pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
     /// Listeners (LDS).
@@ -74,8 +75,8 @@ pub struct Resources {
 /// One resource ready to send: its encoded bytes and a version derived from them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {
-    /// The encoded message.
-    pub bytes: Vec<u8>,
+    /// The encoded message (shared: copies of a set cost no bytes).
+    pub bytes: std::sync::Arc<[u8]>,
     /// A hash of the bytes (stable across processes, so a reconnecting delta client's versions
     /// still mean something).
     pub version: String,
@@ -91,7 +92,7 @@ impl Encoded {
     pub fn of_bytes(bytes: &[u8]) -> Encoded {
         let version = format!("{:016x}", fnv1a64(bytes));
         Encoded {
-            bytes: bytes.to_vec(),
+            bytes: bytes.into(),
             version,
         }
     }
@@ -125,10 +126,10 @@ impl Resources {
 
     /// Every resource as `(type URL, name, Envoy-style JSON)`, clusters first.
     pub fn to_json(&self) -> Result<Vec<(&'static str, String, serde_json::Value)>, crate::json::JsonError> {
-        fn each<M: Message + Name>(
+        fn each<'m, M: Message + Name + 'm>(
             out: &mut Vec<(&'static str, String, serde_json::Value)>,
             type_url: &'static str,
-            map: &BTreeMap<String, M>,
+            map: impl Iterator<Item = (&'m String, &'m M)>,
         ) -> Result<(), crate::json::JsonError> {
             for (name, message) in map {
                 let mut json = crate::json::to_json(message)?;
@@ -143,10 +144,14 @@ impl Resources {
             Ok(())
         }
         let mut out = Vec::new();
-        each(&mut out, CLUSTER_TYPE, &self.clusters)?;
-        each(&mut out, ENDPOINT_TYPE, &self.endpoints)?;
-        each(&mut out, LISTENER_TYPE, &self.listeners)?;
-        each(&mut out, ROUTE_TYPE, &self.routes)?;
+        each(
+            &mut out,
+            CLUSTER_TYPE,
+            self.clusters.iter().map(|(k, v)| (k, v.as_ref())),
+        )?;
+        each(&mut out, ENDPOINT_TYPE, self.endpoints.iter())?;
+        each(&mut out, LISTENER_TYPE, self.listeners.iter())?;
+        each(&mut out, ROUTE_TYPE, self.routes.iter())?;
         Ok(out)
     }
 }
@@ -160,7 +165,10 @@ pub fn generate(inputs: &Inputs<'_>, view: &ProxyView) -> Resources {
             out.endpoints.insert(c.name.clone(), cla);
         }
     }
-    out.clusters = clusters.into_iter().map(|c| (c.name.clone(), c)).collect();
+    out.clusters = clusters
+        .into_iter()
+        .map(|c| (c.name.clone(), Box::new(c)))
+        .collect();
     let (listeners, routes) = match view.proxy.kind {
         ProxyKind::Sidecar => (
             listener::sidecar_listeners(inputs, view),
@@ -174,16 +182,21 @@ pub fn generate(inputs: &Inputs<'_>, view: &ProxyView) -> Resources {
     out
 }
 
-/// Regenerates only the endpoints of the clusters of `hosts` (an endpoint-only change).
-pub fn regenerate_endpoints(
+/// Regenerates only the load assignments among `eds_clusters` whose host is in `hosts` (an
+/// endpoint-only change): `None` for one that no longer resolves.
+pub fn regenerate_endpoints<'n>(
     inputs: &Inputs<'_>,
     view: &ProxyView,
-    clusters: &BTreeMap<String, Cluster>,
+    eds_clusters: impl Iterator<Item = &'n String>,
     hosts: &std::collections::BTreeSet<String>,
 ) -> BTreeMap<String, Option<ClusterLoadAssignment>> {
-    clusters
-        .values()
-        .filter(|c| cluster::ClusterName::parse(&c.name).is_some_and(|n| hosts.contains(n.host)))
-        .map(|c| (c.name.clone(), endpoint::load_assignment(inputs, view, c)))
+    eds_clusters
+        .filter(|name| cluster::ClusterName::parse(name).is_some_and(|n| hosts.contains(n.host)))
+        .map(|name| {
+            (
+                name.clone(),
+                endpoint::load_assignment_by_name(inputs, view, name),
+            )
+        })
         .collect()
 }

@@ -63,6 +63,7 @@ pub fn serves_http(protocol: Protocol) -> bool {
 
 /// The sidecar's outbound route configurations, one per HTTP port number, named `"<port>"`.
 pub fn sidecar_routes(inputs: &Inputs<'_>, view: &ProxyView) -> Vec<RouteConfiguration> {
+    let index = MeshRoutes::new(view);
     let mut ports: BTreeSet<u32> = BTreeSet::new();
     for s in &view.services {
         ports.extend(
@@ -101,7 +102,7 @@ pub fn sidecar_routes(inputs: &Inputs<'_>, view: &ProxyView) -> Vec<RouteConfigu
                     Some(VirtualHost {
                         name: format!("{}:{port}", s.hostname),
                         domains,
-                        routes: service_routes(inputs, view, s, &ctx),
+                        routes: service_routes(inputs, view, &index, s, &ctx),
                         include_request_attempt_count: true,
                         ..Default::default()
                     })
@@ -123,10 +124,11 @@ pub fn sidecar_routes(inputs: &Inputs<'_>, view: &ProxyView) -> Vec<RouteConfigu
 pub fn service_routes(
     inputs: &Inputs<'_>,
     view: &ProxyView,
+    index: &MeshRoutes<'_>,
     s: &Service,
     ctx: &RouteContext<'_>,
 ) -> Vec<Route> {
-    match mesh_virtual_service(view, &s.hostname) {
+    match index.for_host(&s.hostname) {
         Some(vs) => virtual_service_routes(inputs, view, vs, ctx),
         None => vec![default_route(
             inputs,
@@ -136,20 +138,43 @@ pub fn service_routes(
     }
 }
 
-/// The mesh VirtualService that claims `hostname` (exactly, else by wildcard).
-pub fn mesh_virtual_service<'v>(view: &'v ProxyView, hostname: &str) -> Option<&'v BoundVirtualService> {
-    let mesh = |vs: &&BoundVirtualService| vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
-    view.virtual_services
-        .iter()
-        .filter(mesh)
-        .find(|vs| vs.hosts.iter().any(|h| h == hostname))
-        .or_else(|| {
-            view.virtual_services.iter().filter(mesh).find(|vs| {
-                vs.hosts
-                    .iter()
-                    .any(|h| host::is_wildcard(h) && host::matches(h, hostname))
-            })
+/// The mesh VirtualServices of a view indexed by host, to find the one claiming a service
+/// without scanning them all.
+pub struct MeshRoutes<'v> {
+    exact: std::collections::HashMap<&'v str, &'v BoundVirtualService>,
+    wildcard: Vec<(&'v str, &'v BoundVirtualService)>,
+}
+
+impl<'v> MeshRoutes<'v> {
+    /// Indexes the view's VirtualServices bound to the mesh (oldest first wins a host).
+    pub fn new(view: &'v ProxyView) -> Self {
+        let mut exact = std::collections::HashMap::new();
+        let mut wildcard = Vec::new();
+        for vs in view
+            .virtual_services
+            .iter()
+            .filter(|vs| vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
+        {
+            for h in &vs.hosts {
+                if host::is_wildcard(h) {
+                    wildcard.push((h.as_str(), vs));
+                } else {
+                    exact.entry(h.as_str()).or_insert(vs);
+                }
+            }
+        }
+        MeshRoutes { exact, wildcard }
+    }
+
+    /// The mesh VirtualService that claims `hostname` (exactly, else by wildcard).
+    pub fn for_host(&self, hostname: &str) -> Option<&'v BoundVirtualService> {
+        self.exact.get(hostname).copied().or_else(|| {
+            self.wildcard
+                .iter()
+                .find(|(h, _)| host::matches(h, hostname))
+                .map(|(_, vs)| *vs)
         })
+    }
 }
 
 /// `generateVirtualHostDomains`: the host, `host:port`, the short forms of a Kubernetes name

@@ -38,10 +38,14 @@ fmt:
 bench:
 	$(CARGO) bench -p weir-api --bench validate
 	$(CARGO) bench -p weir-model --bench model
+	$(CARGO) bench -p weir-xds --bench generate
 	$(CARGO) run --release -p weir-model --example model_scale
 	$(MAKE) bench-e2e
 
 bench-e2e: release
+	$(CARGO) run --release -p weir-xds --example ads_load -- --proxies 100 --services 100 --namespaces 10
+	$(CARGO) run --release -p weir-xds --example ads_load -- --proxies 100 --services 100 --namespaces 100
+	$(CARGO) run --release -p weir-xds --example ads_load -- --proxies 1000 --services 100 --namespaces 10
 	$(CARGO) build --release -p weir-api --example gen_config
 	python3 bench/validate.py --weir target/release/weir --gen target/release/examples/gen_config
 

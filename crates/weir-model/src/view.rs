@@ -40,6 +40,27 @@ pub struct Proxy {
     pub labels: Labels,
     /// Its IP addresses.
     pub ips: Vec<IpAddr>,
+    /// Where it runs, `region/zone/subzone` (locality-aware load balancing).
+    pub locality: Option<String>,
+}
+
+/// The locality a workload's labels give: `istio-locality` (`region.zone.subzone`), else the
+/// Kubernetes topology labels (`topology.kubernetes.io/region`, `…/zone`,
+/// `topology.istio.io/subzone`).
+pub fn locality_from_labels(labels: &Labels) -> Option<String> {
+    if let Some(l) = labels.get("istio-locality").filter(|l| !l.is_empty()) {
+        return Some(l.replace('.', "/"));
+    }
+    let region = labels.get("topology.kubernetes.io/region")?;
+    let zone = labels
+        .get("topology.kubernetes.io/zone")
+        .map_or("", String::as_str);
+    let subzone = labels.get("topology.istio.io/subzone").map_or("", String::as_str);
+    Some(
+        format!("{region}/{zone}/{subzone}")
+            .trim_end_matches('/')
+            .to_string(),
+    )
 }
 
 /// A bad `KIND:NAMESPACE/NAME[:label=value,…]` proxy description.
@@ -84,6 +105,7 @@ impl Proxy {
             kind,
             namespace: namespace.into(),
             name: name.into(),
+            locality: locality_from_labels(&labels),
             labels,
             ips: Vec::new(),
         })

@@ -86,12 +86,24 @@ pub fn proxy_from_node(node: Option<&Node>) -> Result<Proxy, NodeError> {
     if ips.is_empty() {
         ips.extend(ip.parse::<IpAddr>().ok());
     }
+    let labels = labels_field(metadata);
+    let locality = node
+        .locality
+        .as_ref()
+        .filter(|l| !l.region.is_empty())
+        .map(|l| {
+            format!("{}/{}/{}", l.region, l.zone, l.sub_zone)
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .or_else(|| weir_model::view::locality_from_labels(&labels));
     Ok(Proxy {
         kind,
         namespace: namespace.to_string(),
         name: name.to_string(),
-        labels: labels_field(metadata),
+        labels,
         ips,
+        locality,
     })
 }
 

@@ -244,14 +244,16 @@ struct Output {
     problems: Vec<String>,
 }
 
-/// What a proxy's resources depend on besides the model: its kind, namespace and labels, and
-/// those of its addresses at which the registry has endpoints (they select inbound clusters).
+/// What a proxy's resources depend on besides the model: its kind, namespace, labels and
+/// locality, and those of its addresses at which the registry has endpoints (they select
+/// inbound clusters).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CacheKey {
     kind: weir_model::ProxyKind,
     namespace: String,
     labels: weir_api::types::Labels,
     ips: Vec<std::net::IpAddr>,
+    locality: Option<String>,
 }
 
 impl CacheKey {
@@ -266,6 +268,7 @@ impl CacheKey {
                 .filter(|ip| endpoint_ips.contains(ip))
                 .copied()
                 .collect(),
+            locality: proxy.locality.clone(),
         }
     }
 }

@@ -121,6 +121,14 @@ fn scenarios_match_their_golden_files() {
             ),
             ("registry-only-sidecar", "sidecar:batch/job:app=job"),
             ("proxyless", "proxyless:shop/client"),
+            (
+                "eu-west-a-sidecar",
+                "sidecar:shop/ratings-1:app=ratings,topology.kubernetes.io/region=eu-west,topology.kubernetes.io/zone=a",
+            ),
+            (
+                "eu-west-b-sidecar",
+                "sidecar:shop/ratings-2:app=ratings,topology.kubernetes.io/region=eu-west,topology.kubernetes.io/zone=b",
+            ),
         ],
     );
     mismatches.extend(check(

@@ -465,8 +465,17 @@ fn outbound_cluster(
                 c.respect_dns_ttl = true;
             }
             c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
-            let assignment =
-                super::endpoint::dns_load_assignment(inputs, service, port, subset, rule, &c.name)?;
+            let assignment = super::endpoint::dns_load_assignment(
+                inputs,
+                &super::endpoint::Target {
+                    service,
+                    port,
+                    subset,
+                    rule,
+                    cluster_name: &c.name,
+                },
+                view.proxy.locality.as_deref(),
+            )?;
             c.load_assignment = Some(assignment);
         }
         Resolution::DynamicDns => {
@@ -507,6 +516,14 @@ fn outbound_cluster(
         // gRPC reads only what it supports; keep the cluster to what it documents (gRFC A27/A28).
         apply_outlier(&mut c, policy.outlier_detection);
         return Some(c);
+    }
+    if super::locality::distributes(&policy, view.proxy.locality.as_deref()) {
+        let common = c.common_lb_config.get_or_insert_with(Default::default);
+        common.locality_config_specifier = Some(
+            cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                cluster::common_lb_config::LocalityWeightedLbConfig {},
+            ),
+        );
     }
     apply_connection_pool(&mut c, policy.connection_pool, port.protocol);
     apply_outlier(&mut c, policy.outlier_detection);

@@ -41,28 +41,38 @@ pub fn load_assignment_by_name(
     let service = view.service(name.host)?;
     let port = service.ports.iter().find(|p| p.number == name.port)?;
     let rule = view.destination_rules.get(name.host);
-    Some(assignment(
-        inputs,
+    let target = Target {
         service,
         port,
-        name.subset,
+        subset: name.subset,
         rule,
         cluster_name,
-        false,
-    ))
+    };
+    Some(assignment(inputs, &target, false, view.proxy.locality.as_deref()))
+}
+
+/// The endpoints of one cluster: a service port, a subset, the rule defining the subset.
+pub struct Target<'a> {
+    /// The service.
+    pub service: &'a Service,
+    /// The port.
+    pub port: &'a Port,
+    /// The subset ("" for all endpoints).
+    pub subset: &'a str,
+    /// The DestinationRule in force.
+    pub rule: Option<&'a AppliedDestinationRule>,
+    /// The cluster's name.
+    pub cluster_name: &'a str,
 }
 
 /// The inline load assignment of a DNS cluster: endpoints are host names (or IPs) resolved by the
 /// proxy. `None` when the service has no endpoints for the port (Istio drops such clusters).
 pub fn dns_load_assignment(
     inputs: &Inputs<'_>,
-    service: &Service,
-    port: &Port,
-    subset: &str,
-    rule: Option<&AppliedDestinationRule>,
-    cluster_name: &str,
+    target: &Target<'_>,
+    proxy_locality: Option<&str>,
 ) -> Option<ClusterLoadAssignment> {
-    let cla = assignment(inputs, service, port, subset, rule, cluster_name, true);
+    let cla = assignment(inputs, target, true, proxy_locality);
     (!cla.endpoints.is_empty()).then_some(cla)
 }
 
@@ -75,13 +85,17 @@ fn subset_labels<'a>(rule: Option<&'a AppliedDestinationRule>, subset: &str) -> 
 
 fn assignment(
     inputs: &Inputs<'_>,
-    service: &Service,
-    port: &Port,
-    subset: &str,
-    rule: Option<&AppliedDestinationRule>,
-    cluster_name: &str,
+    target: &Target<'_>,
     dns: bool,
+    proxy_locality: Option<&str>,
 ) -> ClusterLoadAssignment {
+    let Target {
+        service,
+        port,
+        subset,
+        rule,
+        cluster_name,
+    } = *target;
     let labels = subset_labels(rule, subset);
     // A subset that names no subset of the rule selects nothing (Envoy would see an empty cluster).
     let unknown_subset = !subset.is_empty() && labels.is_none();
@@ -121,6 +135,9 @@ fn assignment(
             }
         })
         .collect();
+    let mut endpoints: Vec<LocalityLbEndpoints> = endpoints;
+    let policy = super::cluster::Policy::of(rule, port.number, subset);
+    super::locality::apply(&mut endpoints, &policy, proxy_locality);
     ClusterLoadAssignment {
         cluster_name: cluster_name.to_string(),
         endpoints,

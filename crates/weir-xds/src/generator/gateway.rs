@@ -26,7 +26,7 @@ use weir_model::{ObjectKey, ProxyView};
 use super::Inputs;
 use super::cluster::BLACK_HOLE;
 use super::listener::hcm_rds;
-use super::route::{RouteContext, destination_cluster, virtual_service_routes};
+use super::route::{RouteContext, virtual_service_routes, weighted_clusters};
 use super::util::{HTTP_CONNECTION_MANAGER, cidr, listener_filter, network_filter, socket, tcp_proxy};
 
 /// A Gateway server with the gateway it belongs to.
@@ -304,32 +304,6 @@ pub fn gateway_listeners_and_routes(
     (listeners, routes)
 }
 
-fn weighted(
-    inputs: &Inputs<'_>,
-    view: &ProxyView,
-    routes: &[weir_api::types::networking::RouteDestination],
-    ns: &str,
-    port: u32,
-) -> Vec<(String, u32)> {
-    let all_zero = routes.iter().all(|r| r.weight.unwrap_or(0) == 0);
-    routes
-        .iter()
-        .filter_map(|r| {
-            let w = if all_zero {
-                1
-            } else {
-                u32::try_from(r.weight.unwrap_or(0)).unwrap_or(0)
-            };
-            (w > 0).then(|| {
-                (
-                    destination_cluster(inputs, view, &r.destination.clone().unwrap_or_default(), ns, port),
-                    w,
-                )
-            })
-        })
-        .collect()
-}
-
 fn tcp_clusters(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'_>) -> Option<Vec<(String, u32)>> {
     let gw = s.gateway_name();
     for vs in gateway_vs(view, s) {
@@ -350,7 +324,7 @@ fn tcp_clusters(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'_>) ->
                         })
                 });
             if applies {
-                let c = weighted(inputs, view, tcp.route.or_empty(), &vs.key.namespace, s.port);
+                let c = weighted_clusters(inputs, view, tcp.route.or_empty(), &vs.key.namespace, s.port);
                 if !c.is_empty() {
                     return Some(c);
                 }
@@ -381,7 +355,8 @@ fn passthrough_chains(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'
                 if names.is_empty() {
                     continue;
                 }
-                let clusters = weighted(inputs, view, tls.route.or_empty(), &vs.key.namespace, s.port);
+                let clusters =
+                    weighted_clusters(inputs, view, tls.route.or_empty(), &vs.key.namespace, s.port);
                 if clusters.is_empty() {
                     continue;
                 }

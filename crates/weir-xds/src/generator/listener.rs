@@ -24,7 +24,7 @@ use weir_model::registry::{Port, Protocol, Resolution, Service, ServiceAddress};
 
 use super::Inputs;
 use super::cluster::{BLACK_HOLE, ClusterName, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_targets, is_http};
-use super::route::{MeshRoutes, destination_cluster, http_filters};
+use super::route::{MeshRoutes, destination_cluster, http_filters, weighted_clusters};
 use super::util::HTTP_CONNECTION_MANAGER;
 use super::util::{boolv, cidr, duration, listener_filter, network_filter, socket, tcp_proxy, u32v};
 
@@ -181,29 +181,9 @@ fn add_service_port(
         _ => None,
     });
     let default_cluster = ClusterName::outbound(port.number, "", &service.hostname).to_string();
-    let weighted =
-        |routes: &[weir_api::types::networking::RouteDestination], ns: &str| -> Vec<(String, u32)> {
-            let all_zero = routes.iter().all(|r| r.weight.unwrap_or(0) == 0);
-            routes
-                .iter()
-                .filter_map(|r| {
-                    let w = u32::try_from(r.weight.unwrap_or(0)).unwrap_or(0);
-                    let w = if all_zero { 1 } else { w };
-                    (w > 0).then(|| {
-                        (
-                            destination_cluster(
-                                inputs,
-                                view,
-                                &r.destination.clone().unwrap_or_default(),
-                                ns,
-                                port.number,
-                            ),
-                            w,
-                        )
-                    })
-                })
-                .collect()
-        };
+    let weighted = |routes: &[weir_api::types::networking::RouteDestination], ns: &str| {
+        weighted_clusters(inputs, view, routes, ns, port.number)
+    };
     if is_tls(port.protocol) {
         let mut routed = false;
         if let Some((vs, spec)) = vs_spec {

@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod gateway;
 pub mod grpc;
 pub mod listener;
+pub mod locality;
 pub mod route;
 mod tls;
 mod util;

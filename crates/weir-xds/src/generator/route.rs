@@ -466,6 +466,32 @@ pub fn destination_cluster(
     ClusterName::outbound(port.unwrap_or(listener_port), d.subset.or_empty(), &hostname).to_string()
 }
 
+/// The clusters of weighted L4 destinations (TCP and TLS routes) with their weights; when no
+/// destination has a weight they share equally.
+pub fn weighted_clusters(
+    inputs: &Inputs<'_>,
+    view: &ProxyView,
+    routes: &[weir_api::types::networking::RouteDestination],
+    vs_namespace: &str,
+    port: u32,
+) -> Vec<(String, u32)> {
+    let all_zero = routes.iter().all(|r| r.weight.unwrap_or(0) == 0);
+    routes
+        .iter()
+        .filter_map(|r| {
+            let w = if all_zero {
+                1
+            } else {
+                u32::try_from(r.weight.unwrap_or(0)).unwrap_or(0)
+            };
+            (w > 0).then(|| {
+                let d = r.destination.clone().unwrap_or_default();
+                (destination_cluster(inputs, view, &d, vs_namespace, port), w)
+            })
+        })
+        .collect()
+}
+
 fn header_options(ops: Option<&HeaderOperations>) -> (Vec<HeaderValueOption>, Vec<String>) {
     let Some(ops) = ops else {
         return (Vec::new(), Vec::new());

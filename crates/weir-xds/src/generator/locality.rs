@@ -1,0 +1,207 @@
+//! Locality-aware load balancing (Istio's `loadbalancer.go`): `distribute` rewrites locality
+//! weights for proxies in a matching locality; otherwise, when outlier detection is configured
+//! (which is what lets a locality fail), endpoints get priorities by proximity to the proxy —
+//! same zone and subzone first, then same zone, same region, a `failover` region, the rest.
+
+use envoy_types::pb::envoy::config::core::v3::Locality;
+use envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints;
+use weir_api::types::OrEmpty;
+use weir_api::types::networking::LocalityLbSetting;
+
+use super::cluster::Policy;
+use super::util::u32v;
+
+/// Whether `pattern` (`region/zone/subzone`, `*` for any part, trailing parts optional) matches
+/// `locality`.
+pub fn matches(pattern: &str, locality: &str) -> bool {
+    let have: Vec<&str> = locality.split('/').collect();
+    for (i, want) in pattern.split('/').enumerate() {
+        if want == "*" {
+            return true;
+        }
+        if have.get(i).copied().unwrap_or("") != want {
+            return false;
+        }
+    }
+    true
+}
+
+fn text(l: Option<&Locality>) -> String {
+    l.map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone))
+        .unwrap_or_default()
+}
+
+/// The setting in force, if locality load balancing is on for this policy.
+fn setting<'a>(policy: &Policy<'a>) -> Option<&'a LocalityLbSetting> {
+    policy
+        .load_balancer
+        .and_then(|lb| lb.locality_lb_setting.as_ref())
+        .filter(|s| s.enabled != Some(false))
+}
+
+/// Whether the policy distributes traffic by explicit locality weights for a proxy at
+/// `proxy_locality` (the cluster then needs `locality_weighted_lb_config`).
+pub fn distributes(policy: &Policy<'_>, proxy_locality: Option<&str>) -> bool {
+    let (Some(s), Some(at)) = (setting(policy), proxy_locality) else {
+        return false;
+    };
+    s.distribute
+        .or_empty()
+        .iter()
+        .any(|d| matches(d.from.or_empty(), at))
+}
+
+/// Applies the policy's locality rules for a proxy at `proxy_locality` to a load assignment.
+pub fn apply(groups: &mut [LocalityLbEndpoints], policy: &Policy<'_>, proxy_locality: Option<&str>) {
+    let Some(at) = proxy_locality else { return };
+    let explicit = setting(policy);
+    if let Some(rule) = explicit
+        .into_iter()
+        .flat_map(|s| s.distribute.or_empty())
+        .find(|d| matches(d.from.or_empty(), at))
+    {
+        let localities: Vec<String> = groups.iter().map(|g| text(g.locality.as_ref())).collect();
+        let mut weights = vec![0u32; groups.len()];
+        for (pattern, weight) in rule.to.iter().flatten() {
+            let hit: Vec<usize> = (0..groups.len())
+                .filter(|i| matches(pattern, &localities[*i]))
+                .collect();
+            let count = u32::try_from(hit.len()).unwrap_or(u32::MAX).max(1);
+            for i in hit {
+                weights[i] = weights[i].saturating_add(weight / count);
+            }
+        }
+        for (g, w) in groups.iter_mut().zip(weights) {
+            g.load_balancing_weight = Some(u32v(w));
+        }
+        return;
+    }
+    // Failover needs outlier detection (Istio: without it no locality is ever seen failing), and
+    // is on by default (MeshConfig's localityLbSetting is enabled unless a rule says otherwise).
+    if policy.outlier_detection.is_none()
+        || policy
+            .load_balancer
+            .and_then(|lb| lb.locality_lb_setting.as_ref())
+            .is_some_and(|s| s.enabled == Some(false))
+    {
+        return;
+    }
+    let mut parts = at.split('/');
+    let (region, zone, subzone) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let failover_to: Vec<&str> = explicit
+        .into_iter()
+        .flat_map(|s| s.failover.or_empty())
+        .filter(|f| f.from.as_deref() == Some(region))
+        .filter_map(|f| f.to.as_deref())
+        .collect();
+    let raw: Vec<u32> = groups
+        .iter()
+        .map(|g| {
+            let l = g.locality.clone().unwrap_or_default();
+            if l.region == region && l.zone == zone && l.sub_zone == subzone {
+                0
+            } else if l.region == region && l.zone == zone {
+                1
+            } else if l.region == region {
+                2
+            } else if failover_to.is_empty() || failover_to.contains(&l.region.as_str()) {
+                3
+            } else {
+                4
+            }
+        })
+        .collect();
+    // Envoy wants priorities without gaps.
+    let mut used: Vec<u32> = raw.clone();
+    used.sort_unstable();
+    used.dedup();
+    for (g, p) in groups.iter_mut().zip(raw) {
+        g.priority = u32::try_from(used.iter().position(|u| *u == p).unwrap_or(0)).unwrap_or(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_api::types::networking::{
+        LoadBalancerSettings, LocalityDistribute, LocalityFailover, OutlierDetection,
+    };
+
+    use super::*;
+
+    fn group(l: &str) -> LocalityLbEndpoints {
+        let mut p = l.split('/');
+        LocalityLbEndpoints {
+            locality: Some(Locality {
+                region: p.next().unwrap_or("").into(),
+                zone: p.next().unwrap_or("").into(),
+                sub_zone: p.next().unwrap_or("").into(),
+            }),
+            load_balancing_weight: Some(u32v(1)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(matches("us-east/*", "us-east/a/1"));
+        assert!(matches("us-east", "us-east/a/1"));
+        assert!(matches("*", "eu/b"));
+        assert!(!matches("us-east/b/*", "us-east/a/1"));
+    }
+
+    #[test]
+    fn distribute_sets_weights_and_failover_sets_priorities() {
+        let lb = LoadBalancerSettings {
+            locality_lb_setting: Some(LocalityLbSetting {
+                distribute: Some(vec![LocalityDistribute {
+                    from: Some("us-east/a/*".into()),
+                    to: Some([("us-east/a/*".to_string(), 80), ("us-west/*".to_string(), 20)].into()),
+                }]),
+                failover: Some(vec![LocalityFailover {
+                    from: Some("us-east".into()),
+                    to: Some("eu".into()),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let outlier = OutlierDetection::default();
+        let policy = Policy {
+            load_balancer: Some(&lb),
+            outlier_detection: Some(&outlier),
+            ..Default::default()
+        };
+        let mut groups = vec![
+            group("us-east/a/1"),
+            group("us-west/b/1"),
+            group("us-west/c/1"),
+            group("eu/x/1"),
+        ];
+        assert!(distributes(&policy, Some("us-east/a/1")));
+        apply(&mut groups, &policy, Some("us-east/a/1"));
+        let w: Vec<u32> = groups
+            .iter()
+            .map(|g| g.load_balancing_weight.as_ref().map_or(0, |w| w.value))
+            .collect();
+        assert_eq!(w, vec![80, 10, 10, 0]);
+
+        // A proxy elsewhere: no distribute rule, so failover priorities.
+        let mut groups = vec![
+            group("us-east/b/1"),
+            group("us-east/a/1"),
+            group("eu/x/1"),
+            group("ap/y/1"),
+        ];
+        apply(&mut groups, &policy, Some("us-east/b/1"));
+        let p: Vec<u32> = groups.iter().map(|g| g.priority).collect();
+        assert_eq!(
+            p,
+            vec![0, 1, 2, 3],
+            "same zone, same region, the failover region, the rest"
+        );
+    }
+}

@@ -132,6 +132,17 @@ fn scenarios_match_their_golden_files() {
         ],
     );
     mismatches.extend(check(
+        "scenario-egress",
+        &scenarios.join("egress"),
+        &[
+            ("sidecar", "sidecar:default/app:app=app"),
+            (
+                "egress-gateway",
+                "router:istio-system/istio-egressgateway-1:istio=egressgateway",
+            ),
+        ],
+    ));
+    mismatches.extend(check(
         "scenario-gateway",
         &scenarios.join("gateway"),
         &[("ingress", "router:edge/ingress:istio=ingressgateway")],
@@ -141,7 +152,7 @@ fn scenarios_match_their_golden_files() {
 
 #[test]
 fn scenario_files_are_valid() {
-    for name in ["mesh", "gateway"] {
+    for name in ["mesh", "gateway", "egress"] {
         let mut store = ConfigStore::new();
         FolderSource::new(manifest().join("tests/scenarios").join(name), "default")
             .unwrap()

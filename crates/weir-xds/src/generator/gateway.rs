@@ -26,7 +26,7 @@ use weir_model::{ObjectKey, ProxyView};
 use super::Inputs;
 use super::cluster::BLACK_HOLE;
 use super::listener::hcm_rds;
-use super::route::{RouteContext, virtual_service_routes, weighted_clusters};
+use super::route::{RouteContext, match_gateways_include, virtual_service_routes, weighted_clusters};
 use super::util::{HTTP_CONNECTION_MANAGER, cidr, listener_filter, network_filter, socket, tcp_proxy};
 
 /// A Gateway server with the gateway it belongs to.
@@ -317,11 +317,7 @@ fn tcp_clusters(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'_>) ->
             let applies = tcp.r#match.or_empty().is_empty()
                 || tcp.r#match.or_empty().iter().any(|m| {
                     m.port.is_none_or(|p| p == 0 || p == s.port)
-                        && m.gateways.as_ref().is_none_or(|g| {
-                            g.is_empty()
-                                || g.iter()
-                                    .any(|g| weir_model::view::resolve_gateway(g, &vs.key.namespace) == gw)
-                        })
+                        && match_gateways_include(m.gateways.as_ref(), &vs.key.namespace, &gw)
                 });
             if applies {
                 let c = weighted_clusters(inputs, view, tcp.route.or_empty(), &vs.key.namespace, s.port);
@@ -335,6 +331,7 @@ fn tcp_clusters(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'_>) ->
 }
 
 fn passthrough_chains(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'_>) -> Vec<FilterChain> {
+    let gw = s.gateway_name();
     let mut out = Vec::new();
     for vs in gateway_vs(view, s) {
         let Resource::VirtualService(o) = vs.resource.as_ref() else {
@@ -342,7 +339,9 @@ fn passthrough_chains(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'
         };
         for tls in o.spec.as_ref().map(|s| s.tls.or_empty()).unwrap_or_default() {
             for m in tls.r#match.or_empty() {
-                if m.port.is_some_and(|p| p != 0 && p != s.port) {
+                if m.port.is_some_and(|p| p != 0 && p != s.port)
+                    || !match_gateways_include(m.gateways.as_ref(), &vs.key.namespace, &gw)
+                {
                     continue;
                 }
                 let names: Vec<String> = m

@@ -24,7 +24,9 @@ use weir_model::registry::{Port, Protocol, Resolution, Service, ServiceAddress};
 
 use super::Inputs;
 use super::cluster::{BLACK_HOLE, ClusterName, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_targets, is_http};
-use super::route::{MeshRoutes, destination_cluster, http_filters, weighted_clusters};
+use super::route::{
+    MeshRoutes, destination_cluster, http_filters, match_gateways_include, weighted_clusters,
+};
 use super::util::HTTP_CONNECTION_MANAGER;
 use super::util::{boolv, cidr, duration, listener_filter, network_filter, socket, tcp_proxy, u32v};
 
@@ -189,7 +191,9 @@ fn add_service_port(
         if let Some((vs, spec)) = vs_spec {
             for tls in spec.tls.or_empty() {
                 for m in tls.r#match.or_empty() {
-                    if m.port.is_some_and(|p| p != 0 && p != port.number) {
+                    if m.port.is_some_and(|p| p != 0 && p != port.number)
+                        || !match_gateways_include(m.gateways.as_ref(), &vs.key.namespace, "mesh")
+                    {
                         continue;
                     }
                     let server_names: Vec<String> = m
@@ -248,6 +252,7 @@ fn add_service_port(
             r.r#match.or_empty().is_empty()
                 || r.r#match.or_empty().iter().any(|m| {
                     m.port.is_none_or(|p| p == 0 || p == port.number)
+                        && match_gateways_include(m.gateways.as_ref(), &vs.key.namespace, "mesh")
                         && m.source_labels
                             .as_ref()
                             .is_none_or(|l| l.iter().all(|(k, v)| view.proxy.labels.get(k) == Some(v)))

@@ -492,6 +492,16 @@ pub fn weighted_clusters(
         .collect()
 }
 
+/// Whether an L4 match's `gateways` (empty: the VirtualService's) include `want` (`mesh` or a
+/// gateway's `namespace/name`).
+pub fn match_gateways_include(gateways: Option<&Vec<String>>, vs_namespace: &str, want: &str) -> bool {
+    gateways.is_none_or(|g| {
+        g.is_empty()
+            || g.iter()
+                .any(|g| weir_model::view::resolve_gateway(g, vs_namespace) == want)
+    })
+}
+
 fn header_options(ops: Option<&HeaderOperations>) -> (Vec<HeaderValueOption>, Vec<String>) {
     let Some(ops) = ops else {
         return (Vec::new(), Vec::new());

@@ -9,7 +9,7 @@
 
 use std::sync::LazyLock;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage, SerializeOptions};
 
 const DESCRIPTORS: &[u8] = include_bytes!("../descriptors/envoy.binpb");
 
@@ -85,6 +85,70 @@ pub fn any_to_json(type_url: &str, value: &[u8]) -> Result<serde_json::Value, Js
         return Ok(serde_json::Value::Object(with_type));
     }
     Ok(json)
+}
+
+/// Fields of an encoded message (and of every `Any` inside it) that its descriptor does not know,
+/// as paths like `filter_chains[0].filters[0].typed_config.<field 99>`: proof that nothing
+/// unknown is emitted. An `Any` whose type is unknown is an error.
+pub fn unknown_fields(type_name: &str, bytes: &[u8]) -> Result<Vec<String>, JsonError> {
+    let descriptor = pool()?
+        .get_message_by_name(type_name)
+        .ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
+    let message = DynamicMessage::decode(descriptor, bytes).map_err(|source| JsonError::Decode {
+        type_name: type_name.to_string(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    walk(&message, "", &mut out)?;
+    Ok(out)
+}
+
+fn walk(message: &DynamicMessage, path: &str, out: &mut Vec<String>) -> Result<(), JsonError> {
+    let join = |name: &str| {
+        if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    for unknown in message.unknown_fields() {
+        out.push(join(&format!("<field {}>", unknown.number())));
+    }
+    if message.descriptor().full_name() == "google.protobuf.Any" {
+        let field = |name: &str| message.get_field_by_name(name).map(|v| v.into_owned());
+        if let (Some(prost_reflect::Value::String(url)), Some(prost_reflect::Value::Bytes(value))) =
+            (field("type_url"), field("value"))
+        {
+            let inner = url.rsplit('/').next().unwrap_or(&url).to_string();
+            for p in unknown_fields(&inner, &value)? {
+                out.push(format!("{path}.{p}"));
+            }
+        }
+        return Ok(());
+    }
+    for (field, value) in message.fields() {
+        walk_value(value, &join(field.name()), out)?;
+    }
+    Ok(())
+}
+
+fn walk_value(value: &prost_reflect::Value, path: &str, out: &mut Vec<String>) -> Result<(), JsonError> {
+    match value {
+        prost_reflect::Value::Message(m) => walk(m, path, out),
+        prost_reflect::Value::List(items) => {
+            for (i, v) in items.iter().enumerate() {
+                walk_value(v, &format!("{path}[{i}]"), out)?;
+            }
+            Ok(())
+        }
+        prost_reflect::Value::Map(entries) => {
+            for (k, v) in entries {
+                walk_value(v, &format!("{path}[{k:?}]"), out)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -191,5 +255,37 @@ mod tests {
             ..Default::default()
         };
         assert!(to_json(&cluster).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_found_also_inside_typed_configs() {
+        let clean = Cluster {
+            name: "c".into(),
+            ..Default::default()
+        };
+        assert!(
+            unknown_fields("envoy.config.cluster.v3.Cluster", &clean.encode_to_vec())
+                .unwrap()
+                .is_empty()
+        );
+        // Field 999 as a varint: tag (999 << 3 | 0) = 7992 = 0xb8 0x3e, then the value 1.
+        let mut tls = UpstreamTlsContext::default().encode_to_vec();
+        tls.extend([0xb8, 0x3e, 0x01]);
+        let with_unknown = Cluster {
+            name: "c".into(),
+            transport_socket: Some(TransportSocket {
+                name: "envoy.transport_sockets.tls".into(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(Any {
+                    type_url: UpstreamTlsContext::type_url(),
+                    value: tls,
+                })),
+            }),
+            ..Default::default()
+        };
+        let found = unknown_fields("envoy.config.cluster.v3.Cluster", &with_unknown.encode_to_vec()).unwrap();
+        assert_eq!(
+            found,
+            vec!["transport_socket.typed_config.<field 999>".to_string()]
+        );
     }
 }

@@ -51,6 +51,17 @@ fn render(model: &Model, proxy: &str) -> Value {
         }
         assert!(!name.is_empty(), "a {type_url} without a name");
     }
+    // Nothing unknown: every field of every resource and typed config is in Envoy's descriptors.
+    for type_url in weir_xds::generator::TYPE_URLS {
+        let type_name = type_url.rsplit('/').next().unwrap();
+        for (name, encoded) in resources.encoded(type_url).unwrap() {
+            let unknown = weir_xds::json::unknown_fields(type_name, &encoded.bytes).unwrap();
+            assert!(
+                unknown.is_empty(),
+                "{type_url} {name}: unknown fields {unknown:?}"
+            );
+        }
+    }
     Value::Object(out)
 }
 

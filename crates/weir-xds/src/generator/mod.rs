@@ -89,21 +89,14 @@ impl Encoded {
         Encoded::of_bytes(&message.encode_to_vec())
     }
 
-    /// Wraps encoded bytes.
+    /// Wraps encoded bytes. The version is their XXH3 hash: fast, and the same in every process.
     pub fn of_bytes(bytes: &[u8]) -> Encoded {
-        let version = format!("{:016x}", fnv1a64(bytes));
+        let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes));
         Encoded {
             bytes: bytes.into(),
             version,
         }
     }
-}
-
-/// FNV-1a, 64 bits.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Encoded resources of one type, by name.

@@ -37,6 +37,12 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("sidecar_view_and_resources", |b| b.iter(|| m.generate(&sidecar)));
     let (view, resources) = m.generate(&sidecar);
+    // The size of what this sidecar is sent, per type (printed once; docs/performance.md).
+    for type_url in generator::TYPE_URLS {
+        let set = resources.encoded(type_url).unwrap_or_default();
+        let bytes: usize = set.values().map(|e| e.bytes.len()).sum();
+        eprintln!("{type_url}: {} resources, {bytes} bytes", set.len());
+    }
     group.bench_function("sidecar_resources_from_view", |b| {
         b.iter(|| generator::generate(&m.inputs(), &view))
     });

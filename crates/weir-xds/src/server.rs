@@ -48,7 +48,7 @@ pub struct Rejection {
     pub proxy: String,
     /// The resource type.
     pub type_url: String,
-    /// The version rejected.
+    /// What was rejected: the version (state of the world) or the response nonce (delta).
     pub version: String,
     /// The proxy's reason.
     pub reason: String,

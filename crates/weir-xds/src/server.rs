@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -502,8 +503,28 @@ fn version_of<'a>(
     (generator::Encoded::of_bytes(text.as_bytes()).version, chosen)
 }
 
-fn node_error(e: crate::node::NodeError) -> Status {
-    Status::invalid_argument(e.to_string())
+/// The types to send, deduplicated, in the order a client applies them: CDS, EDS, LDS, RDS, then
+/// any other type asked for.
+fn push_order(types: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = TYPE_URLS
+        .iter()
+        .filter(|t| types.iter().any(|s| s == *t))
+        .map(|t| (*t).to_string())
+        .collect();
+    for t in types {
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out
+}
+
+/// The proxy behind a stream's first node, with its resources computed.
+fn identify(shared: &Shared, node: Option<&Node>, protocol: &str) -> Result<ProxyState, Status> {
+    let proxy = crate::node::proxy_from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let id = node.map(|n| n.id.clone()).unwrap_or_default();
+    tracing::info!(proxy = %id, "ADS stream opened ({protocol})");
+    Ok(ProxyState::new(shared, id, proxy))
 }
 
 async fn sotw_stream(
@@ -531,16 +552,13 @@ async fn sotw_stream(
                 };
                 let meaning = protocol.on_request(&request);
                 if state.is_none() {
-                    let proxy = match crate::node::proxy_from_node(protocol.node()) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = tx.send(Err(node_error(e))).await;
+                    match identify(&shared, protocol.node(), "state of the world") {
+                        Ok(st) => state = Some(st),
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
                             break;
                         }
-                    };
-                    let id = protocol.node().map(|n| n.id.clone()).unwrap_or_default();
-                    tracing::info!(proxy = %id, "ADS stream opened (state of the world)");
-                    state = Some(ProxyState::new(&shared, id, proxy));
+                    }
                 }
                 let Some(st) = state.as_ref() else { break };
                 match meaning {
@@ -574,20 +592,7 @@ async fn sotw_stream(
             }
         }
         let Some(st) = state.as_ref() else { continue };
-        // Send in CDS, EDS, LDS, RDS order.
-        for type_url in TYPE_URLS
-            .iter()
-            .copied()
-            .filter(|t| to_send.iter().any(|s| s == t))
-            .map(str::to_string)
-            .chain(
-                to_send
-                    .iter()
-                    .filter(|t| !TYPE_URLS.contains(&t.as_str()))
-                    .cloned(),
-            )
-            .collect::<Vec<_>>()
-        {
+        for type_url in push_order(&to_send) {
             let Some(sub) = protocol.state(&type_url).map(|s| s.subscription.clone()) else {
                 continue;
             };
@@ -655,16 +660,13 @@ async fn delta_stream(
                 };
                 let meaning = protocol.on_request(&request);
                 if state.is_none() {
-                    let proxy = match crate::node::proxy_from_node(protocol.node()) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = tx.send(Err(node_error(e))).await;
+                    match identify(&shared, protocol.node(), "delta") {
+                        Ok(st) => state = Some(st),
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
                             break;
                         }
-                    };
-                    let id = protocol.node().map(|n| n.id.clone()).unwrap_or_default();
-                    tracing::info!(proxy = %id, "ADS stream opened (delta)");
-                    state = Some(ProxyState::new(&shared, id, proxy));
+                    }
                 }
                 let Some(st) = state.as_ref() else { break };
                 let names = in_flight.remove(&request.response_nonce);
@@ -692,13 +694,7 @@ async fn delta_stream(
             }
         }
         let Some(st) = state.as_ref() else { continue };
-        for type_url in TYPE_URLS
-            .iter()
-            .map(|t| (*t).to_string())
-            .filter(|t| types.contains(t))
-            .chain(types.iter().filter(|t| !TYPE_URLS.contains(&t.as_str())).cloned())
-            .collect::<Vec<_>>()
-        {
+        for type_url in push_order(&types) {
             let empty = EncodedSet::new();
             let set = st.output.encoded.get(type_url.as_str()).unwrap_or(&empty);
             let versions: BTreeMap<String, String> =

@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteConfiguration, RouteMatch, VirtualHost, route, route_match,
     virtual_host,
 };
-use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::sni_cluster::v3::SniCluster;
 use weir_api::Resource;
 use weir_api::host;
@@ -27,7 +26,7 @@ use super::Inputs;
 use super::cluster::BLACK_HOLE;
 use super::listener::hcm_rds;
 use super::route::{RouteContext, match_gateways_include, virtual_service_routes, weighted_clusters};
-use super::util::{HTTP_CONNECTION_MANAGER, cidr, listener_filter, network_filter, socket, tcp_proxy};
+use super::util::{HTTP_CONNECTION_MANAGER, cidr, network_filter, socket, tcp_proxy};
 
 /// A Gateway server with the gateway it belongs to.
 pub struct GatewayServer<'a> {
@@ -290,10 +289,7 @@ pub fn gateway_listeners_and_routes(
             address: Some(socket("0.0.0.0", port)),
             filter_chains: unique,
             listener_filters: if tls_inspector {
-                vec![listener_filter(
-                    "envoy.filters.listener.tls_inspector",
-                    &TlsInspector::default(),
-                )]
+                vec![super::listener::tls_inspector()]
             } else {
                 Vec::new()
             },

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, VirtualHost, route, route_action, route_match,
 };
@@ -71,6 +73,16 @@ fn passthrough_chain(inputs: &Inputs<'_>, view: &ProxyView) -> FilterChain {
         filters: vec![tcp_proxy(&cluster, &[(cluster.clone(), 1)])],
         ..Default::default()
     }
+}
+
+/// The TLS inspector (reads the SNI and ALPN of a ClientHello).
+pub fn tls_inspector() -> ListenerFilter {
+    listener_filter("envoy.filters.listener.tls_inspector", &TlsInspector::default())
+}
+
+/// The HTTP inspector (detects HTTP/1 and h2c on plaintext connections).
+pub fn http_inspector() -> ListenerFilter {
+    listener_filter("envoy.filters.listener.http_inspector", &HttpInspector::default())
 }
 
 /// One filter chain being assembled for an outbound listener.
@@ -311,16 +323,10 @@ fn finish_outbound(
         .collect();
     let mut listener_filters = Vec::new();
     if uses_sni {
-        listener_filters.push(listener_filter(
-            "envoy.filters.listener.tls_inspector",
-            &TlsInspector::default(),
-        ));
+        listener_filters.push(tls_inspector());
     }
     if sniff {
-        listener_filters.push(listener_filter(
-            "envoy.filters.listener.http_inspector",
-            &HttpInspector::default(),
-        ));
+        listener_filters.push(http_inspector());
     }
     Listener {
         name: format!("{bind}_{port}"),
@@ -447,10 +453,7 @@ fn virtual_inbound(inputs: &Inputs<'_>, view: &ProxyView) -> Listener {
         &OriginalDst::default(),
     )];
     if sniff {
-        listener_filters.push(listener_filter(
-            "envoy.filters.listener.http_inspector",
-            &HttpInspector::default(),
-        ));
+        listener_filters.push(http_inspector());
     }
     Listener {
         name: "virtualInbound".into(),

@@ -907,29 +907,11 @@ fn cors_policy(c: &CorsPolicy) -> EnvoyCors {
     }
 }
 
-/// gRPC status names as codes.
+/// gRPC status names (in code order, as the API accepts them) as codes; numbers are taken as is.
 fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
+    use weir_api::validate::virtual_service::GRPC_STATUS_CODES;
     name.parse().ok().or_else(|| {
-        NAMES
+        GRPC_STATUS_CODES
             .iter()
             .position(|n| n.eq_ignore_ascii_case(name))
             .and_then(|i| u32::try_from(i).ok())

@@ -354,3 +354,64 @@ async fn a_bad_node_identity_ends_the_stream_with_the_reason() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("sidecar|router"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn the_client_state_machines_converge_with_the_server() {
+    use weir_xds::client::{DeltaClient, SotwClient};
+    let mut h = Harness::start(
+        "client",
+        &[("a.yaml", service_entry("alpha", "alpha.test", "10.1.0.1"))],
+    )
+    .await;
+
+    // Delta.
+    let mut delta = DeltaClient::new(node(SIDECAR).unwrap());
+    let (tx, rx) = mpsc::channel(8);
+    let mut stream = h
+        .client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(delta.subscribe(CLUSTER_TYPE, &[])).await.unwrap();
+    tx.send(delta.subscribe(ENDPOINT_TYPE, &["outbound|8080||alpha.test".into()]))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let r = next(&mut stream).await;
+        let pending = delta.on_response(&r).unwrap();
+        tx.send(delta.ack(pending)).await.unwrap();
+    }
+    assert!(delta.is_ready());
+    assert!(
+        delta
+            .held(CLUSTER_TYPE)
+            .unwrap()
+            .contains_key("outbound|8080||alpha.test")
+    );
+    h.write("a.yaml", &service_entry("alpha", "alpha.test", "10.1.0.7"));
+    let r = next(&mut stream).await;
+    assert_eq!(r.type_url, ENDPOINT_TYPE);
+    let pending = delta.on_response(&r).unwrap();
+    tx.send(delta.ack(pending)).await.unwrap();
+    let held = &delta.held(ENDPOINT_TYPE).unwrap()["outbound|8080||alpha.test"];
+    let cla = ClusterLoadAssignment::decode(held.body.value.as_slice()).unwrap();
+    assert!(format!("{cla:?}").contains("10.1.0.7"));
+
+    // State of the world, on a fresh stream.
+    let mut sotw = SotwClient::new(node(SIDECAR).unwrap());
+    let (tx, rx) = mpsc::channel(8);
+    let mut stream = h
+        .client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(sotw.subscribe(LISTENER_TYPE, &[])).await.unwrap();
+    let r = next(&mut stream).await;
+    let pending = sotw.on_response(&r).unwrap();
+    tx.send(sotw.ack(pending)).await.unwrap();
+    assert!(sotw.is_ready());
+    assert!(sotw.held(LISTENER_TYPE).unwrap().contains_key("virtualOutbound"));
+    nothing_within(&mut stream, Duration::from_millis(300)).await;
+}

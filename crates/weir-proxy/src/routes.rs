@@ -1,0 +1,425 @@
+//! Route configurations compiled for matching, with Envoy's semantics:
+//!
+//! - **Virtual host**: by the request's authority, case-insensitively: an exact domain first,
+//!   then the longest suffix wildcard (`*.example.com`, which needs at least one character before
+//!   the suffix), then the longest prefix wildcard (`example.*`), then `*`. The authority is matched
+//!   as sent, port included (Envoy strips no port unless told to; Istio lists `host:port` domains).
+//! - **Route**: the first, in order, whose path condition (prefix, exact path, full-match regex,
+//!   path-separated prefix; case-insensitive when `case_sensitive: false`), header conditions
+//!   (exact, prefix, suffix, contains, regex, range, presence; inverted; absent headers fail)
+//!   and query-parameter conditions all hold. The path is matched without its query string.
+//!
+//! What Envoy would do differently from what is written here is a compile error, never a silent
+//! approximation: unsupported matchers (CONNECT, path-match policies, cookies, gRPC, TLS,
+//! metadata, runtime fractions) and invalid regexes are rejected.
+
+use envoy_types::pb::envoy::config::route::v3::{
+    HeaderMatcher, QueryParameterMatcher, Route, RouteConfiguration, RouteMatch, VirtualHost, header_matcher,
+    query_parameter_matcher, route_match,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use regex::Regex;
+
+/// Why a RouteConfiguration cannot be compiled; the text is the NACK reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("route configuration {config:?}, virtual host {vhost:?}, route {route}: {problem}")]
+pub struct RouteError {
+    /// The RouteConfiguration.
+    pub config: String,
+    /// The virtual host.
+    pub vhost: String,
+    /// The route, by index (and name when it has one).
+    pub route: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// A string condition.
+#[derive(Debug, Clone)]
+enum Text {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    Regex(Regex),
+}
+
+impl Text {
+    fn matches(&self, value: &str, ignore_case: bool) -> bool {
+        let fold = |s: &str| {
+            if ignore_case {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        match self {
+            Text::Exact(e) => {
+                if ignore_case {
+                    value.eq_ignore_ascii_case(e)
+                } else {
+                    value == e
+                }
+            }
+            Text::Prefix(p) => fold(value).starts_with(&fold(p)),
+            Text::Suffix(s) => fold(value).ends_with(&fold(s)),
+            Text::Contains(c) => fold(value).contains(&fold(c)),
+            Text::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+/// A regex that must match the whole input (Envoy's `safe_regex` semantics).
+fn full_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("invalid regex {pattern:?}: {e}"))
+}
+
+fn text(m: &StringMatcher) -> Result<(Text, bool), String> {
+    let t = match &m.match_pattern {
+        Some(string_matcher::MatchPattern::Exact(e)) => Text::Exact(e.clone()),
+        Some(string_matcher::MatchPattern::Prefix(p)) => Text::Prefix(p.clone()),
+        Some(string_matcher::MatchPattern::Suffix(s)) => Text::Suffix(s.clone()),
+        Some(string_matcher::MatchPattern::Contains(c)) => Text::Contains(c.clone()),
+        Some(string_matcher::MatchPattern::SafeRegex(r)) => Text::Regex(full_regex(&r.regex)?),
+        Some(string_matcher::MatchPattern::Custom(c)) => {
+            return Err(format!("custom string matcher {:?} is not supported", c.name));
+        }
+        None => return Err("string matcher without a pattern".into()),
+    };
+    Ok((t, m.ignore_case))
+}
+
+#[derive(Debug, Clone)]
+enum HeaderCondition {
+    Text(Text, bool),
+    Range(i64, i64),
+    Present(bool),
+}
+
+#[derive(Debug, Clone)]
+struct HeaderRule {
+    name: String,
+    condition: HeaderCondition,
+    invert: bool,
+    missing_as_empty: bool,
+}
+
+impl HeaderRule {
+    // The deprecated specifiers (`exact_match`, `prefix_match`…) are still valid xDS that Envoy
+    // accepts, so they are honoured here too.
+    #[allow(deprecated)]
+    fn compile(h: &HeaderMatcher) -> Result<Self, String> {
+        use header_matcher::HeaderMatchSpecifier as S;
+        let condition = match &h.header_match_specifier {
+            Some(S::ExactMatch(e)) => HeaderCondition::Text(Text::Exact(e.clone()), false),
+            Some(S::PrefixMatch(p)) => HeaderCondition::Text(Text::Prefix(p.clone()), false),
+            Some(S::SuffixMatch(s)) => HeaderCondition::Text(Text::Suffix(s.clone()), false),
+            Some(S::ContainsMatch(c)) => HeaderCondition::Text(Text::Contains(c.clone()), false),
+            Some(S::SafeRegexMatch(r)) => HeaderCondition::Text(Text::Regex(full_regex(&r.regex)?), false),
+            Some(S::StringMatch(m)) => {
+                let (t, ignore_case) = text(m)?;
+                HeaderCondition::Text(t, ignore_case)
+            }
+            Some(S::RangeMatch(r)) => HeaderCondition::Range(r.start, r.end),
+            Some(S::PresentMatch(p)) => HeaderCondition::Present(*p),
+            // No specifier: the header must be present (Envoy).
+            None => HeaderCondition::Present(true),
+        };
+        Ok(HeaderRule {
+            name: h.name.to_ascii_lowercase(),
+            condition,
+            invert: h.invert_match,
+            missing_as_empty: h.treat_missing_header_as_empty,
+        })
+    }
+
+    fn holds(&self, headers: &[(&str, &str)]) -> bool {
+        let value = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&self.name))
+            .map(|(_, v)| *v)
+            .or(self.missing_as_empty.then_some(""));
+        let result = match (&self.condition, value) {
+            (HeaderCondition::Present(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (HeaderCondition::Text(t, ignore_case), Some(v)) => t.matches(v, *ignore_case),
+            (HeaderCondition::Range(start, end), Some(v)) => {
+                v.parse::<i64>().is_ok_and(|n| n >= *start && n < *end)
+            }
+        };
+        result != self.invert
+    }
+}
+
+#[derive(Debug, Clone)]
+struct QueryRule {
+    name: String,
+    condition: Option<(Text, bool)>,
+}
+
+impl QueryRule {
+    fn compile(q: &QueryParameterMatcher) -> Result<Self, String> {
+        use query_parameter_matcher::QueryParameterMatchSpecifier as S;
+        let condition = match &q.query_parameter_match_specifier {
+            Some(S::StringMatch(m)) => Some(text(m)?),
+            Some(S::PresentMatch(true)) | None => None,
+            Some(S::PresentMatch(false)) => {
+                return Err(format!(
+                    "query parameter {:?}: present_match false is not supported",
+                    q.name
+                ));
+            }
+        };
+        Ok(QueryRule {
+            name: q.name.clone(),
+            condition,
+        })
+    }
+
+    fn holds(&self, query: &[(&str, &str)]) -> bool {
+        query
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .is_some_and(|(_, v)| self.condition.as_ref().is_none_or(|(t, ic)| t.matches(v, *ic)))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum PathRule {
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+    SeparatedPrefix(String),
+}
+
+/// One compiled route: its conditions and the route as received (for its action).
+#[derive(Debug, Clone)]
+pub struct CompiledRoute {
+    path: PathRule,
+    case_sensitive: bool,
+    headers: Vec<HeaderRule>,
+    query: Vec<QueryRule>,
+    /// The route as received.
+    pub route: Route,
+}
+
+impl CompiledRoute {
+    fn compile(r: &Route) -> Result<Self, String> {
+        let m: &RouteMatch = r.r#match.as_ref().ok_or("route without a match")?;
+        let unsupported = [
+            (m.runtime_fraction.is_some(), "runtime_fraction"),
+            (!m.cookies.is_empty(), "cookies"),
+            (m.grpc.is_some(), "grpc"),
+            (m.tls_context.is_some(), "tls_context"),
+            (!m.dynamic_metadata.is_empty(), "dynamic_metadata"),
+            (!m.filter_state.is_empty(), "filter_state"),
+        ];
+        if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+            return Err(format!("match.{field} is not supported"));
+        }
+        if r.action.is_none() {
+            return Err("route without an action".into());
+        }
+        let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
+        let fold = |s: &str| {
+            if case_sensitive {
+                s.to_string()
+            } else {
+                s.to_ascii_lowercase()
+            }
+        };
+        use route_match::PathSpecifier as P;
+        let path = match &m.path_specifier {
+            Some(P::Prefix(p)) => PathRule::Prefix(fold(p)),
+            Some(P::Path(p)) => PathRule::Exact(fold(p)),
+            Some(P::SafeRegex(r)) => PathRule::Regex(full_regex(&r.regex)?),
+            Some(P::PathSeparatedPrefix(p)) => {
+                if p.contains(['?', '#']) || p.ends_with('/') {
+                    return Err(format!(
+                        "path_separated_prefix {p:?} must not end in / or contain ? or #"
+                    ));
+                }
+                PathRule::SeparatedPrefix(fold(p))
+            }
+            Some(P::ConnectMatcher(_)) => return Err("CONNECT matching is not supported".into()),
+            Some(P::PathMatchPolicy(p)) => {
+                return Err(format!("path_match_policy {:?} is not supported", p.name));
+            }
+            None => return Err("match without a path specifier".into()),
+        };
+        Ok(CompiledRoute {
+            path,
+            case_sensitive,
+            headers: m
+                .headers
+                .iter()
+                .map(HeaderRule::compile)
+                .collect::<Result<_, _>>()?,
+            query: m
+                .query_parameters
+                .iter()
+                .map(QueryRule::compile)
+                .collect::<Result<_, _>>()?,
+            route: r.clone(),
+        })
+    }
+
+    /// Whether the request matches (path without its query string).
+    pub fn matches(&self, path: &str, headers: &[(&str, &str)], query: &[(&str, &str)]) -> bool {
+        let folded;
+        let p = if self.case_sensitive {
+            path
+        } else {
+            folded = path.to_ascii_lowercase();
+            &folded
+        };
+        let path_ok = match &self.path {
+            PathRule::Prefix(prefix) => p.starts_with(prefix.as_str()),
+            PathRule::Exact(exact) => p == exact,
+            // Envoy matches regexes against the path as sent.
+            PathRule::Regex(r) => r.is_match(path),
+            PathRule::SeparatedPrefix(prefix) => {
+                p == prefix
+                    || p.strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+        };
+        path_ok && self.headers.iter().all(|h| h.holds(headers)) && self.query.iter().all(|q| q.holds(query))
+    }
+}
+
+/// A compiled virtual host.
+#[derive(Debug, Clone)]
+pub struct CompiledVirtualHost {
+    /// Its name.
+    pub name: String,
+    routes: Vec<CompiledRoute>,
+    /// The virtual host as received (for its other settings).
+    pub virtual_host: VirtualHost,
+}
+
+impl CompiledVirtualHost {
+    /// The first route matching the request.
+    pub fn route(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        query: &[(&str, &str)],
+    ) -> Option<&CompiledRoute> {
+        self.routes.iter().find(|r| r.matches(path, headers, query))
+    }
+}
+
+/// A RouteConfiguration compiled for matching.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledRoutes {
+    /// Its name.
+    pub name: String,
+    vhosts: Vec<CompiledVirtualHost>,
+    /// Exact domains (lowercase) → virtual host index.
+    exact: std::collections::HashMap<String, usize>,
+    /// Suffix wildcards (`*.example.com` stored as `.example.com`), longest first.
+    suffixes: Vec<(String, usize)>,
+    /// Prefix wildcards (`example.*` stored as `example.`), longest first.
+    prefixes: Vec<(String, usize)>,
+    any: Option<usize>,
+}
+
+impl CompiledRoutes {
+    /// Compiles a route configuration; the error names the virtual host, the route and the problem.
+    pub fn compile(config: &RouteConfiguration) -> Result<Self, RouteError> {
+        let mut out = CompiledRoutes {
+            name: config.name.clone(),
+            ..Default::default()
+        };
+        for (i, vh) in config.virtual_hosts.iter().enumerate() {
+            let routes = vh
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    CompiledRoute::compile(r).map_err(|problem| RouteError {
+                        config: config.name.clone(),
+                        vhost: vh.name.clone(),
+                        route: if r.name.is_empty() {
+                            format!("#{j}")
+                        } else {
+                            format!("#{j} {:?}", r.name)
+                        },
+                        problem,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for domain in &vh.domains {
+                let d = domain.to_ascii_lowercase();
+                let err = |problem: String| RouteError {
+                    config: config.name.clone(),
+                    vhost: vh.name.clone(),
+                    route: "-".into(),
+                    problem,
+                };
+                let taken = if d == "*" {
+                    out.any.replace(i).is_some()
+                } else if let Some(suffix) = d.strip_prefix('*') {
+                    if suffix.contains('*') {
+                        return Err(err(format!("domain {domain:?} has more than one wildcard")));
+                    }
+                    let dup = out.suffixes.iter().any(|(s, _)| s == suffix);
+                    out.suffixes.push((suffix.to_string(), i));
+                    dup
+                } else if let Some(prefix) = d.strip_suffix('*') {
+                    if prefix.contains('*') {
+                        return Err(err(format!("domain {domain:?} has more than one wildcard")));
+                    }
+                    let dup = out.prefixes.iter().any(|(p, _)| p == prefix);
+                    out.prefixes.push((prefix.to_string(), i));
+                    dup
+                } else if d.contains('*') {
+                    return Err(err(format!(
+                        "domain {domain:?}: a wildcard must be first or last"
+                    )));
+                } else {
+                    out.exact.insert(d, i).is_some()
+                };
+                if taken {
+                    // Envoy rejects a configuration with a domain in two virtual hosts.
+                    return Err(err(format!(
+                        "domain {domain:?} is also in an earlier virtual host"
+                    )));
+                }
+            }
+            out.vhosts.push(CompiledVirtualHost {
+                name: vh.name.clone(),
+                routes,
+                virtual_host: vh.clone(),
+            });
+        }
+        out.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        out.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        Ok(out)
+    }
+
+    fn lookup(&self, authority: &str) -> Option<usize> {
+        if let Some(i) = self.exact.get(authority) {
+            return Some(*i);
+        }
+        if let Some((_, i)) = self
+            .suffixes
+            .iter()
+            .find(|(s, _)| authority.len() > s.len() && authority.ends_with(s.as_str()))
+        {
+            return Some(*i);
+        }
+        self.prefixes
+            .iter()
+            .find(|(p, _)| authority.len() > p.len() && authority.starts_with(p.as_str()))
+            .map(|(_, i)| *i)
+    }
+
+    /// The virtual host for a request's authority (`host` or `host:port`, as sent).
+    pub fn virtual_host(&self, authority: &str) -> Option<&CompiledVirtualHost> {
+        self.lookup(&authority.to_ascii_lowercase())
+            .or(self.any)
+            .and_then(|i| self.vhosts.get(i))
+    }
+}

@@ -45,25 +45,34 @@ enum Text {
 }
 
 impl Text {
-    fn matches(&self, value: &str, ignore_case: bool) -> bool {
-        let fold = |s: &str| {
-            if ignore_case {
-                s.to_ascii_lowercase()
-            } else {
-                s.to_string()
-            }
-        };
+    /// Compiles for matching: with `ignore_case`, the literal is lowercased once here and only
+    /// the request's value is folded at match time (Envoy's ASCII case folding).
+    fn prepared(self, ignore_case: bool) -> Self {
+        if !ignore_case {
+            return self;
+        }
         match self {
-            Text::Exact(e) => {
-                if ignore_case {
-                    value.eq_ignore_ascii_case(e)
-                } else {
-                    value == e
-                }
-            }
-            Text::Prefix(p) => fold(value).starts_with(&fold(p)),
-            Text::Suffix(s) => fold(value).ends_with(&fold(s)),
-            Text::Contains(c) => fold(value).contains(&fold(c)),
+            Text::Exact(e) => Text::Exact(e.to_ascii_lowercase()),
+            Text::Prefix(p) => Text::Prefix(p.to_ascii_lowercase()),
+            Text::Suffix(s) => Text::Suffix(s.to_ascii_lowercase()),
+            Text::Contains(c) => Text::Contains(c.to_ascii_lowercase()),
+            Text::Regex(r) => Text::Regex(r),
+        }
+    }
+
+    fn matches(&self, value: &str, ignore_case: bool) -> bool {
+        if ignore_case && !matches!(self, Text::Regex(_)) {
+            return self.matches_exactly(&value.to_ascii_lowercase());
+        }
+        self.matches_exactly(value)
+    }
+
+    fn matches_exactly(&self, value: &str) -> bool {
+        match self {
+            Text::Exact(e) => value == e,
+            Text::Prefix(p) => value.starts_with(p.as_str()),
+            Text::Suffix(s) => value.ends_with(s.as_str()),
+            Text::Contains(c) => value.contains(c.as_str()),
             Text::Regex(r) => r.is_match(value),
         }
     }
@@ -86,7 +95,7 @@ fn text(m: &StringMatcher) -> Result<(Text, bool), String> {
         }
         None => return Err("string matcher without a pattern".into()),
     };
-    Ok((t, m.ignore_case))
+    Ok((t.prepared(m.ignore_case), m.ignore_case))
 }
 
 #[derive(Debug, Clone)]

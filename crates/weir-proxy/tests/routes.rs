@@ -132,6 +132,15 @@ fn routes_match_in_order_on_path_headers_and_query() {
         header("end-user", H::StringMatch(exact("jason")), false),
         header("x-skip", H::PresentMatch(true), true),
     ];
+    let mut folded = route_with("folded", P::Prefix("/folded".into()), 206);
+    folded.r#match.as_mut().unwrap().headers = vec![header(
+        "x-team",
+        H::StringMatch(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Prefix("PAY".into())),
+            ignore_case: true,
+        }),
+        false,
+    )];
     let mut by_query = route_with("debug", P::Prefix("/".into()), 202);
     by_query.r#match.as_mut().unwrap().query_parameters = vec![QueryParameterMatcher {
         name: "debug".into(),
@@ -149,6 +158,7 @@ fn routes_match_in_order_on_path_headers_and_query() {
     insensitive.r#match.as_mut().unwrap().case_sensitive = Some(BoolValue { value: false });
     let routes = vec![
         by_header,
+        folded,
         insensitive,
         route_with(
             "regex",
@@ -188,6 +198,12 @@ fn routes_match_in_order_on_path_headers_and_query() {
         "an absent header does not match"
     );
     assert_eq!(hit("/OLD", &[], &[]), "old", "case_sensitive: false");
+    assert_eq!(
+        hit("/folded", &[("x-team", "payments")], &[]),
+        "folded",
+        "ignore_case"
+    );
+    assert_eq!(hit("/folded", &[("x-team", "billing")], &[]), "rest");
     assert_eq!(hit("/items/42", &[], &[]), "regex");
     assert_eq!(
         hit("/items/42x", &[], &[]),

@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 use weir_model::{Change, ConfigStore, Proxy, ProxyView};
 
 use crate::delta::{DeltaMeaning, DeltaStream};
-use crate::generator::{self, ENDPOINT_TYPE, EncodedSet, Resources, TYPE_URLS};
+use crate::generator::{self, ENDPOINT_TYPE, EncodedSet, TYPE_URLS};
 use crate::model::{ChangeSummary, Model};
 use crate::sotw::{RequestMeaning, SotwStream};
 
@@ -64,7 +64,7 @@ pub struct Metrics {
     pub connected: AtomicU64,
     /// Responses sent.
     pub pushes: AtomicU64,
-    /// Responses that were EDS-only pushes after an endpoint change.
+    /// Proxies that received an EDS-only push after an endpoint change.
     pub eds_pushes: AtomicU64,
     /// NACKs received.
     pub rejects: AtomicU64,
@@ -83,7 +83,7 @@ impl Metrics {
             (
                 "pilot_xds_eds_only_pushes",
                 "counter",
-                "EDS-only responses after endpoint changes.",
+                "Proxies given an EDS-only push after an endpoint change.",
                 &self.eds_pushes,
             ),
             (
@@ -298,13 +298,6 @@ struct ProxyState {
     generation: u64,
 }
 
-fn encode_all(resources: &Resources) -> BTreeMap<&'static str, EncodedSet> {
-    TYPE_URLS
-        .iter()
-        .map(|t| (*t, resources.encoded(t).unwrap_or_default()))
-        .collect()
-}
-
 /// Kinds that change generated resources without changing any proxy's view.
 const VIEWLESS_KINDS: [&str; 3] = ["Gateway", "Secret", "MeshConfig"];
 
@@ -371,7 +364,7 @@ impl Shared {
         let resources = generator::generate(&model.inputs(), &view);
         self.metrics.generations.fetch_add(1, Ordering::Relaxed);
         Arc::new(Output {
-            encoded: encode_all(&resources),
+            encoded: resources.encoded_all(),
             problems: resources.problems,
             view,
         })
@@ -420,12 +413,15 @@ impl ProxyState {
         };
         drop(model);
         report_problems(&self.id, &self.output.problems, &output.problems);
-        let changed = TYPE_URLS
+        let changed: BTreeSet<&'static str> = TYPE_URLS
             .iter()
             .copied()
             .filter(|t| self.output.encoded.get(t) != output.encoded.get(t))
             .collect();
         self.output = output;
+        if update.summary.endpoints_only && !changed.is_empty() {
+            shared.metrics.eds_pushes.fetch_add(1, Ordering::Relaxed);
+        }
         changed
     }
 
@@ -527,6 +523,46 @@ fn identify(shared: &Shared, node: Option<&Node>, protocol: &str) -> Result<Prox
     Ok(ProxyState::new(shared, id, proxy))
 }
 
+/// What a stream waits for: the client's next request, or a change of the model.
+enum StreamEvent<R> {
+    Request(R),
+    Changed(Update),
+    Closed,
+}
+
+async fn next_event<R>(inbound: &mut Streaming<R>, updates: &mut watch::Receiver<Update>) -> StreamEvent<R> {
+    tokio::select! {
+        message = inbound.message() => match message {
+            Ok(Some(r)) => StreamEvent::Request(r),
+            Ok(None) => StreamEvent::Closed,
+            Err(e) => {
+                tracing::debug!("ADS stream ended: {e}");
+                StreamEvent::Closed
+            }
+        },
+        changed = updates.changed() => match changed {
+            Ok(()) => StreamEvent::Changed(updates.borrow_and_update().clone()),
+            Err(_) => StreamEvent::Closed,
+        },
+    }
+}
+
+/// Counts an open stream for as long as it lives.
+struct Connected<'a>(&'a Metrics);
+
+impl<'a> Connected<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.connected.fetch_add(1, Ordering::Relaxed);
+        Connected(metrics)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn sotw_stream(
     shared: Arc<Shared>,
     mut inbound: Streaming<DiscoveryRequest>,
@@ -537,19 +573,12 @@ async fn sotw_stream(
     let mut state: Option<ProxyState> = None;
     // Per type: the version last sent.
     let mut sent: BTreeMap<String, String> = BTreeMap::new();
-    shared.metrics.connected.fetch_add(1, Ordering::Relaxed);
+    let _connected = Connected::new(&shared.metrics);
     loop {
         let mut to_send: Vec<String> = Vec::new();
-        tokio::select! {
-            message = inbound.message() => {
-                let request = match message {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!("ADS stream ended: {e}");
-                        break;
-                    }
-                };
+        match next_event(&mut inbound, &mut updates).await {
+            StreamEvent::Closed => break,
+            StreamEvent::Request(request) => {
                 let meaning = protocol.on_request(&request);
                 if state.is_none() {
                     match identify(&shared, protocol.node(), "state of the world") {
@@ -570,8 +599,19 @@ async fn sotw_stream(
                         }
                     }
                     RequestMeaning::Nack { rejected, reason, .. } => {
-                        let names = st.output.encoded.get(request.type_url.as_str()).map(|s| s.keys().cloned().collect()).unwrap_or_default();
-                        shared.reject(Rejection { proxy: st.id.clone(), type_url: request.type_url.clone(), version: rejected, reason, resources: names });
+                        let names = st
+                            .output
+                            .encoded
+                            .get(request.type_url.as_str())
+                            .map(|s| s.keys().cloned().collect())
+                            .unwrap_or_default();
+                        shared.reject(Rejection {
+                            proxy: st.id.clone(),
+                            type_url: request.type_url.clone(),
+                            version: rejected,
+                            reason,
+                            resources: names,
+                        });
                     }
                     RequestMeaning::Stale => {}
                 }
@@ -580,14 +620,9 @@ async fn sotw_stream(
                     sent.remove(t);
                 }
             }
-            changed = updates.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let update = updates.borrow_and_update().clone();
+            StreamEvent::Changed(update) => {
                 if let Some(st) = state.as_mut() {
-                    let types = st.refresh(&shared, &update);
-                    to_send.extend(types.iter().map(|t| (*t).to_string()));
+                    to_send.extend(st.refresh(&shared, &update).iter().map(|t| (*t).to_string()));
                 }
             }
         }
@@ -619,15 +654,11 @@ async fn sotw_stream(
                 ..Default::default()
             };
             shared.metrics.pushes.fetch_add(1, Ordering::Relaxed);
-            if type_url == ENDPOINT_TYPE && to_send.len() == 1 {
-                shared.metrics.eds_pushes.fetch_add(1, Ordering::Relaxed);
-            }
             if tx.send(Ok(response)).await.is_err() {
                 break;
             }
         }
     }
-    shared.metrics.connected.fetch_sub(1, Ordering::Relaxed);
     if let Some(st) = state {
         tracing::info!(proxy = %st.id, "ADS stream closed");
     }
@@ -645,19 +676,12 @@ async fn delta_stream(
     let mut answered: BTreeSet<String> = BTreeSet::new();
     // Per nonce: the type and names sent, to name them in a NACK.
     let mut in_flight: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    shared.metrics.connected.fetch_add(1, Ordering::Relaxed);
+    let _connected = Connected::new(&shared.metrics);
     loop {
         let mut types: Vec<String> = Vec::new();
-        tokio::select! {
-            message = inbound.message() => {
-                let request = match message {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!("delta ADS stream ended: {e}");
-                        break;
-                    }
-                };
+        match next_event(&mut inbound, &mut updates).await {
+            StreamEvent::Closed => break,
+            StreamEvent::Request(request) => {
                 let meaning = protocol.on_request(&request);
                 if state.is_none() {
                     match identify(&shared, protocol.node(), "delta") {
@@ -683,11 +707,7 @@ async fn delta_stream(
                     DeltaMeaning::Nothing => {}
                 }
             }
-            changed = updates.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let update = updates.borrow_and_update().clone();
+            StreamEvent::Changed(update) => {
                 if let Some(st) = state.as_mut() {
                     types.extend(st.refresh(&shared, &update).iter().map(|t| (*t).to_string()));
                 }
@@ -737,7 +757,6 @@ async fn delta_stream(
             }
         }
     }
-    shared.metrics.connected.fetch_sub(1, Ordering::Relaxed);
     if let Some(st) = state {
         tracing::info!(proxy = %st.id, "delta ADS stream closed");
     }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use weir_model::Proxy;
 use weir_xds::generator::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
-use crate::load::{FolderArgs, load};
+use crate::load::{FolderArgs, load, warn_rejected};
 
 /// Which resources to print.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -18,24 +18,23 @@ enum Kind {
     All,
 }
 
-impl Kind {
-    fn key(type_url: &str) -> &'static str {
-        match type_url {
-            CLUSTER_TYPE => "clusters",
-            LISTENER_TYPE => "listeners",
-            ROUTE_TYPE => "routes",
-            ENDPOINT_TYPE => "endpoints",
-            _ => "other",
-        }
-    }
+/// The output key of each type, in output order.
+const KEYS: [(&str, &str); 4] = [
+    (CLUSTER_TYPE, "clusters"),
+    (ENDPOINT_TYPE, "endpoints"),
+    (LISTENER_TYPE, "listeners"),
+    (ROUTE_TYPE, "routes"),
+];
 
-    fn wants(self, type_url: &str) -> bool {
+impl Kind {
+    /// The one type asked for; `None` for all.
+    fn type_url(self) -> Option<&'static str> {
         match self {
-            Kind::All => true,
-            Kind::Clusters => type_url == CLUSTER_TYPE,
-            Kind::Listeners => type_url == LISTENER_TYPE,
-            Kind::Routes => type_url == ROUTE_TYPE,
-            Kind::Endpoints => type_url == ENDPOINT_TYPE,
+            Kind::All => None,
+            Kind::Clusters => Some(CLUSTER_TYPE),
+            Kind::Listeners => Some(LISTENER_TYPE),
+            Kind::Routes => Some(ROUTE_TYPE),
+            Kind::Endpoints => Some(ENDPOINT_TYPE),
         }
     }
 }
@@ -74,6 +73,7 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    warn_rejected(&args.config, &model);
     let (_, resources) = model.generate(&proxy);
     for problem in &resources.problems {
         eprintln!("weir config-dump: warning: {problem}");
@@ -85,28 +85,22 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut by_type: Map<String, Value> = Map::new();
-    for key in ["clusters", "endpoints", "listeners", "routes"] {
-        by_type.insert(key.into(), Value::Array(Vec::new()));
-    }
-    for (type_url, _, json) in rendered.into_iter().filter(|(t, _, _)| args.kind.wants(t)) {
-        if let Some(Value::Array(list)) = by_type.get_mut(Kind::key(type_url)) {
-            list.push(json);
-        }
-    }
-    let out = match args.kind {
-        Kind::All => Value::Object(by_type),
-        one => by_type
-            .into_iter()
-            .find(|(k, _)| {
-                one.wants(match k.as_str() {
-                    "clusters" => CLUSTER_TYPE,
-                    "listeners" => LISTENER_TYPE,
-                    "routes" => ROUTE_TYPE,
-                    _ => ENDPOINT_TYPE,
-                })
-            })
-            .map_or(Value::Null, |(_, v)| v),
+    let list_of = |type_url: &str| -> Value {
+        Value::Array(
+            rendered
+                .iter()
+                .filter(|(t, _, _)| *t == type_url)
+                .map(|(_, _, json)| json.clone())
+                .collect(),
+        )
+    };
+    let out = match args.kind.type_url() {
+        Some(one) => list_of(one),
+        None => Value::Object(
+            KEYS.iter()
+                .map(|(t, key)| ((*key).to_string(), list_of(t)))
+                .collect::<Map<_, _>>(),
+        ),
     };
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     ExitCode::SUCCESS

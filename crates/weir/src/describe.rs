@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use weir_model::conditions::{self, Condition, ConditionType, Conditions};
-use weir_model::registry::alloc::AddressAllocator;
-use weir_model::registry::{Endpoint, RegistryOptions, Service};
-use weir_model::{ConfigStore, FolderSource, Proxy, ProxyView, ServiceRegistry};
+use weir_model::registry::{Endpoint, Service};
+use weir_model::{ConfigStore, Proxy, ProxyView, ServiceRegistry};
 
+use crate::load::{FolderArgs, load};
 use crate::validate::Format;
 
 /// `weir describe` arguments.
@@ -25,12 +25,8 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     format: Format,
-    /// Namespace for resources that do not set metadata.namespace.
-    #[arg(short = 'n', long = "namespace", default_value = "default")]
-    namespace: String,
-    /// Range for addresses allocated to ServiceEntries without `addresses`.
-    #[arg(long, value_name = "CIDR", default_value = "240.240.0.0/16")]
-    allocation_range: String,
+    #[command(flatten)]
+    source: FolderArgs,
 }
 
 /// Runs the command.
@@ -42,36 +38,21 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut allocator = match AddressAllocator::parse_range(&args.allocation_range) {
-        Ok(a) => a,
+    let model = match load(&args.folder, &args.source) {
+        Ok((_, model)) => model,
         Err(e) => {
             eprintln!("weir describe: {e}");
             return ExitCode::from(2);
         }
     };
-    let source = match FolderSource::new(&args.folder, &args.namespace) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("weir describe: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut store = ConfigStore::new();
-    if let Err(e) = source.load_all(&mut store) {
-        eprintln!("weir describe: {e}");
-        return ExitCode::from(2);
-    }
-    let options = RegistryOptions::default();
-    let registry = ServiceRegistry::build(&store, &options, &mut allocator);
-    let mesh = store.mesh_defaults();
-    let conditions = conditions::compute(&store, &registry, &mesh, &options.domain_suffix);
-    let view = proxy
-        .as_ref()
-        .map(|p| ProxyView::build(&store, &registry, &mesh, &options.domain_suffix, p));
+    let (store, registry, mesh) = (&model.store, &model.registry, &model.mesh);
+    let options = &model.options;
+    let conditions = conditions::compute(store, registry, mesh, &options.domain_suffix);
+    let view = proxy.as_ref().map(|p| model.view(p));
     let out = match args.format {
-        Format::Text => text(&store, &registry, &conditions, view.as_ref()),
+        Format::Text => text(store, registry, &conditions, view.as_ref()),
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(&to_json(&store, &registry, &conditions, view.as_ref()))
+            let mut s = serde_json::to_string_pretty(&to_json(store, registry, &conditions, view.as_ref()))
                 .unwrap_or_default();
             s.push('\n');
             s

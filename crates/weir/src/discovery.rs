@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use weir_model::FolderSource;
 use weir_xds::server::DiscoveryServer;
 
-use crate::load::{FolderArgs, load};
+use crate::load::{FolderArgs, load, warn_rejected};
 
 /// Quiet time after a change before it is applied, so a burst of edits becomes one push.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -41,6 +41,7 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    warn_rejected(&args.config, &model);
     let watch = match source.watch() {
         Ok(w) => w,
         Err(e) => {

@@ -22,11 +22,15 @@ pub fn load(folder: &str, args: &FolderArgs) -> Result<(FolderSource, Model), St
     let source = FolderSource::new(folder, &args.namespace).map_err(|e| e.to_string())?;
     let mut store = ConfigStore::new();
     source.load_all(&mut store).map_err(|e| e.to_string())?;
-    let rejected = store.rejected().count();
+    Ok((source, Model::new(store, allocator, RegistryOptions::default())))
+}
+
+/// Tells on stderr that some documents of `folder` were rejected (and are ignored).
+pub fn warn_rejected(folder: &str, model: &Model) {
+    let rejected = model.store.rejected().count();
     if rejected > 0 {
         eprintln!(
             "weir: {rejected} document(s) in {folder} were rejected and are ignored; `weir validate -f {folder}` shows why"
         );
     }
-    Ok((source, Model::new(store, allocator, RegistryOptions::default())))
 }

@@ -25,8 +25,10 @@ use weir_model::{ObjectKey, ProxyView};
 use super::Inputs;
 use super::cluster::BLACK_HOLE;
 use super::listener::hcm_rds;
-use super::route::{RouteContext, match_gateways_include, virtual_service_routes, weighted_clusters};
-use super::util::{HTTP_CONNECTION_MANAGER, cidr, network_filter, socket, tcp_proxy};
+use super::route::{
+    RouteContext, match_gateways_include, port_applies, virtual_service_routes, weighted_clusters,
+};
+use super::util::{HTTP_CONNECTION_MANAGER, cidr, network_filter, socket, tcp_proxy, tcp_proxy_to};
 
 /// A Gateway server with the gateway it belongs to.
 pub struct GatewayServer<'a> {
@@ -231,7 +233,7 @@ pub fn gateway_listeners_and_routes(
                     )]
                 } else {
                     match tcp_clusters(inputs, view, s) {
-                        Some(c) => vec![tcp_proxy(&c[0].0, &c)],
+                        Some(c) => vec![tcp_proxy(&c)],
                         None => continue,
                     }
                 };
@@ -257,7 +259,7 @@ pub fn gateway_listeners_and_routes(
                     }),
                     filters: vec![
                         network_filter("envoy.filters.network.sni_cluster", &SniCluster {}),
-                        tcp_proxy(BLACK_HOLE, &[(BLACK_HOLE.into(), 1)]),
+                        tcp_proxy_to(BLACK_HOLE),
                     ],
                     ..Default::default()
                 });
@@ -266,7 +268,7 @@ pub fn gateway_listeners_and_routes(
                 chains.extend(passthrough_chains(inputs, view, s));
             } else if let Some(c) = tcp_clusters(inputs, view, s) {
                 chains.push(FilterChain {
-                    filters: vec![tcp_proxy(&c[0].0, &c)],
+                    filters: vec![tcp_proxy(&c)],
                     ..Default::default()
                 });
             }
@@ -312,7 +314,7 @@ fn tcp_clusters(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'_>) ->
         for tcp in o.spec.as_ref().map(|s| s.tcp.or_empty()).unwrap_or_default() {
             let applies = tcp.r#match.or_empty().is_empty()
                 || tcp.r#match.or_empty().iter().any(|m| {
-                    m.port.is_none_or(|p| p == 0 || p == s.port)
+                    port_applies(m.port, s.port)
                         && match_gateways_include(m.gateways.as_ref(), &vs.key.namespace, &gw)
                 });
             if applies {
@@ -335,7 +337,7 @@ fn passthrough_chains(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'
         };
         for tls in o.spec.as_ref().map(|s| s.tls.or_empty()).unwrap_or_default() {
             for m in tls.r#match.or_empty() {
-                if m.port.is_some_and(|p| p != 0 && p != s.port)
+                if !port_applies(m.port, s.port)
                     || !match_gateways_include(m.gateways.as_ref(), &vs.key.namespace, &gw)
                 {
                     continue;
@@ -366,7 +368,7 @@ fn passthrough_chains(inputs: &Inputs<'_>, view: &ProxyView, s: &GatewayServer<'
                             .collect(),
                         ..Default::default()
                     }),
-                    filters: vec![tcp_proxy(&clusters[0].0, &clusters)],
+                    filters: vec![tcp_proxy(&clusters)],
                     ..Default::default()
                 });
             }

@@ -27,10 +27,13 @@ use weir_model::registry::{Port, Protocol, Resolution, Service, ServiceAddress};
 use super::Inputs;
 use super::cluster::{BLACK_HOLE, ClusterName, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_targets, is_http};
 use super::route::{
-    MeshRoutes, destination_cluster, http_filters, match_gateways_include, weighted_clusters,
+    MeshRoutes, destination_cluster, http_filters, labels_apply, match_gateways_include, port_applies,
+    weighted_clusters,
 };
-use super::util::HTTP_CONNECTION_MANAGER;
-use super::util::{boolv, cidr, duration, listener_filter, network_filter, socket, tcp_proxy, u32v};
+use super::util::{
+    HTTP_CONNECTION_MANAGER, boolv, cidr, duration, listener_filter, network_filter, socket, tcp_proxy,
+    tcp_proxy_to, u32v,
+};
 
 /// Protocols sniffed as HTTP on auto-detect chains.
 const SNIFFED_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
@@ -70,7 +73,7 @@ fn passthrough_chain(inputs: &Inputs<'_>, view: &ProxyView) -> FilterChain {
     let cluster = catch_all_cluster(inputs, view);
     FilterChain {
         name: "PassthroughFilterChain".into(),
-        filters: vec![tcp_proxy(&cluster, &[(cluster.clone(), 1)])],
+        filters: vec![tcp_proxy_to(&cluster)],
         ..Default::default()
     }
 }
@@ -90,6 +93,18 @@ struct Chain {
     chain: FilterChain,
     /// An HTTP chain (sniffed when the listener also has TCP chains).
     http: bool,
+}
+
+/// A TCP chain proxying what `fcm` matches to `clusters`.
+fn tcp_chain(fcm: FilterChainMatch, clusters: &[(String, u32)]) -> Chain {
+    Chain {
+        chain: FilterChain {
+            filter_chain_match: Some(fcm),
+            filters: vec![tcp_proxy(clusters)],
+            ..Default::default()
+        },
+        http: false,
+    }
 }
 
 #[derive(Default)]
@@ -203,7 +218,7 @@ fn add_service_port(
         if let Some((vs, spec)) = vs_spec {
             for tls in spec.tls.or_empty() {
                 for m in tls.r#match.or_empty() {
-                    if m.port.is_some_and(|p| p != 0 && p != port.number)
+                    if !port_applies(m.port, port.number)
                         || !match_gateways_include(m.gateways.as_ref(), &vs.key.namespace, "mesh")
                     {
                         continue;
@@ -228,14 +243,7 @@ fn add_service_port(
                     fcm.server_names = server_names;
                     fcm.prefix_ranges
                         .extend(m.destination_subnets.or_empty().iter().filter_map(|s| cidr(s)));
-                    listener.add(Chain {
-                        chain: FilterChain {
-                            filter_chain_match: Some(fcm),
-                            filters: vec![tcp_proxy(&clusters[0].0, &clusters)],
-                            ..Default::default()
-                        },
-                        http: false,
-                    });
+                    listener.add(tcp_chain(fcm, &clusters));
                     routed = true;
                 }
             }
@@ -245,14 +253,7 @@ fn add_service_port(
             if bind == "0.0.0.0" || service.resolution == Resolution::DynamicDns {
                 fcm.server_names = vec![service.hostname.clone()];
             }
-            listener.add(Chain {
-                chain: FilterChain {
-                    filter_chain_match: Some(fcm),
-                    filters: vec![tcp_proxy(&default_cluster, &[(default_cluster.clone(), 1)])],
-                    ..Default::default()
-                },
-                http: false,
-            });
+            listener.add(tcp_chain(fcm, &[(default_cluster, 1)]));
         }
         return;
     }
@@ -263,11 +264,9 @@ fn add_service_port(
         let route = spec.tcp.or_empty().iter().find(|r| {
             r.r#match.or_empty().is_empty()
                 || r.r#match.or_empty().iter().any(|m| {
-                    m.port.is_none_or(|p| p == 0 || p == port.number)
+                    port_applies(m.port, port.number)
                         && match_gateways_include(m.gateways.as_ref(), &vs.key.namespace, "mesh")
-                        && m.source_labels
-                            .as_ref()
-                            .is_none_or(|l| l.iter().all(|(k, v)| view.proxy.labels.get(k) == Some(v)))
+                        && labels_apply(m.source_labels.as_ref(), &view.proxy.labels)
                 })
         });
         if let Some(r) = route {
@@ -281,14 +280,7 @@ fn add_service_port(
             }
         }
     }
-    listener.add(Chain {
-        chain: FilterChain {
-            filter_chain_match: Some(fcm),
-            filters: vec![tcp_proxy(&clusters[0].0, &clusters)],
-            ..Default::default()
-        },
-        http: false,
-    });
+    listener.add(tcp_chain(fcm, &clusters));
     if port.protocol == Protocol::Auto {
         // Sniff: HTTP goes to the routes of this port, the rest to the TCP chain.
         let l = outbound.entry((bind, port.number)).or_default();
@@ -356,12 +348,12 @@ fn virtual_outbound(inputs: &Inputs<'_>, view: &ProxyView) -> Listener {
                     destination_port: Some(u32v(port)),
                     ..Default::default()
                 }),
-                filters: vec![tcp_proxy(BLACK_HOLE, &[(BLACK_HOLE.into(), 1)])],
+                filters: vec![tcp_proxy_to(BLACK_HOLE)],
                 ..Default::default()
             },
             FilterChain {
                 name: "virtualOutbound-catchall-tcp".into(),
-                filters: vec![tcp_proxy(&catch_all, &[(catch_all.clone(), 1)])],
+                filters: vec![tcp_proxy_to(&catch_all)],
                 ..Default::default()
             },
         ],
@@ -412,7 +404,7 @@ fn virtual_inbound(inputs: &Inputs<'_>, view: &ProxyView) -> Listener {
             destination_port: Some(u32v(port)),
             ..Default::default()
         }),
-        filters: vec![tcp_proxy(BLACK_HOLE, &[(BLACK_HOLE.into(), 1)])],
+        filters: vec![tcp_proxy_to(BLACK_HOLE)],
         ..Default::default()
     }];
     let mut sniff = false;
@@ -442,7 +434,7 @@ fn virtual_inbound(inputs: &Inputs<'_>, view: &ProxyView) -> Listener {
             chains.push(FilterChain {
                 name: format!("0.0.0.0_{}", target.target),
                 filter_chain_match: Some(dest(Vec::new())),
-                filters: vec![tcp_proxy(&cluster, &[(cluster.clone(), 1)])],
+                filters: vec![tcp_proxy_to(&cluster)],
                 ..Default::default()
             });
         }
@@ -462,7 +454,7 @@ fn virtual_inbound(inputs: &Inputs<'_>, view: &ProxyView) -> Listener {
         filter_chains: chains,
         default_filter_chain: Some(FilterChain {
             name: "InboundPassthroughFilterChain".into(),
-            filters: vec![tcp_proxy(INBOUND_PASSTHROUGH, &[(INBOUND_PASSTHROUGH.into(), 1)])],
+            filters: vec![tcp_proxy_to(INBOUND_PASSTHROUGH)],
             ..Default::default()
         }),
         listener_filters,

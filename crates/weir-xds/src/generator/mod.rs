@@ -118,6 +118,14 @@ impl Resources {
         })
     }
 
+    /// Every type's resources, encoded, by type URL.
+    pub fn encoded_all(&self) -> BTreeMap<&'static str, EncodedSet> {
+        TYPE_URLS
+            .iter()
+            .map(|t| (*t, self.encoded(t).unwrap_or_default()))
+            .collect()
+    }
+
     /// Every resource as `(type URL, name, Envoy-style JSON)`, clusters first.
     pub fn to_json(&self) -> Result<Vec<(&'static str, String, serde_json::Value)>, crate::json::JsonError> {
         fn each<'m, M: Message + Name + 'm>(

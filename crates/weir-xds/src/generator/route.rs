@@ -349,7 +349,7 @@ fn merge_matches(root: &[HttpMatchRequest], inner: &[HttpMatchRequest]) -> Vec<H
 
 /// Whether a match applies to this proxy and listener (port, gateways, source labels/namespace).
 fn applies(m: &HttpMatchRequest, ctx: &RouteContext<'_>, vs: &BoundVirtualService) -> bool {
-    if m.port.is_some_and(|p| p != 0 && p != ctx.port) {
+    if !port_applies(m.port, ctx.port) {
         return false;
     }
     let gateways: Vec<String> = match m.gateways.as_deref() {
@@ -365,9 +365,7 @@ fn applies(m: &HttpMatchRequest, ctx: &RouteContext<'_>, vs: &BoundVirtualServic
             return false;
         }
     }
-    if let Some(labels) = &m.source_labels
-        && !labels.iter().all(|(k, v)| ctx.proxy.labels.get(k) == Some(v))
-    {
+    if !labels_apply(m.source_labels.as_ref(), &ctx.proxy.labels) {
         return false;
     }
     if let Some(ns) = m.source_namespace.as_deref().filter(|n| !n.is_empty())
@@ -466,8 +464,17 @@ pub fn destination_cluster(
     ClusterName::outbound(port.unwrap_or(listener_port), d.subset.or_empty(), &hostname).to_string()
 }
 
-/// The clusters of weighted L4 destinations (TCP and TLS routes) with their weights; when no
-/// destination has a weight they share equally.
+/// The weight of a destination: as written, or 1 each when no destination of the route has one
+/// (they then share equally); 0 drops the destination.
+pub fn effective_weight(weight: Option<i32>, none_weighted: bool) -> u32 {
+    if none_weighted {
+        1
+    } else {
+        u32::try_from(weight.unwrap_or(0)).unwrap_or(0)
+    }
+}
+
+/// The clusters of weighted L4 destinations (TCP and TLS routes) with their weights.
 pub fn weighted_clusters(
     inputs: &Inputs<'_>,
     view: &ProxyView,
@@ -475,21 +482,30 @@ pub fn weighted_clusters(
     vs_namespace: &str,
     port: u32,
 ) -> Vec<(String, u32)> {
-    let all_zero = routes.iter().all(|r| r.weight.unwrap_or(0) == 0);
+    let none_weighted = routes.iter().all(|r| r.weight.unwrap_or(0) == 0);
     routes
         .iter()
         .filter_map(|r| {
-            let w = if all_zero {
-                1
-            } else {
-                u32::try_from(r.weight.unwrap_or(0)).unwrap_or(0)
-            };
+            let w = effective_weight(r.weight, none_weighted);
             (w > 0).then(|| {
                 let d = r.destination.clone().unwrap_or_default();
                 (destination_cluster(inputs, view, &d, vs_namespace, port), w)
             })
         })
         .collect()
+}
+
+/// Whether a match's `port` (0 or unset: any) selects the listener port `port`.
+pub fn port_applies(match_port: Option<u32>, port: u32) -> bool {
+    match_port.is_none_or(|p| p == 0 || p == port)
+}
+
+/// Whether a match's `sourceLabels` (unset: any) select a proxy with `labels`.
+pub fn labels_apply(
+    source_labels: Option<&weir_api::types::Labels>,
+    labels: &weir_api::types::Labels,
+) -> bool {
+    source_labels.is_none_or(|want| want.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
 /// Whether an L4 match's `gateways` (empty: the VirtualService's) include `want` (`mesh` or a
@@ -595,32 +611,25 @@ fn route_for(
             headers.response_add.extend(dest.response_add);
             headers.response_remove.extend(dest.response_remove);
         } else {
+            let none_weighted = destinations.iter().all(|d| d.weight.unwrap_or(0) == 0);
             let clusters = destinations
                 .iter()
-                .filter(|d| {
-                    d.weight.unwrap_or(0) > 0 || destinations.iter().all(|d| d.weight.unwrap_or(0) == 0)
-                })
-                .map(|d| {
+                .filter_map(|d| {
+                    let weight = effective_weight(d.weight, none_weighted);
+                    if weight == 0 {
+                        return None;
+                    }
                     let h = header_changes(d.headers.as_ref());
-                    weighted_cluster::ClusterWeight {
-                        name: destination_cluster(
-                            inputs,
-                            view,
-                            &d.destination.clone().unwrap_or_default(),
-                            ns,
-                            ctx.port,
-                        ),
-                        weight: Some(u32v(
-                            u32::try_from(d.weight.unwrap_or(0))
-                                .unwrap_or(0)
-                                .max(u32::from(destinations.iter().all(|d| d.weight.unwrap_or(0) == 0))),
-                        )),
+                    let dest = d.destination.clone().unwrap_or_default();
+                    Some(weighted_cluster::ClusterWeight {
+                        name: destination_cluster(inputs, view, &dest, ns, ctx.port),
+                        weight: Some(u32v(weight)),
                         request_headers_to_add: h.request_add,
                         request_headers_to_remove: h.request_remove,
                         response_headers_to_add: h.response_add,
                         response_headers_to_remove: h.response_remove,
                         ..Default::default()
-                    }
+                    })
                 })
                 .collect();
             action.cluster_specifier = Some(route_action::ClusterSpecifier::WeightedClusters(

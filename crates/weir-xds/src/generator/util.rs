@@ -99,13 +99,19 @@ pub fn listener_filter<M: Message + Name>(name: &str, config: &M) -> ListenerFil
     }
 }
 
+/// A TCP proxy to `cluster`.
+pub fn tcp_proxy_to(cluster: &str) -> Filter {
+    tcp_proxy(&[(cluster.to_string(), 1)])
+}
+
 /// Name of Envoy's TCP proxy network filter.
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 /// Name of Envoy's HTTP connection manager network filter.
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 
-/// A TCP proxy to one cluster, or to several by weight.
-pub fn tcp_proxy(stat_prefix: &str, clusters: &[(String, u32)]) -> Filter {
+/// A TCP proxy to one cluster, or to several by weight; its stats are named after the first.
+pub fn tcp_proxy(clusters: &[(String, u32)]) -> Filter {
+    let stat_prefix = clusters.first().map_or("", |(name, _)| name.as_str());
     let cluster_specifier = match clusters {
         [(one, _)] => tcp_proxy::ClusterSpecifier::Cluster(one.clone()),
         many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {

@@ -2,7 +2,20 @@
 //! (precompiled regexes, ordered match tables) that the data path reads without locks, and
 //! anything that cannot be honoured exactly is rejected with a precise reason, to be NACKed.
 //!
+//! Compilers (xDS → runtime configuration):
 //! - [`routes`]: a RouteConfiguration compiled for request matching — virtual host selection by
-//!   authority as Envoy does it, then the first route whose conditions hold.
+//!   authority as Envoy does it, then the first route whose conditions hold; [`action`] and
+//!   [`retry`]: what the matched route does; [`headers`]: header operations.
+//! - [`cluster`] and [`endpoints`]: clusters (discovery, load-balancing policy, protocol) and
+//!   endpoint sets from ClusterLoadAssignments; [`listener`]: listeners and filter-chain matching.
 
+pub mod action;
+pub mod cluster;
+mod convert;
+pub mod endpoints;
+pub mod headers;
+pub mod listener;
+pub mod retry;
 pub mod routes;
+
+pub use convert::Target;

@@ -20,6 +20,82 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use regex::Regex;
 
+use crate::action::{Action, FilterSettings, compile_action, compile_filter_settings};
+use crate::headers::HeaderOps;
+
+/// Where route matching reads request headers from.
+pub trait Headers {
+    /// The value of a header (lowercase name); several values are joined with `,` as Envoy
+    /// does for matching.
+    fn value(&self, name: &str) -> Option<std::borrow::Cow<'_, str>>;
+}
+
+impl Headers for [(&str, &str)] {
+    fn value(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        let mut values = self.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
+        let first = values.next()?;
+        match values.next() {
+            None => Some(std::borrow::Cow::Borrowed(first)),
+            Some(second) => {
+                let mut joined = format!("{first},{second}");
+                for v in values {
+                    joined.push(',');
+                    joined.push_str(v);
+                }
+                Some(std::borrow::Cow::Owned(joined))
+            }
+        }
+    }
+}
+
+impl Headers for http::HeaderMap {
+    fn value(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        if name.starts_with(':') {
+            return None;
+        }
+        let mut values = self.get_all(name).iter().filter_map(|v| v.to_str().ok());
+        let first = values.next()?;
+        match values.next() {
+            None => Some(std::borrow::Cow::Borrowed(first)),
+            Some(second) => {
+                let mut joined = format!("{first},{second}");
+                for v in values {
+                    joined.push(',');
+                    joined.push_str(v);
+                }
+                Some(std::borrow::Cow::Owned(joined))
+            }
+        }
+    }
+}
+
+#[allow(deprecated)]
+fn compile_vhost(vh: &VirtualHost, routes: Vec<CompiledRoute>) -> Result<CompiledVirtualHost, String> {
+    use envoy_types::pb::envoy::config::route::v3::virtual_host::TlsRequirementType as Tls;
+    let unsupported = [
+        (!vh.virtual_clusters.is_empty(), "virtual_clusters"),
+        (!vh.rate_limits.is_empty(), "rate_limits"),
+        (vh.cors.is_some(), "cors (use typed_per_filter_config)"),
+        (vh.hedge_policy.is_some(), "hedge_policy"),
+        (vh.retry_policy_typed_config.is_some(), "retry_policy_typed_config"),
+        (vh.matcher.is_some(), "matcher"),
+        (!vh.request_mirror_policies.is_empty(), "request_mirror_policies"),
+    ];
+    if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("virtual host {field} is not supported"));
+    }
+    Ok(CompiledVirtualHost {
+        name: vh.name.clone(),
+        routes,
+        filters: compile_filter_settings(&vh.typed_per_filter_config)?,
+        request_headers: HeaderOps::compile(&vh.request_headers_to_add, &vh.request_headers_to_remove)?,
+        response_headers: HeaderOps::compile(&vh.response_headers_to_add, &vh.response_headers_to_remove)?,
+        require_tls: matches!(Tls::try_from(vh.require_tls), Ok(Tls::All | Tls::ExternalOnly)),
+        include_attempt_count: vh.include_request_attempt_count,
+        retry: vh.retry_policy.as_ref().map(crate::retry::RetryPolicy::compile).transpose()?,
+    })
+}
+
 /// Why a RouteConfiguration cannot be compiled; the text is the NACK reason.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("route configuration {config:?}, virtual host {vhost:?}, route {route}: {problem}")]
@@ -36,11 +112,16 @@ pub struct RouteError {
 
 /// A string condition.
 #[derive(Debug, Clone)]
-enum Text {
+pub enum Text {
+    /// Equal.
     Exact(String),
+    /// Starts with.
     Prefix(String),
+    /// Ends with.
     Suffix(String),
+    /// Contains.
     Contains(String),
+    /// Matches entirely.
     Regex(Regex),
 }
 
@@ -60,7 +141,12 @@ impl Text {
         }
     }
 
-    fn matches(&self, value: &str, ignore_case: bool) -> bool {
+    /// Whether a value matches (literals compiled with `ignore_case` are already lowercase).
+    pub fn matches(&self, value: &str) -> bool {
+        self.matches_exactly(value)
+    }
+
+    fn matches_folded(&self, value: &str, ignore_case: bool) -> bool {
         if ignore_case && !matches!(self, Text::Regex(_)) {
             return self.matches_exactly(&value.to_ascii_lowercase());
         }
@@ -83,7 +169,8 @@ fn full_regex(pattern: &str) -> Result<Regex, String> {
     Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("invalid regex {pattern:?}: {e}"))
 }
 
-fn text(m: &StringMatcher) -> Result<(Text, bool), String> {
+/// Compiles a string matcher; the flag says whether values must be lowercased before matching.
+pub fn compile_text(m: &StringMatcher) -> Result<(Text, bool), String> {
     let t = match &m.match_pattern {
         Some(string_matcher::MatchPattern::Exact(e)) => Text::Exact(e.clone()),
         Some(string_matcher::MatchPattern::Prefix(p)) => Text::Prefix(p.clone()),
@@ -126,7 +213,7 @@ impl HeaderRule {
             Some(S::ContainsMatch(c)) => HeaderCondition::Text(Text::Contains(c.clone()), false),
             Some(S::SafeRegexMatch(r)) => HeaderCondition::Text(Text::Regex(full_regex(&r.regex)?), false),
             Some(S::StringMatch(m)) => {
-                let (t, ignore_case) = text(m)?;
+                let (t, ignore_case) = compile_text(m)?;
                 HeaderCondition::Text(t, ignore_case)
             }
             Some(S::RangeMatch(r)) => HeaderCondition::Range(r.start, r.end),
@@ -142,16 +229,13 @@ impl HeaderRule {
         })
     }
 
-    fn holds(&self, headers: &[(&str, &str)]) -> bool {
-        let value = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&self.name))
-            .map(|(_, v)| *v)
-            .or(self.missing_as_empty.then_some(""));
+    fn holds<H: Headers + ?Sized>(&self, headers: &H) -> bool {
+        let found = headers.value(&self.name);
+        let value = found.as_deref().or(self.missing_as_empty.then_some(""));
         let result = match (&self.condition, value) {
             (HeaderCondition::Present(want), v) => v.is_some() == *want,
             (_, None) => false,
-            (HeaderCondition::Text(t, ignore_case), Some(v)) => t.matches(v, *ignore_case),
+            (HeaderCondition::Text(t, ignore_case), Some(v)) => t.matches_folded(v, *ignore_case),
             (HeaderCondition::Range(start, end), Some(v)) => {
                 v.parse::<i64>().is_ok_and(|n| n >= *start && n < *end)
             }
@@ -170,7 +254,7 @@ impl QueryRule {
     fn compile(q: &QueryParameterMatcher) -> Result<Self, String> {
         use query_parameter_matcher::QueryParameterMatchSpecifier as S;
         let condition = match &q.query_parameter_match_specifier {
-            Some(S::StringMatch(m)) => Some(text(m)?),
+            Some(S::StringMatch(m)) => Some(compile_text(m)?),
             Some(S::PresentMatch(true)) | None => None,
             Some(S::PresentMatch(false)) => {
                 return Err(format!(
@@ -189,7 +273,7 @@ impl QueryRule {
         query
             .iter()
             .find(|(n, _)| *n == self.name)
-            .is_some_and(|(_, v)| self.condition.as_ref().is_none_or(|(t, ic)| t.matches(v, *ic)))
+            .is_some_and(|(_, v)| self.condition.as_ref().is_none_or(|(t, ic)| t.matches_folded(v, *ic)))
     }
 }
 
@@ -208,8 +292,16 @@ pub struct CompiledRoute {
     case_sensitive: bool,
     headers: Vec<HeaderRule>,
     query: Vec<QueryRule>,
-    /// The route as received.
-    pub route: Route,
+    /// What the route does.
+    pub action: Action,
+    /// Per-route filter settings (CORS, fault).
+    pub filters: FilterSettings,
+    /// Request header operations of the route.
+    pub request_headers: HeaderOps,
+    /// Response header operations of the route.
+    pub response_headers: HeaderOps,
+    /// The route's name.
+    pub name: String,
 }
 
 impl CompiledRoute {
@@ -226,9 +318,7 @@ impl CompiledRoute {
         if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
             return Err(format!("match.{field} is not supported"));
         }
-        if r.action.is_none() {
-            return Err("route without an action".into());
-        }
+        let action = compile_action(r)?;
         let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
         let fold = |s: &str| {
             if case_sensitive {
@@ -269,12 +359,16 @@ impl CompiledRoute {
                 .iter()
                 .map(QueryRule::compile)
                 .collect::<Result<_, _>>()?,
-            route: r.clone(),
+            action,
+            filters: compile_filter_settings(&r.typed_per_filter_config)?,
+            request_headers: HeaderOps::compile(&r.request_headers_to_add, &r.request_headers_to_remove)?,
+            response_headers: HeaderOps::compile(&r.response_headers_to_add, &r.response_headers_to_remove)?,
+            name: r.name.clone(),
         })
     }
 
     /// Whether the request matches (path without its query string).
-    pub fn matches(&self, path: &str, headers: &[(&str, &str)], query: &[(&str, &str)]) -> bool {
+    pub fn matches<H: Headers + ?Sized>(&self, path: &str, headers: &H, query: &[(&str, &str)]) -> bool {
         let folded;
         let p = if self.case_sensitive {
             path
@@ -303,16 +397,26 @@ pub struct CompiledVirtualHost {
     /// Its name.
     pub name: String,
     routes: Vec<CompiledRoute>,
-    /// The virtual host as received (for its other settings).
-    pub virtual_host: VirtualHost,
+    /// Per-virtual-host filter settings.
+    pub filters: FilterSettings,
+    /// Request header operations of the virtual host.
+    pub request_headers: HeaderOps,
+    /// Response header operations of the virtual host.
+    pub response_headers: HeaderOps,
+    /// Requests must arrive over TLS (others are redirected to https).
+    pub require_tls: bool,
+    /// Add `x-envoy-attempt-count` to upstream requests.
+    pub include_attempt_count: bool,
+    /// The virtual host's retry policy (used by routes without their own).
+    pub retry: Option<crate::retry::RetryPolicy>,
 }
 
 impl CompiledVirtualHost {
     /// The first route matching the request.
-    pub fn route(
+    pub fn route<H: Headers + ?Sized>(
         &self,
         path: &str,
-        headers: &[(&str, &str)],
+        headers: &H,
         query: &[(&str, &str)],
     ) -> Option<&CompiledRoute> {
         self.routes.iter().find(|r| r.matches(path, headers, query))
@@ -332,15 +436,32 @@ pub struct CompiledRoutes {
     /// Prefix wildcards (`example.*` stored as `example.`), longest first.
     prefixes: Vec<(String, usize)>,
     any: Option<usize>,
+    /// Request header operations of the configuration.
+    pub request_headers: HeaderOps,
+    /// Response header operations of the configuration.
+    pub response_headers: HeaderOps,
 }
 
 impl CompiledRoutes {
     /// Compiles a route configuration; the error names the virtual host, the route and the problem.
     pub fn compile(config: &RouteConfiguration) -> Result<Self, RouteError> {
+        let config_err = |problem: String| RouteError {
+            config: config.name.clone(),
+            vhost: "-".into(),
+            route: "-".into(),
+            problem,
+        };
         let mut out = CompiledRoutes {
             name: config.name.clone(),
+            request_headers: HeaderOps::compile(&config.request_headers_to_add, &config.request_headers_to_remove)
+                .map_err(config_err)?,
+            response_headers: HeaderOps::compile(&config.response_headers_to_add, &config.response_headers_to_remove)
+                .map_err(config_err)?,
             ..Default::default()
         };
+        if !config.typed_per_filter_config.is_empty() || config.vhds.is_some() || !config.cluster_specifier_plugins.is_empty() {
+            return Err(config_err("typed_per_filter_config, vhds and cluster_specifier_plugins are not supported".into()));
+        }
         for (i, vh) in config.virtual_hosts.iter().enumerate() {
             let routes = vh
                 .routes
@@ -397,11 +518,13 @@ impl CompiledRoutes {
                     )));
                 }
             }
-            out.vhosts.push(CompiledVirtualHost {
-                name: vh.name.clone(),
-                routes,
-                virtual_host: vh.clone(),
-            });
+            let vhost_err = |problem: String| RouteError {
+                config: config.name.clone(),
+                vhost: vh.name.clone(),
+                route: "-".into(),
+                problem,
+            };
+            out.vhosts.push(compile_vhost(vh, routes).map_err(vhost_err)?);
         }
         out.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         out.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));

@@ -175,7 +175,7 @@ fn routes_match_in_order_on_path_headers_and_query() {
     let c = CompiledRoutes::compile(&config(vec![vhost("v", &["*"], routes)])).unwrap();
     let vh = c.virtual_host("x").unwrap();
     let hit = |path: &str, headers: &[(&str, &str)], query: &[(&str, &str)]| {
-        vh.route(path, headers, query).unwrap().route.name.clone()
+        vh.route(path, headers, query).unwrap().name.clone()
     };
     assert_eq!(
         hit("/reviews/1", &[("End-User", "jason")], &[]),

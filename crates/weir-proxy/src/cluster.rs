@@ -1,0 +1,449 @@
+//! Clusters compiled from CDS: how endpoints are discovered, how one is picked, and how to
+//! talk to it. What Envoy would do and Weir cannot is a compile error (the cluster is NACKed).
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options, http_protocol_options::explicit_http_config,
+};
+
+use crate::convert::{decode_any, opt_duration};
+use crate::endpoints::{EndpointSet, compile_assignment};
+
+/// Why a cluster cannot be compiled; the text is the NACK reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("cluster {name:?}: {problem}")]
+pub struct ClusterError {
+    /// The cluster.
+    pub name: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// How a cluster finds its endpoints.
+#[derive(Clone, Debug)]
+pub enum Discovery {
+    /// From EDS, by service name.
+    Eds(String),
+    /// Listed in the cluster.
+    Static(EndpointSet),
+    /// Names resolved with DNS: every address of every name (`strict`) or the first address
+    /// of the one name (logical).
+    Dns {
+        /// STRICT_DNS rather than LOGICAL_DNS.
+        strict: bool,
+        /// The names as listed, with their ports and weights (locality structure kept).
+        names: EndpointSet,
+        /// How often to resolve again.
+        refresh: Duration,
+        /// Use the records' TTL instead of `refresh` when shorter.
+        respect_ttl: bool,
+        /// Address family wanted.
+        family: Family,
+    },
+    /// The connection's original destination (optionally with the port replaced).
+    OriginalDst {
+        /// `original_dst_lb_config.upstream_port_override`.
+        port_override: Option<u16>,
+    },
+    /// `envoy.clusters.dynamic_forward_proxy`: the request's authority, resolved when used.
+    DynamicForwardProxy {
+        /// Address family wanted.
+        family: Family,
+    },
+}
+
+/// DNS address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 and IPv6 (IPv6 first when both, as Envoy's AUTO).
+    Auto,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+    /// IPv4 first.
+    V4Preferred,
+}
+
+/// Load-balancing policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Power of `choice_count` choices on active requests.
+    LeastRequest {
+        /// Hosts sampled per pick (Envoy's default 2).
+        choice_count: u32,
+    },
+    /// Consistent hashing on a ring.
+    RingHash {
+        /// Minimum entries in the ring.
+        min_ring_size: u64,
+        /// Maximum entries in the ring.
+        max_ring_size: u64,
+    },
+    /// Maglev consistent hashing.
+    Maglev {
+        /// Table size (prime).
+        table_size: u64,
+    },
+    /// The cluster picks (ORIGINAL_DST, dynamic forward proxy).
+    ClusterProvided,
+}
+
+/// Upstream HTTP protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (prior knowledge, h2c in clear text).
+    Http2,
+    /// The same as the downstream request.
+    Downstream,
+}
+
+/// A compiled cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The cluster's name.
+    pub name: String,
+    /// Endpoint discovery.
+    pub discovery: Discovery,
+    /// Load balancing.
+    pub lb: LbPolicy,
+    /// Connect timeout (Envoy's default 5 s).
+    pub connect_timeout: Duration,
+    /// Upstream HTTP protocol.
+    pub protocol: UpstreamProtocol,
+    /// Idle timeout of upstream HTTP connections (Envoy's default 1 h).
+    pub idle_timeout: Duration,
+    /// Requests per upstream connection before it is closed (`None`: unlimited).
+    pub max_requests_per_connection: Option<u32>,
+    /// Below this share of healthy hosts, all hosts are used (Envoy's default 50%).
+    pub panic_threshold: f64,
+    /// Locality weights apply (`locality_weighted_lb_config`).
+    pub locality_weighted: bool,
+    /// The cluster as received (for `/config_dump`).
+    pub source: Cluster,
+}
+
+const UNLIMITED: u32 = u32::MAX;
+
+impl ClusterConfig {
+    /// Compiles a cluster.
+    pub fn compile(c: &Cluster) -> Result<Self, ClusterError> {
+        compile(c).map_err(|problem| ClusterError {
+            name: c.name.clone(),
+            problem,
+        })
+    }
+
+    /// Whether endpoints come from EDS under this name.
+    pub fn eds_name(&self) -> Option<&str> {
+        match &self.discovery {
+            Discovery::Eds(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+#[allow(deprecated)]
+fn unsupported(c: &Cluster) -> Option<&'static str> {
+    let checks = [
+        (!c.transport_socket_matches.is_empty(), "transport_socket_matches"),
+        (c.transport_socket_matcher.is_some(), "transport_socket_matcher"),
+        (!c.health_checks.is_empty(), "health_checks"),
+        (c.lb_subset_config.is_some(), "lb_subset_config"),
+        (!c.filters.is_empty(), "filters"),
+        (c.load_balancing_policy.is_some(), "load_balancing_policy"),
+        (c.upstream_config.is_some(), "upstream_config"),
+        (c.lrs_server.is_some(), "lrs_server"),
+        (!c.dns_resolvers.is_empty(), "dns_resolvers"),
+        (c.typed_dns_resolver_config.is_some(), "typed_dns_resolver_config"),
+        (c.dns_resolution_config.is_some(), "dns_resolution_config"),
+        (c.upstream_bind_config.is_some(), "upstream_bind_config"),
+        (c.protocol_selection != 0, "protocol_selection"),
+        (c.preconnect_policy.is_some(), "preconnect_policy"),
+        (c.connection_pool_per_downstream_connection, "connection_pool_per_downstream_connection"),
+        // Resilience settings are honoured by a later part of the proxy; until then a cluster
+        // asking for them is refused rather than served without them.
+        (c.outlier_detection.is_some(), "outlier_detection"),
+    ];
+    checks.into_iter().find(|(set, _)| *set).map(|(_, f)| f)
+}
+
+fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
+    if let Some(field) = unsupported(c) {
+        return Err(format!("{field} is not supported"));
+    }
+    if let Some(t) = &c.transport_socket {
+        let raw = t.name == "envoy.transport_sockets.raw_buffer"
+            || matches!(&t.config_type, Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(a)) if a.type_url.ends_with(".RawBuffer"));
+        if !raw {
+            return Err(format!("transport socket {:?} is not supported", t.name));
+        }
+    }
+    check_circuit_breakers(c)?;
+    let family = match cluster::DnsLookupFamily::try_from(c.dns_lookup_family) {
+        Ok(cluster::DnsLookupFamily::Auto) => Family::Auto,
+        Ok(cluster::DnsLookupFamily::V4Only) => Family::V4,
+        Ok(cluster::DnsLookupFamily::V6Only) => Family::V6,
+        Ok(cluster::DnsLookupFamily::V4Preferred) => Family::V4Preferred,
+        Ok(cluster::DnsLookupFamily::All) | Err(_) => {
+            return Err(format!("dns_lookup_family {} is not supported", c.dns_lookup_family));
+        }
+    };
+    let discovery = discovery(c, family)?;
+    let lb = lb_policy(c, &discovery)?;
+    let connect_timeout =
+        opt_duration(c.connect_timeout.as_ref(), "connect_timeout")?.unwrap_or(Duration::from_secs(5));
+    let (protocol, idle_timeout, max_requests_per_connection) = protocol_options(c)?;
+    let common = c.common_lb_config.as_ref();
+    let panic_threshold = common
+        .and_then(|l| l.healthy_panic_threshold.as_ref())
+        .map_or(50.0, |p| p.value);
+    let locality_weighted = common.is_some_and(|l| {
+        matches!(
+            l.locality_config_specifier,
+            Some(cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+        )
+    });
+    if common.is_some_and(|l| l.locality_config_specifier.is_some()) && !locality_weighted {
+        return Err("zone-aware load balancing is not supported".into());
+    }
+    Ok(ClusterConfig {
+        name: c.name.clone(),
+        discovery,
+        lb,
+        connect_timeout,
+        protocol,
+        idle_timeout,
+        max_requests_per_connection,
+        panic_threshold,
+        locality_weighted,
+        source: c.clone(),
+    })
+}
+
+fn check_circuit_breakers(c: &Cluster) -> Result<(), String> {
+    let Some(cb) = &c.circuit_breakers else { return Ok(()) };
+    for t in &cb.thresholds {
+        let limits = [
+            (t.max_connections.as_ref(), "max_connections"),
+            (t.max_pending_requests.as_ref(), "max_pending_requests"),
+            (t.max_requests.as_ref(), "max_requests"),
+            (t.max_retries.as_ref(), "max_retries"),
+        ];
+        if let Some((_, field)) = limits.iter().find(|(v, _)| v.is_some_and(|v| v.value != UNLIMITED)) {
+            return Err(format!("circuit breaker {field} below the maximum is not supported"));
+        }
+        if t.retry_budget.is_some() || t.max_connection_pools.is_some() {
+            return Err("circuit breaker retry_budget / max_connection_pools are not supported".into());
+        }
+    }
+    Ok(())
+}
+
+#[allow(deprecated)]
+fn discovery(c: &Cluster, family: Family) -> Result<Discovery, String> {
+    use cluster::{ClusterDiscoveryType as T, DiscoveryType as D};
+    let kind = match &c.cluster_discovery_type {
+        Some(T::Type(t)) => D::try_from(*t).map_err(|_| format!("discovery type {t} is unknown"))?,
+        None => D::Static,
+        Some(T::ClusterType(custom)) => {
+            if custom.name == "envoy.clusters.dynamic_forward_proxy" {
+                return Ok(Discovery::DynamicForwardProxy { family });
+            }
+            return Err(format!("cluster type {:?} is not supported", custom.name));
+        }
+    };
+    let assignment = |allow_names: bool| -> Result<EndpointSet, String> {
+        let set = c
+            .load_assignment
+            .as_ref()
+            .map(|a| compile_assignment(a, allow_names))
+            .transpose()?
+            .unwrap_or_default();
+        Ok(set)
+    };
+    Ok(match kind {
+        D::Static => Discovery::Static(assignment(false)?),
+        D::Eds => {
+            let name = c
+                .eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| c.name.clone());
+            Discovery::Eds(name)
+        }
+        D::StrictDns | D::LogicalDns => {
+            let names = assignment(true)?;
+            if kind == D::LogicalDns && names.len() != 1 {
+                return Err("a LOGICAL_DNS cluster must have exactly one endpoint".into());
+            }
+            let refresh =
+                opt_duration(c.dns_refresh_rate.as_ref(), "dns_refresh_rate")?.unwrap_or(Duration::from_secs(5));
+            Discovery::Dns {
+                strict: kind == D::StrictDns,
+                names,
+                refresh: refresh.max(Duration::from_millis(1)),
+                respect_ttl: c.respect_dns_ttl,
+                family,
+            }
+        }
+        D::OriginalDst => {
+            let port_override = match &c.lb_config {
+                Some(cluster::LbConfig::OriginalDstLbConfig(o)) => {
+                    if o.use_http_header || !o.http_header_name.is_empty() || o.metadata_key.is_some() {
+                        return Err("original_dst_lb_config: only upstream_port_override is supported".into());
+                    }
+                    o.upstream_port_override
+                        .as_ref()
+                        .map(|p| u16::try_from(p.value).map_err(|_| format!("upstream_port_override {} is out of range", p.value)))
+                        .transpose()?
+                }
+                _ => None,
+            };
+            Discovery::OriginalDst { port_override }
+        }
+    })
+}
+
+fn lb_policy(c: &Cluster, discovery: &Discovery) -> Result<LbPolicy, String> {
+    use cluster::LbPolicy as P;
+    let policy = P::try_from(c.lb_policy).map_err(|_| format!("lb_policy {} is unknown", c.lb_policy))?;
+    let provided = matches!(discovery, Discovery::OriginalDst { .. } | Discovery::DynamicForwardProxy { .. });
+    if provided {
+        return match policy {
+            P::ClusterProvided | P::RoundRobin => Ok(LbPolicy::ClusterProvided),
+            other => Err(format!("lb_policy {} does not apply to this cluster type", other.as_str_name())),
+        };
+    }
+    Ok(match policy {
+        P::RoundRobin => LbPolicy::RoundRobin,
+        P::Random => LbPolicy::Random,
+        P::LeastRequest => {
+            let choice_count = match &c.lb_config {
+                Some(cluster::LbConfig::LeastRequestLbConfig(l)) => {
+                    if l.active_request_bias.is_some() || l.slow_start_config.is_some() {
+                        return Err("least_request_lb_config: only choice_count is supported".into());
+                    }
+                    l.choice_count.as_ref().map_or(2, |c| c.value)
+                }
+                _ => 2,
+            };
+            if choice_count < 2 {
+                return Err(format!("least request choice_count {choice_count} must be at least 2"));
+            }
+            LbPolicy::LeastRequest { choice_count }
+        }
+        P::RingHash => {
+            let (min, max) = match &c.lb_config {
+                Some(cluster::LbConfig::RingHashLbConfig(r)) => {
+                    if r.hash_function != 0 {
+                        return Err("ring_hash_lb_config: only the XX_HASH hash function is supported".into());
+                    }
+                    (
+                        r.minimum_ring_size.as_ref().map_or(1024, |v| v.value),
+                        r.maximum_ring_size.as_ref().map_or(8 * 1024 * 1024, |v| v.value),
+                    )
+                }
+                _ => (1024, 8 * 1024 * 1024),
+            };
+            if min > max || max > 8 * 1024 * 1024 {
+                return Err(format!("ring size bounds {min}..{max} are invalid (at most 8M, minimum ≤ maximum)"));
+            }
+            LbPolicy::RingHash {
+                min_ring_size: min,
+                max_ring_size: max,
+            }
+        }
+        P::Maglev => {
+            let table_size = match &c.lb_config {
+                Some(cluster::LbConfig::MaglevLbConfig(m)) => m.table_size.as_ref().map_or(65537, |v| v.value),
+                _ => 65537,
+            };
+            if !is_prime(table_size) || table_size > 5_000_011 {
+                return Err(format!("maglev table_size {table_size} must be a prime of at most 5000011"));
+            }
+            LbPolicy::Maglev { table_size }
+        }
+        P::ClusterProvided => return Err("lb_policy CLUSTER_PROVIDED needs an ORIGINAL_DST cluster".into()),
+        P::LoadBalancingPolicyConfig => return Err("load_balancing_policy is not supported".into()),
+    })
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+#[allow(deprecated)]
+fn protocol_options(c: &Cluster) -> Result<(UpstreamProtocol, Duration, Option<u32>), String> {
+    const KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let mut protocol = UpstreamProtocol::Http1;
+    let mut idle = Duration::from_secs(3600);
+    let mut max_requests = c.max_requests_per_connection.as_ref().map(|v| v.value);
+    if c.http2_protocol_options.is_some() {
+        protocol = UpstreamProtocol::Http2;
+    }
+    for (key, any) in &c.typed_extension_protocol_options {
+        if key != KEY {
+            return Err(format!("typed_extension_protocol_options {key:?} is not supported"));
+        }
+        let o: HttpProtocolOptions = decode_any(any, KEY, key)?;
+        if let Some(common) = &o.common_http_protocol_options {
+            if let Some(t) = opt_duration(common.idle_timeout.as_ref(), "idle_timeout")? {
+                idle = t;
+            }
+            if let Some(m) = &common.max_requests_per_connection {
+                max_requests = Some(m.value);
+            }
+        }
+        use http_protocol_options::UpstreamProtocolOptions as U;
+        protocol = match &o.upstream_protocol_options {
+            Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
+                Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
+                Some(explicit_http_config::ProtocolConfig::Http3ProtocolOptions(_)) => {
+                    return Err("HTTP/3 upstreams are not supported".into());
+                }
+                _ => UpstreamProtocol::Http1,
+            },
+            Some(U::UseDownstreamProtocolConfig(_)) => UpstreamProtocol::Downstream,
+            Some(U::AutoConfig(_)) => return Err("auto_config (ALPN) upstream protocol is not supported".into()),
+            None => protocol,
+        };
+    }
+    // Idle timeout 0 disables it (Envoy).
+    if idle.is_zero() {
+        idle = Duration::MAX;
+    }
+    Ok((protocol, idle, max_requests.filter(|m| *m > 0)))
+}
+
+/// The health of an endpoint as EDS reports it, reduced to what load balancing uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// HEALTHY or UNKNOWN.
+    Healthy,
+    /// DEGRADED: used only when no healthy host is left.
+    Degraded,
+    /// UNHEALTHY, DRAINING or TIMEOUT: not used.
+    Unhealthy,
+}
+
+impl Health {
+    /// From EDS's `health_status`.
+    pub fn from_status(status: i32) -> Self {
+        match HealthStatus::try_from(status) {
+            Ok(HealthStatus::Unknown | HealthStatus::Healthy) | Err(_) => Health::Healthy,
+            Ok(HealthStatus::Degraded) => Health::Degraded,
+            Ok(HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout) => Health::Unhealthy,
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Small conversions from Envoy's protobuf types, shared by the compilers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use prost::Message;
+
+/// A protobuf duration as a std one; `None` for a negative or out-of-range value.
+pub fn duration(d: &PbDuration) -> Option<Duration> {
+    let secs = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok()?;
+    (nanos < 1_000_000_000).then(|| Duration::new(secs, nanos))
+}
+
+/// An optional duration field: absent → `None`, invalid → the error text.
+pub fn opt_duration(d: Option<&PbDuration>, field: &str) -> Result<Option<Duration>, String> {
+    d.map(|d| duration(d).ok_or_else(|| format!("{field}: invalid duration {}s {}ns", d.seconds, d.nanos)))
+        .transpose()
+}
+
+/// Where an address points.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// An IP and port.
+    Socket(SocketAddr),
+    /// A name to resolve (DNS clusters) and port.
+    Name(String, u16),
+    /// A unix-domain socket path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Socket(a) => write!(f, "{a}"),
+            Target::Name(h, p) => write!(f, "{h}:{p}"),
+            Target::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+/// An Envoy address as a [`Target`]: a socket address whose host is not an IP is a name (only
+/// DNS clusters accept those; the caller decides).
+pub fn target(a: &Address) -> Result<Target, String> {
+    match &a.address {
+        Some(address::Address::SocketAddress(s)) => {
+            if s.protocol != 0 {
+                return Err(format!("address {}: only TCP is supported", s.address));
+            }
+            let port = match &s.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(p)) => {
+                    u16::try_from(*p).map_err(|_| format!("address {}: port {p} is out of range", s.address))?
+                }
+                Some(socket_address::PortSpecifier::NamedPort(n)) => {
+                    return Err(format!("address {}: named port {n:?} is not supported", s.address));
+                }
+                None => 0,
+            };
+            if !s.resolver_name.is_empty() {
+                return Err(format!("address {}: custom resolver {:?} is not supported", s.address, s.resolver_name));
+            }
+            Ok(match s.address.parse::<IpAddr>() {
+                Ok(ip) => Target::Socket(SocketAddr::new(ip, port)),
+                Err(_) => Target::Name(s.address.clone(), port),
+            })
+        }
+        Some(address::Address::Pipe(p)) => {
+            if p.path.starts_with('@') {
+                return Err(format!("abstract unix socket {:?} is not supported", p.path));
+            }
+            Ok(Target::Unix(PathBuf::from(&p.path)))
+        }
+        Some(address::Address::EnvoyInternalAddress(_)) => Err("internal addresses are not supported".into()),
+        None => Err("address is empty".into()),
+    }
+}
+
+/// An address that must be an IP and port (listeners).
+pub fn socket(a: &Address) -> Result<SocketAddr, String> {
+    match target(a)? {
+        Target::Socket(s) => Ok(s),
+        other => Err(format!("address {other} must be an IP address and port")),
+    }
+}
+
+/// Decodes a typed config whose type URL must be `expected`.
+pub fn decode_any<M: Message + Default>(any: &Any, expected: &str, what: &str) -> Result<M, String> {
+    let found = any.type_url.rsplit('/').next().unwrap_or_default();
+    if found != expected {
+        return Err(format!("{what}: typed config {found:?} is not supported (expected {expected})"));
+    }
+    M::decode(any.value.as_slice()).map_err(|e| format!("{what}: {expected} does not decode: {e}"))
+}

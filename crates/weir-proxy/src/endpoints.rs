@@ -1,0 +1,130 @@
+//! Endpoint sets from ClusterLoadAssignments (EDS, or inline in STATIC and DNS clusters):
+//! priorities, localities with their weights, endpoints with weights and health.
+
+use envoy_types::pb::envoy::config::core::v3::Locality;
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+
+use crate::cluster::Health;
+use crate::convert::{Target, target};
+
+/// One endpoint as listed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointSpec {
+    /// Where it is (a name for DNS clusters).
+    pub target: Target,
+    /// Its load-balancing weight (≥ 1).
+    pub weight: u32,
+    /// Its health as reported.
+    pub health: Health,
+}
+
+/// The endpoints of one locality.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LocalityGroup {
+    /// `region/zone/subzone`.
+    pub locality: String,
+    /// Locality weight (used with locality-weighted load balancing; ≥ 1).
+    pub weight: u32,
+    /// Its endpoints.
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+/// Endpoints by priority (index 0 is the highest), then locality.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointSet {
+    /// Priority levels.
+    pub priorities: Vec<Vec<LocalityGroup>>,
+}
+
+impl EndpointSet {
+    /// How many endpoints in all.
+    pub fn len(&self) -> usize {
+        self.priorities.iter().flatten().map(|g| g.endpoints.len()).sum()
+    }
+
+    /// Whether there is no endpoint.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every endpoint with its priority and locality.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &LocalityGroup, &EndpointSpec)> {
+        self.priorities
+            .iter()
+            .enumerate()
+            .flat_map(|(p, groups)| groups.iter().flat_map(move |g| g.endpoints.iter().map(move |e| (p, g, e))))
+    }
+}
+
+/// The `region/zone/subzone` form of a locality.
+pub fn locality_name(l: Option<&Locality>) -> String {
+    l.map(|l| {
+        if l.sub_zone.is_empty() && l.zone.is_empty() {
+            l.region.clone()
+        } else if l.sub_zone.is_empty() {
+            format!("{}/{}", l.region, l.zone)
+        } else {
+            format!("{}/{}/{}", l.region, l.zone, l.sub_zone)
+        }
+    })
+    .unwrap_or_default()
+}
+
+/// Compiles an assignment; names (not IPs) are allowed only for DNS clusters.
+pub fn compile_assignment(cla: &ClusterLoadAssignment, allow_names: bool) -> Result<EndpointSet, String> {
+    if let Some(policy) = &cla.policy {
+        if !policy.drop_overloads.is_empty() {
+            return Err("load assignment drop_overloads is not supported".into());
+        }
+    }
+    let mut set = EndpointSet::default();
+    for group in &cla.endpoints {
+        if group.lb_config.is_some() {
+            return Err("LEDS is not supported".into());
+        }
+        let priority = usize::try_from(group.priority).map_err(|_| "priority out of range".to_string())?;
+        if priority > 127 {
+            return Err(format!("priority {priority} is above Envoy's maximum 127"));
+        }
+        if set.priorities.len() <= priority {
+            set.priorities.resize_with(priority + 1, Vec::new);
+        }
+        let mut endpoints = Vec::with_capacity(group.lb_endpoints.len());
+        for lb in &group.lb_endpoints {
+            let endpoint = match &lb.host_identifier {
+                Some(lb_endpoint::HostIdentifier::Endpoint(e)) => e,
+                Some(lb_endpoint::HostIdentifier::EndpointName(n)) => {
+                    return Err(format!("named endpoint {n:?} is not supported"));
+                }
+                None => return Err("an endpoint has no address".into()),
+            };
+            if !endpoint.additional_addresses.is_empty() {
+                return Err("endpoint additional_addresses are not supported".into());
+            }
+            let address = endpoint.address.as_ref().ok_or("an endpoint has no address")?;
+            let t = target(address)?;
+            if matches!(t, Target::Name(..)) && !allow_names {
+                return Err(format!("endpoint {t}: the address must be an IP (names are for DNS clusters)"));
+            }
+            let weight = lb.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+            if weight == 0 {
+                return Err(format!("endpoint {t}: load_balancing_weight must be at least 1"));
+            }
+            endpoints.push(EndpointSpec {
+                target: t,
+                weight,
+                health: Health::from_status(lb.health_status),
+            });
+        }
+        let weight = group.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+        if weight == 0 {
+            return Err("locality load_balancing_weight must be at least 1".into());
+        }
+        set.priorities[priority].push(LocalityGroup {
+            locality: locality_name(group.locality.as_ref()),
+            weight,
+            endpoints,
+        });
+    }
+    Ok(set)
+}

@@ -1,0 +1,180 @@
+//! Header additions and removals (`request_headers_to_add`, `response_headers_to_remove`…)
+//! compiled once, applied with Envoy's append actions.
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, header_value_option::HeaderAppendAction};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// How an added header combines with an existing one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Append {
+    /// Add another value (Envoy's default).
+    AppendOrAdd,
+    /// Add only when absent.
+    AddIfAbsent,
+    /// Replace, or add.
+    OverwriteOrAdd,
+    /// Replace only when present.
+    OverwriteIfExists,
+}
+
+/// A compiled list of header operations: removals first, then additions (Envoy's order).
+#[derive(Clone, Debug, Default)]
+pub struct HeaderOps {
+    add: Vec<(HeaderName, HeaderValue, Append, bool)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeaderOps {
+    /// Compiles additions and removals.
+    pub fn compile(add: &[HeaderValueOption], remove: &[String]) -> Result<Self, String> {
+        let mut ops = HeaderOps::default();
+        for name in remove {
+            ops.remove.push(header_name(name)?);
+        }
+        for option in add {
+            let header = option.header.as_ref().ok_or("a header to add has no header")?;
+            let name = header_name(&header.key)?;
+            if name.as_str().starts_with(':') || name == http::header::HOST {
+                return Err(format!("header {:?} cannot be modified", header.key));
+            }
+            let raw: &[u8] = if header.raw_value.is_empty() {
+                header.value.as_bytes()
+            } else {
+                &header.raw_value
+            };
+            if raw.windows(1).any(|w| w[0] == b'%') && !is_plain_percent(raw) {
+                return Err(format!(
+                    "header {:?}: command operators (%…%) in values are not supported",
+                    header.key
+                ));
+            }
+            let unescaped = String::from_utf8_lossy(raw).replace("%%", "%");
+            let value = HeaderValue::from_str(&unescaped)
+                .map_err(|_| format!("header {:?}: value {unescaped:?} is not a valid header value", header.key))?;
+            #[allow(deprecated)]
+            let append = match option.append.as_ref().map(|b| b.value) {
+                Some(true) => Append::AppendOrAdd,
+                Some(false) => Append::OverwriteOrAdd,
+                None => match HeaderAppendAction::try_from(option.append_action) {
+                    Ok(HeaderAppendAction::AppendIfExistsOrAdd) => Append::AppendOrAdd,
+                    Ok(HeaderAppendAction::AddIfAbsent) => Append::AddIfAbsent,
+                    Ok(HeaderAppendAction::OverwriteIfExistsOrAdd) => Append::OverwriteOrAdd,
+                    Ok(HeaderAppendAction::OverwriteIfExists) => Append::OverwriteIfExists,
+                    Err(_) => return Err(format!("header {:?}: unknown append_action", header.key)),
+                },
+            };
+            ops.add.push((name, value, append, option.keep_empty_value));
+        }
+        Ok(ops)
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Applies the operations.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value, append, keep_empty) in &self.add {
+            if value.is_empty() && !keep_empty {
+                continue;
+            }
+            match append {
+                Append::AppendOrAdd => {
+                    headers.append(name.clone(), value.clone());
+                }
+                Append::AddIfAbsent => {
+                    if !headers.contains_key(name) {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                }
+                Append::OverwriteOrAdd => {
+                    headers.insert(name.clone(), value.clone());
+                }
+                Append::OverwriteIfExists => {
+                    if headers.contains_key(name) {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `%%` escapes only: no command operator.
+fn is_plain_percent(raw: &[u8]) -> bool {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            if raw.get(i + 1) != Some(&b'%') {
+                return false;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+/// A header name, checked.
+pub fn header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| format!("{name:?} is not a valid header name"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::HeaderValue as PbHeader;
+
+    fn option(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
+        HeaderValueOption {
+            header: Some(PbHeader {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            }),
+            append_action: action as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn append_actions_follow_envoy() {
+        let ops = HeaderOps::compile(
+            &[
+                option("x-a", "1", HeaderAppendAction::AppendIfExistsOrAdd),
+                option("x-b", "2", HeaderAppendAction::AddIfAbsent),
+                option("x-c", "3", HeaderAppendAction::OverwriteIfExistsOrAdd),
+                option("x-d", "4", HeaderAppendAction::OverwriteIfExists),
+                option("x-e", "50%%", HeaderAppendAction::OverwriteIfExistsOrAdd),
+            ],
+            &["x-gone".into()],
+        )
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("0"));
+        h.insert("x-b", HeaderValue::from_static("0"));
+        h.insert("x-c", HeaderValue::from_static("0"));
+        h.insert("x-gone", HeaderValue::from_static("0"));
+        ops.apply(&mut h);
+        assert_eq!(h.get_all("x-a").iter().count(), 2);
+        assert_eq!(h["x-b"], "0");
+        assert_eq!(h["x-c"], "3");
+        assert!(!h.contains_key("x-d"));
+        assert_eq!(h["x-e"], "50%");
+        assert!(!h.contains_key("x-gone"));
+    }
+
+    #[test]
+    fn command_operators_and_bad_names_are_errors() {
+        let e = HeaderOps::compile(&[option("x-a", "%DOWNSTREAM_REMOTE_ADDRESS%", HeaderAppendAction::AddIfAbsent)], &[])
+            .unwrap_err();
+        assert!(e.contains("command operators"), "{e}");
+        assert!(HeaderOps::compile(&[], &["bad name".into()]).is_err());
+        assert!(HeaderOps::compile(&[option(":path", "/", HeaderAppendAction::AddIfAbsent)], &[]).is_err());
+    }
+}

@@ -1,0 +1,674 @@
+//! Listeners compiled from LDS: the address, whether to bind it, the listener filters
+//! (original destination, TLS and HTTP inspectors), and filter chains with Envoy's matching
+//! order: destination port, destination IP (longest prefix), server name (exact, then longest
+//! wildcard), transport protocol, application protocol; the most specific match at each level
+//! wins, a chain with no condition at a level catches what matches nothing more specific.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter, listener_filter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::action::{Clusters, Fault, WeightedTarget, compile_fault};
+use crate::convert::{decode_any, opt_duration, socket};
+use crate::headers::HeaderOps;
+use crate::routes::CompiledRoutes;
+
+/// Why a listener cannot be compiled; the text is the NACK reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("listener {name:?}: {problem}")]
+pub struct ListenerError {
+    /// The listener.
+    pub name: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// An IP prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    fn compile(c: &CidrRange) -> Result<Self, String> {
+        let network: IpAddr = c
+            .address_prefix
+            .parse()
+            .map_err(|_| format!("prefix {:?} is not an IP address", c.address_prefix))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let len = c.prefix_len.as_ref().map_or(max, |l| l.value);
+        let len = u8::try_from(len).ok().filter(|l| u32::from(*l) <= max).ok_or_else(|| {
+            format!("prefix length {len} is out of range for {}", c.address_prefix)
+        })?;
+        Ok(Cidr { network, len })
+    }
+
+    /// Whether the prefix holds an address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => mask_eq(u128::from(u32::from(n)), u128::from(u32::from(a)), self.len, 32),
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask_eq(u128::from(n), u128::from(a), self.len, 128),
+            (IpAddr::V4(n), IpAddr::V6(a)) => a
+                .to_ipv4_mapped()
+                .is_some_and(|a| mask_eq(u128::from(u32::from(n)), u128::from(u32::from(a)), self.len, 32)),
+            _ => false,
+        }
+    }
+}
+
+fn mask_eq(a: u128, b: u128, len: u8, bits: u8) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let shift = u32::from(bits - len);
+    (a >> shift) == (b >> shift)
+}
+
+/// What a connection looks like to filter-chain matching.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionFacts {
+    /// Its (original) destination.
+    pub destination: Option<SocketAddr>,
+    /// SNI from the TLS ClientHello.
+    pub server_name: Option<String>,
+    /// `tls` or `raw_buffer`.
+    pub transport: &'static str,
+    /// ALPN offered in the ClientHello, or what the HTTP inspector saw.
+    pub application_protocols: Vec<String>,
+}
+
+/// A filter chain's conditions.
+#[derive(Clone, Debug, Default)]
+pub struct ChainMatch {
+    destination_port: Option<u16>,
+    prefix_ranges: Vec<Cidr>,
+    server_names: Vec<String>,
+    transport_protocol: Option<String>,
+    application_protocols: Vec<String>,
+}
+
+/// A TCP proxy.
+#[derive(Clone, Debug)]
+pub struct TcpProxyConfig {
+    /// Statistics prefix.
+    pub stat_prefix: String,
+    /// Target clusters.
+    pub clusters: Clusters,
+    /// Idle timeout (Envoy's default 1 h; `None`: disabled).
+    pub idle_timeout: Option<Duration>,
+    /// Connect attempts (Envoy's default 1).
+    pub max_connect_attempts: u32,
+}
+
+/// Where an HTTP connection manager gets its routes.
+#[derive(Clone, Debug)]
+pub enum RouteSource {
+    /// RDS, by name.
+    Rds(String),
+    /// Inline.
+    Inline(Arc<CompiledRoutes>),
+}
+
+/// An HTTP connection manager.
+#[derive(Clone, Debug)]
+pub struct HttpManagerConfig {
+    /// Statistics prefix.
+    pub stat_prefix: String,
+    /// Routes.
+    pub routes: RouteSource,
+    /// Filter-level fault configuration (routes may override).
+    pub fault: Option<Fault>,
+    /// The fault filter is installed.
+    pub fault_filter: bool,
+    /// The CORS filter is installed.
+    pub cors_filter: bool,
+    /// Use the connection's address as the client address and append it to XFF.
+    pub use_remote_address: bool,
+    /// Do not append to `x-forwarded-for`.
+    pub skip_xff_append: bool,
+    /// Generate `x-request-id` when missing (default true).
+    pub generate_request_id: bool,
+    /// Keep an external `x-request-id` (with `use_remote_address`).
+    pub preserve_external_request_id: bool,
+    /// Return `x-request-id` in responses.
+    pub always_set_request_id_in_response: bool,
+    /// `server` header value (default `envoy`).
+    pub server_name: String,
+    /// `via` header to append.
+    pub via: Option<http::HeaderValue>,
+    /// Remove `x-forwarded-client-cert` from requests (SANITIZE, SANITIZE_SET).
+    pub sanitize_xfcc: bool,
+    /// Stream idle timeout (default 5 min).
+    pub stream_idle_timeout: Option<Duration>,
+    /// Whole-request timeout (default disabled).
+    pub request_timeout: Option<Duration>,
+    /// Connection idle timeout (default 1 h).
+    pub idle_timeout: Option<Duration>,
+    /// Upgrades allowed (`websocket`…).
+    pub upgrades: Vec<String>,
+    /// Downstream codec.
+    pub codec: Codec,
+    /// Strip the port from the authority before virtual host matching.
+    pub strip_any_host_port: bool,
+    /// Header limit in bytes (default 60 KiB).
+    pub max_request_headers: usize,
+    /// Response headers added by the configuration of this manager (none today; kept for
+    /// symmetry with routes).
+    pub response_headers: HeaderOps,
+}
+
+/// Downstream HTTP codec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// HTTP/1.1 or HTTP/2 by preface.
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only.
+    Http2,
+}
+
+/// What a filter chain does with the connection.
+#[derive(Clone, Debug)]
+pub enum ChainKind {
+    /// Proxy bytes.
+    Tcp(TcpProxyConfig),
+    /// Terminate HTTP.
+    Http(Box<HttpManagerConfig>),
+}
+
+/// A compiled filter chain.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    /// Its name (may be empty).
+    pub name: String,
+    /// Its conditions.
+    pub matcher: ChainMatch,
+    /// What it does.
+    pub kind: ChainKind,
+}
+
+/// A compiled listener.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: SocketAddr,
+    /// Whether Weir binds the address (false: reached by original-destination hand-off).
+    pub bind_to_port: bool,
+    /// Hand connections to the listener of their original destination.
+    pub use_original_dst: bool,
+    /// Read SNI and ALPN from a TLS ClientHello.
+    pub tls_inspector: bool,
+    /// Detect HTTP/1.x and h2c.
+    pub http_inspector: bool,
+    /// How long inspectors may wait for bytes (Envoy's default 15 s; zero: no limit).
+    pub inspect_timeout: Duration,
+    /// Go on with what was seen when inspection times out.
+    pub continue_on_timeout: bool,
+    /// Filter chains.
+    pub chains: Vec<Chain>,
+    /// The chain for connections no chain matches.
+    pub default_chain: Option<Chain>,
+    /// The listener as received.
+    pub source: Listener,
+}
+
+impl ListenerConfig {
+    /// Compiles a listener. Listeners for gRPC clients (`api_listener`) are not for a proxy and
+    /// are refused.
+    pub fn compile(l: &Listener) -> Result<Self, ListenerError> {
+        compile(l).map_err(|problem| ListenerError {
+            name: l.name.clone(),
+            problem,
+        })
+    }
+
+    /// The route configurations this listener needs from RDS.
+    pub fn rds_names(&self) -> impl Iterator<Item = &str> {
+        self.chains.iter().chain(&self.default_chain).filter_map(|c| match &c.kind {
+            ChainKind::Http(h) => match &h.routes {
+                RouteSource::Rds(name) => Some(name.as_str()),
+                RouteSource::Inline(_) => None,
+            },
+            ChainKind::Tcp(_) => None,
+        })
+    }
+
+    /// Whether matching needs to look at the first bytes (SNI, ALPN, HTTP detection).
+    pub fn inspects(&self) -> bool {
+        self.tls_inspector || self.http_inspector
+    }
+
+    /// The filter chain for a connection (Envoy's order), or the default chain.
+    pub fn select(&self, facts: &ConnectionFacts) -> Option<&Chain> {
+        select(&self.chains, facts).or(self.default_chain.as_ref())
+    }
+}
+
+#[allow(deprecated)]
+fn compile(l: &Listener) -> Result<ListenerConfig, String> {
+    if l.api_listener.is_some() {
+        return Err("api_listener is for gRPC clients, not a proxy".into());
+    }
+    let unsupported = [
+        (!l.additional_addresses.is_empty(), "additional_addresses"),
+        (l.filter_chain_matcher.is_some(), "filter_chain_matcher"),
+        (l.transparent.is_some_and(|b| b.value), "transparent"),
+        (l.freebind.is_some_and(|b| b.value), "freebind"),
+        (!l.socket_options.is_empty(), "socket_options"),
+        (l.connection_balance_config.is_some(), "connection_balance_config"),
+        (l.reuse_port, "reuse_port"),
+        (!l.access_log.is_empty(), "access_log"),
+        (l.udp_listener_config.is_some(), "udp_listener_config"),
+        (l.listener_specifier.is_some(), "internal_listener"),
+    ];
+    if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("{field} is not supported"));
+    }
+    let address = socket(l.address.as_ref().ok_or("listener without an address")?)?;
+    let mut tls_inspector = false;
+    let mut http_inspector = false;
+    for f in &l.listener_filters {
+        if f.filter_disabled.is_some() {
+            return Err(format!("listener filter {:?}: filter_disabled is not supported", f.name));
+        }
+        let kind = match &f.config_type {
+            Some(listener_filter::ConfigType::TypedConfig(a)) => a.type_url.rsplit('/').next().unwrap_or_default(),
+            _ => f.name.as_str(),
+        };
+        match kind {
+            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" | "envoy.filters.listener.tls_inspector" => {
+                tls_inspector = true
+            }
+            "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector" | "envoy.filters.listener.http_inspector" => {
+                http_inspector = true
+            }
+            // Original destination: how Weir reads it is the listener's business (the
+            // hand-off or SO_ORIGINAL_DST); nothing more to configure.
+            "envoy.extensions.filters.listener.original_dst.v3.OriginalDst" | "envoy.filters.listener.original_dst" => {}
+            other => return Err(format!("listener filter {other:?} is not supported")),
+        }
+    }
+    let inspect_timeout = opt_duration(l.listener_filters_timeout.as_ref(), "listener_filters_timeout")?
+        .unwrap_or(Duration::from_secs(15));
+    let chains = l
+        .filter_chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| compile_chain(c).map_err(|e| format!("filter chain #{i} {:?}: {e}", c.name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let default_chain = l
+        .default_filter_chain
+        .as_ref()
+        .map(|c| compile_chain(c).map_err(|e| format!("default filter chain {:?}: {e}", c.name)))
+        .transpose()?;
+    check_duplicate_matches(&chains)?;
+    Ok(ListenerConfig {
+        name: l.name.clone(),
+        address,
+        bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
+        use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
+        tls_inspector,
+        http_inspector,
+        inspect_timeout,
+        continue_on_timeout: l.continue_on_listener_filters_timeout,
+        chains,
+        default_chain,
+        source: l.clone(),
+    })
+}
+
+/// Envoy rejects two chains with identical conditions.
+fn check_duplicate_matches(chains: &[Chain]) -> Result<(), String> {
+    for (i, a) in chains.iter().enumerate() {
+        for b in &chains[..i] {
+            let (x, y) = (&a.matcher, &b.matcher);
+            if x.destination_port == y.destination_port
+                && x.prefix_ranges == y.prefix_ranges
+                && x.server_names == y.server_names
+                && x.transport_protocol == y.transport_protocol
+                && x.application_protocols == y.application_protocols
+            {
+                return Err(format!(
+                    "filter chains {:?} and {:?} have the same match conditions",
+                    b.name, a.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(deprecated)]
+fn compile_chain(c: &FilterChain) -> Result<Chain, String> {
+    if c.transport_socket.is_some() {
+        return Err("downstream TLS (transport_socket) is not supported yet".into());
+    }
+    if c.use_proxy_proto.is_some_and(|b| b.value) {
+        return Err("use_proxy_proto is not supported".into());
+    }
+    let matcher = match &c.filter_chain_match {
+        None => ChainMatch::default(),
+        Some(m) => {
+            if !m.address_suffix.is_empty()
+                || m.suffix_len.is_some()
+                || !m.direct_source_prefix_ranges.is_empty()
+                || m.source_type != 0
+                || !m.source_prefix_ranges.is_empty()
+                || !m.source_ports.is_empty()
+            {
+                return Err("filter_chain_match: source and suffix conditions are not supported".into());
+            }
+            let destination_port = m
+                .destination_port
+                .as_ref()
+                .map(|p| u16::try_from(p.value).map_err(|_| format!("destination_port {} is out of range", p.value)))
+                .transpose()?;
+            ChainMatch {
+                destination_port,
+                prefix_ranges: m.prefix_ranges.iter().map(Cidr::compile).collect::<Result<_, _>>()?,
+                server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                transport_protocol: (!m.transport_protocol.is_empty()).then(|| m.transport_protocol.clone()),
+                application_protocols: m.application_protocols.clone(),
+            }
+        }
+    };
+    let [network_filter] = c.filters.as_slice() else {
+        return Err(format!(
+            "expected exactly one network filter (tcp_proxy or http_connection_manager), found {}",
+            c.filters.len()
+        ));
+    };
+    Ok(Chain {
+        name: c.name.clone(),
+        matcher,
+        kind: compile_network_filter(network_filter)?,
+    })
+}
+
+fn typed(f: &Filter) -> Result<&Any, String> {
+    match &f.config_type {
+        Some(filter::ConfigType::TypedConfig(a)) => Ok(a),
+        _ => Err(format!("network filter {:?} has no typed_config", f.name)),
+    }
+}
+
+fn compile_network_filter(f: &Filter) -> Result<ChainKind, String> {
+    let any = typed(f)?;
+    match any.type_url.rsplit('/').next().unwrap_or_default() {
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
+            let t: TcpProxy = decode_any(any, "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", &f.name)?;
+            Ok(ChainKind::Tcp(compile_tcp_proxy(&t)?))
+        }
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
+            let h: HttpConnectionManager = decode_any(
+                any,
+                "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                &f.name,
+            )?;
+            Ok(ChainKind::Http(Box::new(compile_hcm(&h)?)))
+        }
+        other => Err(format!("network filter {other:?} is not supported")),
+    }
+}
+
+fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
+    let unsupported = [
+        (t.on_demand.is_some(), "on_demand"),
+        (t.metadata_match.is_some(), "metadata_match"),
+        (!t.access_log.is_empty(), "access_log"),
+        (!t.hash_policy.is_empty(), "hash_policy"),
+        (t.tunneling_config.is_some(), "tunneling_config"),
+        (t.max_downstream_connection_duration.is_some(), "max_downstream_connection_duration"),
+        (!t.proxy_protocol_tlvs.is_empty(), "proxy_protocol_tlvs"),
+        (t.backoff_options.is_some(), "backoff_options"),
+        (t.downstream_idle_timeout.is_some(), "downstream_idle_timeout"),
+        (t.upstream_idle_timeout.is_some(), "upstream_idle_timeout"),
+    ];
+    if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("tcp_proxy.{field} is not supported"));
+    }
+    let clusters = match &t.cluster_specifier {
+        Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => Clusters::One(c.clone()),
+        Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
+            let targets: Vec<WeightedTarget> = w
+                .clusters
+                .iter()
+                .map(|c| {
+                    if c.metadata_match.is_some() {
+                        return Err("tcp_proxy weighted cluster metadata_match is not supported".to_string());
+                    }
+                    Ok(WeightedTarget {
+                        cluster: c.name.clone(),
+                        weight: u64::from(c.weight),
+                        request_headers: HeaderOps::default(),
+                        response_headers: HeaderOps::default(),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let total = targets.iter().map(|t| t.weight).sum();
+            if total == 0 {
+                return Err("tcp_proxy weighted clusters have no weight".into());
+            }
+            Clusters::Weighted(targets, total)
+        }
+        None => return Err("tcp_proxy without a cluster".into()),
+    };
+    let idle_timeout = match opt_duration(t.idle_timeout.as_ref(), "idle_timeout")? {
+        None => Some(Duration::from_secs(3600)),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
+    Ok(TcpProxyConfig {
+        stat_prefix: t.stat_prefix.clone(),
+        clusters,
+        idle_timeout,
+        max_connect_attempts: t.max_connect_attempts.as_ref().map_or(1, |m| m.value.max(1)),
+    })
+}
+
+#[allow(deprecated)]
+fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
+    use http_connection_manager::{CodecType, ForwardClientCertDetails as Fcc, RouteSpecifier as R};
+    let unsupported = [
+        (h.add_user_agent.is_some_and(|b| b.value), "add_user_agent"),
+        (h.tracing.is_some(), "tracing"),
+        (h.http3_protocol_options.is_some(), "http3_protocol_options"),
+        (!h.access_log.is_empty(), "access_log"),
+        (!h.original_ip_detection_extensions.is_empty(), "original_ip_detection_extensions"),
+        (!h.early_header_mutation_extensions.is_empty(), "early_header_mutation_extensions"),
+        (h.set_current_client_cert_details.is_some(), "set_current_client_cert_details"),
+        (h.forward_client_cert_matcher.is_some(), "forward_client_cert_matcher"),
+        (h.request_id_extension.is_some(), "request_id_extension"),
+        (h.local_reply_config.is_some(), "local_reply_config"),
+        (h.path_normalization_options.is_some(), "path_normalization_options"),
+        (h.normalize_path.is_some_and(|b| b.value), "normalize_path"),
+        (h.merge_slashes, "merge_slashes"),
+        (h.path_with_escaped_slashes_action > 1, "path_with_escaped_slashes_action"),
+        (h.proxy_status_config.is_some(), "proxy_status_config"),
+        (h.typed_header_validation_config.is_some(), "typed_header_validation_config"),
+        (h.xff_num_trusted_hops > 0, "xff_num_trusted_hops"),
+        (h.internal_address_config.is_some(), "internal_address_config"),
+        (h.scheme_header_transformation.is_some(), "scheme_header_transformation"),
+        (h.strip_matching_host_port, "strip_matching_host_port"),
+        (h.forward_proto_config.is_some(), "forward_proto_config"),
+    ];
+    if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("http_connection_manager.{field} is not supported"));
+    }
+    let routes = match &h.route_specifier {
+        Some(R::Rds(rds)) => RouteSource::Rds(rds.route_config_name.clone()),
+        Some(R::RouteConfig(rc)) => RouteSource::Inline(Arc::new(CompiledRoutes::compile(rc).map_err(|e| e.to_string())?)),
+        Some(R::ScopedRoutes(_)) => return Err("scoped_routes are not supported".into()),
+        None => return Err("http_connection_manager without routes".into()),
+    };
+    let mut fault = None;
+    let mut fault_filter = false;
+    let mut cors_filter = false;
+    let mut router = false;
+    for (i, f) in h.http_filters.iter().enumerate() {
+        if router {
+            return Err(format!("http filter {:?} comes after the router", f.name));
+        }
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
+        let any = match &f.config_type {
+            Some(ConfigType::TypedConfig(a)) => Some(a),
+            _ => None,
+        };
+        let kind = any.map_or(f.name.as_str(), |a| a.type_url.rsplit('/').next().unwrap_or_default());
+        match kind {
+            "envoy.extensions.filters.http.router.v3.Router" | "envoy.filters.http.router" => router = true,
+            "envoy.extensions.filters.http.cors.v3.Cors" | "envoy.filters.http.cors" => cors_filter = true,
+            "envoy.extensions.filters.http.fault.v3.HTTPFault" | "envoy.filters.http.fault" => {
+                fault_filter = true;
+                if let Some(a) = any {
+                    let f = decode_any(a, "envoy.extensions.filters.http.fault.v3.HTTPFault", &f.name)?;
+                    let compiled = compile_fault(&f)?;
+                    if compiled.delay.is_some() || compiled.abort.is_some() || compiled.header_abort.is_some() || compiled.header_delay.is_some() {
+                        fault = Some(compiled);
+                    }
+                }
+            }
+            _ if f.is_optional => {}
+            other => return Err(format!("http filter #{i} {other:?} is not supported")),
+        }
+    }
+    if !router {
+        return Err("http filters must end with the router".into());
+    }
+    let codec = match CodecType::try_from(h.codec_type) {
+        Ok(CodecType::Auto) => Codec::Auto,
+        Ok(CodecType::Http1) => Codec::Http1,
+        Ok(CodecType::Http2) => Codec::Http2,
+        _ => return Err(format!("codec_type {} is not supported", h.codec_type)),
+    };
+    let timeout_or = |d: Option<&envoy_types::pb::google::protobuf::Duration>, field: &str, default: Option<Duration>| {
+        opt_duration(d, field).map(|t| match t {
+            None => default,
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+        })
+    };
+    let upgrades = h
+        .upgrade_configs
+        .iter()
+        .filter(|u| u.enabled.as_ref().is_none_or(|b| b.value))
+        .map(|u| {
+            if !u.filters.is_empty() {
+                return Err("upgrade_configs with filters are not supported".to_string());
+            }
+            Ok(u.upgrade_type.to_ascii_lowercase())
+        })
+        .collect::<Result<_, _>>()?;
+    let common = h.common_http_protocol_options.as_ref();
+    Ok(HttpManagerConfig {
+        stat_prefix: h.stat_prefix.clone(),
+        routes,
+        fault,
+        fault_filter,
+        cors_filter,
+        use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
+        skip_xff_append: h.skip_xff_append,
+        generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
+        preserve_external_request_id: h.preserve_external_request_id,
+        always_set_request_id_in_response: h.always_set_request_id_in_response,
+        server_name: if h.server_name.is_empty() { "envoy".into() } else { h.server_name.clone() },
+        via: (!h.via.is_empty())
+            .then(|| http::HeaderValue::from_str(&h.via).map_err(|_| format!("via {:?} is not a header value", h.via)))
+            .transpose()?,
+        sanitize_xfcc: matches!(Fcc::try_from(h.forward_client_cert_details), Ok(Fcc::Sanitize | Fcc::SanitizeSet) | Err(_)),
+        stream_idle_timeout: timeout_or(h.stream_idle_timeout.as_ref(), "stream_idle_timeout", Some(Duration::from_secs(300)))?,
+        request_timeout: timeout_or(h.request_timeout.as_ref(), "request_timeout", None)?,
+        idle_timeout: timeout_or(common.and_then(|c| c.idle_timeout.as_ref()), "idle_timeout", Some(Duration::from_secs(3600)))?,
+        upgrades,
+        codec,
+        strip_any_host_port: matches!(h.strip_port_mode, Some(http_connection_manager::StripPortMode::StripAnyHostPort(true))),
+        max_request_headers: h.max_request_headers_kb.as_ref().map_or(60, |k| k.value as usize) * 1024,
+        response_headers: HeaderOps::default(),
+    })
+}
+
+/// Envoy's level-by-level selection.
+fn select<'a>(chains: &'a [Chain], facts: &ConnectionFacts) -> Option<&'a Chain> {
+    let mut candidates: Vec<&Chain> = chains.iter().collect();
+    // Destination port.
+    let port = facts.destination.map(|d| d.port());
+    candidates = narrow(candidates, |m| m.destination_port.map(|p| (Some(p) == port).then_some(0)));
+    // Destination IP: the longest prefix containing it.
+    let ip = facts.destination.map(|d| d.ip());
+    candidates = narrow(candidates, |m| {
+        if m.prefix_ranges.is_empty() {
+            return None;
+        }
+        Some(
+            ip.and_then(|ip| m.prefix_ranges.iter().filter(|c| c.contains(ip)).map(|c| u32::from(128 - c.len)).min()),
+        )
+    });
+    // Server name: exact, then the longest wildcard.
+    let sni = facts.server_name.as_deref().map(str::to_ascii_lowercase);
+    candidates = narrow(candidates, |m| {
+        if m.server_names.is_empty() {
+            return None;
+        }
+        Some(sni.as_deref().and_then(|name| {
+            m.server_names
+                .iter()
+                .filter_map(|n| server_name_rank(n, name))
+                .min()
+        }))
+    });
+    candidates = narrow(candidates, |m| {
+        m.transport_protocol
+            .as_deref()
+            .map(|t| (t == facts.transport).then_some(0))
+    });
+    candidates = narrow(candidates, |m| {
+        if m.application_protocols.is_empty() {
+            return None;
+        }
+        Some(
+            m.application_protocols
+                .iter()
+                .any(|p| facts.application_protocols.iter().any(|a| a == p))
+                .then_some(0),
+        )
+    });
+    candidates.first().copied()
+}
+
+/// Lower is more specific; `None` when the pattern does not match.
+fn server_name_rank(pattern: &str, name: &str) -> Option<u32> {
+    if pattern == name {
+        return Some(0);
+    }
+    let suffix = pattern.strip_prefix('*')?;
+    (name.len() > suffix.len() && name.ends_with(suffix)).then(|| 1_000_000 - u32::try_from(suffix.len()).unwrap_or(0))
+}
+
+/// Keeps the candidates whose condition at this level matches best; if none specify a matching
+/// condition, those with no condition at this level. `rank` returns `None` for "no condition",
+/// `Some(None)` for "condition not met", `Some(Some(r))` for "met with specificity r" (lower is
+/// more specific).
+fn narrow<'a>(candidates: Vec<&'a Chain>, rank: impl Fn(&ChainMatch) -> Option<Option<u32>>) -> Vec<&'a Chain> {
+    let ranked: Vec<(Option<Option<u32>>, &Chain)> = candidates.into_iter().map(|c| (rank(&c.matcher), c)).collect();
+    let best = ranked.iter().filter_map(|(r, _)| r.flatten()).min();
+    match best {
+        Some(best) => ranked
+            .into_iter()
+            .filter(|(r, _)| *r == Some(Some(best)))
+            .map(|(_, c)| c)
+            .collect(),
+        None => ranked.into_iter().filter(|(r, _)| r.is_none()).map(|(_, c)| c).collect(),
+    }
+}

@@ -49,20 +49,20 @@ pub struct WeightedTarget {
 impl Clusters {
     /// Picks a target with `random` in `0..u64::MAX` (weighted clusters), returning the
     /// cluster name and the target's header operations.
-    pub fn pick<'a>(&'a self, random: u64, headers: &'a http::HeaderMap) -> Option<(&'a str, Option<&'a WeightedTarget>)> {
+    pub fn pick(&self, random: u64, headers: &http::HeaderMap) -> Option<(String, Option<&WeightedTarget>)> {
         match self {
-            Clusters::One(c) => Some((c, None)),
+            Clusters::One(c) => Some((c.clone(), None)),
             Clusters::Weighted(targets, total) => {
                 let mut point = random % (*total).max(1);
                 for t in targets {
                     if point < t.weight {
-                        return Some((&t.cluster, Some(t)));
+                        return Some((t.cluster.clone(), Some(t)));
                     }
                     point -= t.weight;
                 }
-                targets.last().map(|t| (t.cluster.as_str(), Some(t)))
+                targets.last().map(|t| (t.cluster.clone(), Some(t)))
             }
-            Clusters::FromHeader(h) => headers.get(h).and_then(|v| v.to_str().ok()).map(|c| (c, None)),
+            Clusters::FromHeader(h) => headers.get(h).and_then(|v| v.to_str().ok()).map(|c| (c.to_string(), None)),
         }
     }
 }

@@ -10,12 +10,22 @@
 //!   endpoint sets from ClusterLoadAssignments; [`listener`]: listeners and filter-chain matching.
 
 pub mod action;
+pub mod body;
 pub mod cluster;
 mod convert;
 pub mod endpoints;
 pub mod headers;
+pub mod http;
+pub mod inspect;
+pub mod io;
+pub mod pool;
+pub mod lb;
 pub mod listener;
 pub mod retry;
+pub mod router;
 pub mod routes;
+pub mod state;
+pub mod stats;
+pub mod upstream;
 
 pub use convert::Target;

@@ -367,6 +367,16 @@ impl CompiledRoute {
         })
     }
 
+    /// The literal prefix a prefix or path-separated-prefix route matched (for
+    /// `prefix_rewrite`).
+    pub fn matched_prefix(&self) -> Option<&str> {
+        match &self.path {
+            PathRule::Prefix(p) | PathRule::SeparatedPrefix(p) => Some(p),
+            PathRule::Exact(p) => Some(p),
+            PathRule::Regex(_) => None,
+        }
+    }
+
     /// Whether the request matches (path without its query string).
     pub fn matches<H: Headers + ?Sized>(&self, path: &str, headers: &H, query: &[(&str, &str)]) -> bool {
         let folded;

@@ -1,0 +1,150 @@
+//! Bodies the router needs: a request body buffered so it can be sent again on a retry (up to a
+//! limit, as Envoy's buffer limit), a body that replays a buffered prefix before the rest of
+//! the stream, and a response body that reports its size and end for metrics.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+
+use crate::pool::{Body, BoxError};
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A body with these bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A streamed body from hyper.
+pub fn incoming(body: Incoming) -> Body {
+    body.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
+/// A request body after buffering.
+pub enum Buffered {
+    /// The whole body (it can be replayed).
+    Complete(Bytes),
+    /// More than the limit: what was read, and the rest (cannot be replayed).
+    Partial(Bytes, Incoming),
+}
+
+/// Reads a body until its end or until more than `limit` bytes were read.
+pub async fn buffer(mut body: Incoming, limit: usize) -> Result<Buffered, hyper::Error> {
+    let mut data = BytesMut::new();
+    loop {
+        if body.is_end_stream() {
+            return Ok(Buffered::Complete(data.freeze()));
+        }
+        match body.frame().await {
+            None => return Ok(Buffered::Complete(data.freeze())),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(frame)) => {
+                if let Ok(chunk) = frame.into_data() {
+                    data.extend_from_slice(&chunk);
+                    if data.len() > limit {
+                        return Ok(Buffered::Partial(data.freeze(), body));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A buffered prefix, then the rest of a stream.
+pub struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Incoming,
+}
+
+impl Prefixed {
+    /// The body `prefix ++ rest`.
+    pub fn body(prefix: Bytes, rest: Incoming) -> Body {
+        Prefixed {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            rest,
+        }
+        .boxed()
+    }
+}
+
+impl HttpBody for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        Pin::new(&mut self.rest)
+            .poll_frame(cx)
+            .map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.is_end_stream()
+    }
+}
+
+/// A response body that calls `done(bytes)` once, at its end or when dropped.
+pub struct Metered<F: FnOnce(u64) + Send + Sync + Unpin> {
+    inner: Body,
+    bytes: u64,
+    done: Option<F>,
+}
+
+impl<F: FnOnce(u64) + Send + Sync + Unpin + 'static> Metered<F> {
+    /// Wraps a body.
+    pub fn body(inner: Body, done: F) -> Body {
+        Metered {
+            inner,
+            bytes: 0,
+            done: Some(done),
+        }
+        .boxed()
+    }
+}
+
+impl<F: FnOnce(u64) + Send + Sync + Unpin> HttpBody for Metered<F> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                if let Some(done) = self.done.take() {
+                    done(self.bytes);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<F: FnOnce(u64) + Send + Sync + Unpin> Drop for Metered<F> {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.bytes);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Upstream connections: TCP or unix-domain sockets, opened with a connect timeout, with errors
+//! that say what happened in terms an operator can act on.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::convert::Target;
+
+/// Why an upstream connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The connect timeout passed.
+    #[error("connection to {0} timed out after {1:?}")]
+    Timeout(String, Duration),
+    /// The upstream refused or the network failed.
+    #[error("connection to {0} failed: {1}")]
+    Io(String, io::Error),
+    /// The name did not resolve.
+    #[error("DNS resolution of {0} failed: {1}")]
+    Resolve(String, String),
+}
+
+/// A connected stream.
+#[derive(Debug)]
+pub enum Io {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix-domain socket.
+    Unix(UnixStream),
+}
+
+impl Io {
+    /// The peer, for TCP.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        match self {
+            Io::Tcp(t) => t.peer_addr().ok(),
+            Io::Unix(_) => None,
+        }
+    }
+}
+
+/// Resolves a name with the system resolver (honouring `/etc/hosts`).
+pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| e.to_string())?
+        .collect();
+    if addrs.is_empty() {
+        return Err("no addresses".into());
+    }
+    Ok(addrs)
+}
+
+/// Connects to a target within `timeout`.
+pub async fn connect(target: &Target, timeout: Duration) -> Result<Io, ConnectError> {
+    let attempt = async {
+        match target {
+            Target::Socket(addr) => {
+                let s = TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(target.to_string(), e))?;
+                let _ = s.set_nodelay(true);
+                Ok(Io::Tcp(s))
+            }
+            Target::Unix(path) => UnixStream::connect(path)
+                .await
+                .map(Io::Unix)
+                .map_err(|e| ConnectError::Io(target.to_string(), e)),
+            Target::Name(host, port) => {
+                let addrs = resolve(host, *port)
+                    .await
+                    .map_err(|e| ConnectError::Resolve(host.clone(), e))?;
+                let mut last = None;
+                for addr in addrs {
+                    match TcpStream::connect(addr).await {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            return Ok(Io::Tcp(s));
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(ConnectError::Io(
+                    target.to_string(),
+                    last.unwrap_or_else(|| io::Error::other("no address")),
+                ))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Timeout(target.to_string(), timeout)),
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Tcp(s) => s.is_write_vectored(),
+            Io::Unix(s) => s.is_write_vectored(),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Upstream HTTP connection pools, one per cluster: HTTP/1.1 connections reused one request at
+//! a time, HTTP/2 connections multiplexed, both keyed by endpoint. A request that could not
+//! even be written to a reused connection (the upstream closed it while idle) is sent again on
+//! a new connection, as Envoy does; anything else is reported to the router with its kind so
+//! that retry policies can act on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::convert::Target;
+use crate::io::{ConnectError, connect};
+
+/// Errors inside bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type requests and responses are carried in.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Protocol of one upstream request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 with prior knowledge.
+    Http2,
+}
+
+/// Why an upstream request failed before a response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The HTTP/2 upstream refused the stream.
+    #[error("the upstream refused the stream")]
+    RefusedStream,
+    /// The connection closed or the stream was reset before a response.
+    #[error("the upstream reset the connection before responding: {0}")]
+    Reset(String),
+    /// The connection handshake failed.
+    #[error("HTTP handshake with the upstream failed: {0}")]
+    Handshake(String),
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+    used: u32,
+}
+
+/// Connection counters of a pool.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Connections opened.
+    pub cx_total: AtomicU64,
+    /// Connections that failed to open.
+    pub cx_connect_fail: AtomicU64,
+    /// Requests that reused a connection.
+    pub rq_reused: AtomicU64,
+}
+
+/// The connection pool of one cluster.
+pub struct Pool {
+    http1: Arc<Mutex<HashMap<Target, Vec<Idle>>>>,
+    http2: Mutex<HashMap<Target, http2::SendRequest<Body>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_requests_per_connection: Option<u32>,
+    /// Counters.
+    pub stats: PoolStats,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("connect_timeout", &self.connect_timeout).finish_non_exhaustive()
+    }
+}
+
+/// At most this many idle HTTP/1.1 connections are kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 128;
+
+impl Pool {
+    /// A pool with the cluster's timeouts.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_requests_per_connection: Option<u32>) -> Self {
+        Pool {
+            http1: Arc::new(Mutex::new(HashMap::new())),
+            http2: Mutex::new(HashMap::new()),
+            connect_timeout,
+            idle_timeout,
+            max_requests_per_connection,
+            stats: PoolStats::default(),
+        }
+    }
+
+    async fn open(&self, target: &Target) -> Result<crate::io::Io, SendError> {
+        match connect(target, self.connect_timeout).await {
+            Ok(io) => {
+                self.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+                Ok(io)
+            }
+            Err(e) => {
+                self.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+                Err(SendError::Connect(e))
+            }
+        }
+    }
+
+    /// Sends a request to an endpoint.
+    pub async fn send(&self, target: &Target, protocol: Protocol, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        match protocol {
+            Protocol::Http1 => self.send_http1(target, req).await,
+            Protocol::Http2 => self.send_http2(target, req).await,
+        }
+    }
+
+    fn checkout_http1(&self, target: &Target) -> Option<Idle> {
+        let mut idle = self.http1.lock().ok()?;
+        let list = idle.get_mut(target)?;
+        while let Some(conn) = list.pop() {
+            if conn.since.elapsed() < self.idle_timeout && conn.sender.is_ready() && !conn.sender.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    async fn connect_http1(&self, target: &Target) -> Result<Idle, SendError> {
+        let io = self.open(target).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| SendError::Handshake(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
+            }
+        });
+        Ok(Idle {
+            sender,
+            since: Instant::now(),
+            used: 0,
+        })
+    }
+
+    async fn send_http1(&self, target: &Target, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        let mut req = req;
+        // A reused connection may have been closed by the upstream while idle; a request that
+        // was not written is sent again on a fresh connection.
+        for _ in 0..3 {
+            let Some(mut conn) = self.checkout_http1(target) else { break };
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.stats.rq_reused.fetch_add(1, Ordering::Relaxed);
+                    self.return_when_ready(target.clone(), conn);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) => req = back,
+                    None => return Err(classify(e.into_error())),
+                },
+            }
+        }
+        let mut conn = self.connect_http1(target).await?;
+        match conn.sender.send_request(req).await {
+            Ok(resp) => {
+                self.return_when_ready(target.clone(), conn);
+                Ok(resp)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    fn return_when_ready(&self, target: Target, mut conn: Idle) {
+        if self.max_requests_per_connection.is_some_and(|m| conn.used + 1 >= m) {
+            return;
+        }
+        // The connection takes another request once this response's body has been read.
+        let idle = self.http1.clone();
+        tokio::spawn(async move {
+            if conn.sender.ready().await.is_ok() {
+                conn.used += 1;
+                conn.since = Instant::now();
+                if let Ok(mut idle) = idle.lock() {
+                    let list = idle.entry(target).or_default();
+                    if list.len() < MAX_IDLE_PER_ENDPOINT {
+                        list.push(conn);
+                    }
+                }
+            }
+        });
+    }
+
+    async fn send_http2(&self, target: &Target, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        let existing = self
+            .http2
+            .lock()
+            .ok()
+            .and_then(|m| m.get(target).filter(|s| !s.is_closed()).cloned());
+        let mut sender = match existing {
+            Some(s) => {
+                self.stats.rq_reused.fetch_add(1, Ordering::Relaxed);
+                s
+            }
+            None => {
+                let io = self.open(target).await?;
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .handshake(TokioIo::new(io))
+                    .await
+                    .map_err(|e| SendError::Handshake(e.to_string()))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+                    }
+                });
+                if let Ok(mut m) = self.http2.lock() {
+                    m.insert(target.clone(), sender.clone());
+                }
+                sender
+            }
+        };
+        sender.ready().await.map_err(classify)?;
+        sender.send_request(req).await.map_err(classify)
+    }
+}
+
+/// Maps a hyper error to what retry policies see.
+fn classify(e: hyper::Error) -> SendError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return SendError::RefusedStream;
+            }
+        }
+        source = s.source();
+    }
+    SendError::Reset(e.to_string())
+}

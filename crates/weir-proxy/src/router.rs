@@ -1,0 +1,476 @@
+//! The router: sends a request to the route's cluster as Envoy's router filter does — picks the
+//! cluster (weighted) and a host (the cluster's load balancer, with the route's hash policy),
+//! applies the request headers Envoy sets, enforces the route timeout (or
+//! `x-envoy-upstream-rq-timeout-ms`, or `grpc-timeout`), and retries per the retry policy with
+//! jittered back-off, per-try timeouts and, if asked, other hosts than those tried.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::action::{Forward, HashPolicy, WeightedTarget};
+use crate::body::{self, Buffered};
+use crate::http::{HttpContext, finish_local, flags, record, rewritten_path, strip_hop_by_hop, uuid4};
+use crate::lb::{Host, PickContext};
+use crate::pool::{Body, SendError};
+use crate::retry::{Outcome, RetryPolicy};
+use crate::stats::Destination;
+use crate::upstream::NoHost;
+
+/// Bodies up to this size are kept so the request can be retried (Envoy's default buffer
+/// limit is 1 MiB per connection; requests beyond this are streamed and not retried).
+const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
+
+use crate::http::Matched;
+
+/// Envoy's request headers that configure the router; consumed here.
+const ENVOY_CONTROL_HEADERS: [&str; 5] = [
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+];
+
+fn grpc_timeout(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?;
+    let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The request's timeout: header override, then gRPC, then the route's.
+fn request_timeout(forward: &Forward, headers: &http::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("x-envoy-upstream-rq-timeout-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return (ms > 0).then(|| Duration::from_millis(ms));
+    }
+    if let Some(max) = forward.grpc_timeout_max {
+        if let Some(t) = headers.get("grpc-timeout").and_then(grpc_timeout) {
+            return Some(match max {
+                Some(m) => t.min(m),
+                None => t,
+            });
+        }
+    }
+    forward.timeout
+}
+
+fn hash_for(policies: &[crate::action::HashPolicyEntry], req: &Request<Incoming>, ctx: &HttpContext) -> Option<u64> {
+    let mut hash: Option<u64> = None;
+    for p in policies {
+        let value: Option<String> = match &p.policy {
+            HashPolicy::Header(h) => {
+                let values: Vec<&[u8]> = req.headers().get_all(h).iter().map(HeaderValue::as_bytes).collect();
+                (!values.is_empty()).then(|| values.iter().map(|v| String::from_utf8_lossy(v)).collect::<Vec<_>>().join(","))
+            }
+            HashPolicy::Cookie(name) => req
+                .headers()
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_string()),
+            HashPolicy::SourceIp => Some(ctx.downstream.peer.ip().to_string()),
+            HashPolicy::QueryParameter(name) => crate::http::query_pairs(req.uri().query())
+                .into_iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_string()),
+        };
+        if let Some(v) = value {
+            let h = xxhash_rust::xxh64::xxh64(v.as_bytes(), 0);
+            // Envoy combines hashes by rotating and xoring.
+            hash = Some(hash.map_or(h, |prev| prev.rotate_left(1) ^ h));
+            if p.terminal {
+                break;
+            }
+        }
+    }
+    hash
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> Option<String> {
+    let connection_upgrade = req
+        .headers()
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    if !connection_upgrade || req.version() != Version::HTTP_11 {
+        return None;
+    }
+    req.headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+}
+
+/// Forwards a request; returns the response (or a local reply) and whether it came from
+/// upstream.
+pub async fn forward(
+    ctx: &HttpContext,
+    matched: &Matched<'_>,
+    forward: &Forward,
+    mut req: Request<Incoming>,
+    authority: &str,
+    started: Instant,
+    injected: &'static str,
+) -> (Response<Body>, bool) {
+    let snapshot = ctx.state.snapshot();
+    let Some((cluster_name, target)) = forward.clusters.pick(fastrand::u64(..), req.headers()) else {
+        ctx.state.counters.no_cluster.fetch_add(1, Ordering::Relaxed);
+        return (finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, "", flags::NO_CLUSTER, None), false);
+    };
+    let Some(cluster) = snapshot.clusters.get(&cluster_name).cloned() else {
+        ctx.state.counters.no_cluster.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(cluster = %cluster_name, "route points at a cluster this proxy does not have");
+        return (
+            finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, "", flags::NO_CLUSTER, Some(&cluster_name)),
+            false,
+        );
+    };
+    let destination = Destination::from_cluster(&cluster_name);
+    let upgrade = is_upgrade(&req);
+    if let Some(kind) = &upgrade {
+        let allowed = forward
+            .upgrades
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or_else(|| ctx.manager.upgrades.iter().any(|u| u == kind), |(_, enabled)| *enabled);
+        if !allowed {
+            return (
+                finish_local(ctx, started, StatusCode::FORBIDDEN, "upgrade not allowed", flags::INVALID, Some(&cluster_name)),
+                false,
+            );
+        }
+    }
+    cluster.warmed(cluster.config.connect_timeout).await;
+    let timeout = request_timeout(forward, req.headers());
+    let policy = RetryPolicy::for_request(forward.retry.as_ref().or(matched.vhost.retry.as_ref()), req.headers());
+    let hash = hash_for(&forward.hash_policies, &req, ctx);
+    let downstream_h2 = req.version() == Version::HTTP_2;
+    let protocol = cluster.protocol(downstream_h2);
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    // Request headers as Envoy sets them.
+    let (mut parts, incoming) = req.into_parts();
+    prepare_headers(ctx, matched, forward, target, &mut parts, authority, timeout, upgrade.is_some());
+    let path = rewritten_path(&parts.uri, matched.route, forward)
+        .or_else(|| parts.uri.path_and_query().map(|p| p.as_str().to_string()))
+        .unwrap_or_else(|| "/".into());
+    if path != parts.uri.path_and_query().map_or("/", |p| p.as_str()) {
+        if let Ok(v) = HeaderValue::from_str(parts.uri.path()) {
+            parts.headers.insert("x-envoy-original-path", v);
+        }
+    }
+    let upstream_authority = forward.host_rewrite.clone().unwrap_or_else(|| authority.to_string());
+    parts.uri = match protocol {
+        crate::pool::Protocol::Http1 => Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
+        crate::pool::Protocol::Http2 => Uri::try_from(format!("http://{upstream_authority}{path}")).unwrap_or_else(|_| Uri::from_static("/")),
+    };
+    match protocol {
+        crate::pool::Protocol::Http1 => {
+            parts.version = Version::HTTP_11;
+            if let Ok(v) = HeaderValue::from_str(&upstream_authority) {
+                parts.headers.insert(HOST, v);
+            }
+        }
+        crate::pool::Protocol::Http2 => {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(HOST);
+        }
+    }
+
+    // The body: kept for retries when small enough.
+    let mut replay: Option<Bytes> = None;
+    let mut stream: Option<Body> = None;
+    if policy.is_some() && upgrade.is_none() {
+        match body::buffer(incoming, RETRY_BUFFER_LIMIT).await {
+            Ok(Buffered::Complete(b)) => replay = Some(b),
+            Ok(Buffered::Partial(prefix, rest)) => stream = Some(body::Prefixed::body(prefix, rest)),
+            Err(e) => {
+                tracing::debug!(error = %e, "downstream request body failed");
+                return (
+                    finish_local(ctx, started, StatusCode::BAD_REQUEST, "", flags::DOWNSTREAM_TERMINATION, Some(&cluster_name)),
+                    false,
+                );
+            }
+        }
+    } else {
+        stream = Some(body::incoming(incoming));
+    }
+
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let max_retries = policy.as_ref().map_or(0, |p| p.num_retries);
+    let mut tried: Vec<Arc<Host>> = Vec::new();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let avoid: &[Arc<Host>] = if policy.as_ref().is_some_and(|p| p.avoid_previous_hosts) { &tried } else { &[] };
+        let selection_attempts = policy.as_ref().map_or(1, |p| p.host_selection_max_attempts);
+        let host = match cluster.pick(&PickContext { hash, avoid }, selection_attempts, ctx.downstream.original_dst.as_ref()) {
+            Ok(h) => h,
+            Err(NoHost::NoneHealthy) => {
+                cluster.stats.upstream_cx_none_healthy.fetch_add(1, Ordering::Relaxed);
+                return (
+                    finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", flags::NO_HEALTHY_UPSTREAM, Some(&cluster_name)),
+                    false,
+                );
+            }
+            Err(e @ NoHost::NoOriginalDestination(_)) => {
+                return (
+                    finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), flags::NO_HEALTHY_UPSTREAM, Some(&cluster_name)),
+                    false,
+                );
+            }
+        };
+        let body = match (&replay, stream.take()) {
+            (Some(b), _) => body::full(b.clone()),
+            (None, Some(s)) => s,
+            (None, None) => body::empty(),
+        };
+        let mut upstream_req = Request::from_parts(parts.clone(), body);
+        if matched.vhost.include_attempt_count {
+            upstream_req.headers_mut().insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+        }
+        let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let limit = match (remaining, per_try) {
+            (Some(r), Some(p)) => Some(r.min(p)),
+            (r, p) => r.or(p),
+        };
+        let per_try_bound = matches!((remaining, per_try), (Some(r), Some(p)) if p < r) || (remaining.is_none() && per_try.is_some());
+        cluster.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
+        host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+        host.active_requests.fetch_add(1, Ordering::Relaxed);
+        let send = cluster.pool.send(&host.target, protocol, upstream_req);
+        let sent_at = Instant::now();
+        let result = match limit {
+            Some(l) => tokio::time::timeout(l, send).await.map_err(|_| ()),
+            None => Ok(send.await),
+        };
+        host.active_requests.fetch_sub(1, Ordering::Relaxed);
+        let outcome = match &result {
+            Err(()) if per_try_bound => Outcome::PerTryTimeout,
+            Err(()) => {
+                cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
+                host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
+                return (
+                    finish_local(ctx, started, StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", flags::UPSTREAM_TIMEOUT, Some(&cluster_name)),
+                    false,
+                );
+            }
+            Ok(Ok(resp)) => Outcome::Response(
+                resp.status().as_u16(),
+                resp.headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+            ),
+            Ok(Err(SendError::Connect(_))) => {
+                host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+                Outcome::ConnectFailure
+            }
+            Ok(Err(SendError::RefusedStream)) => Outcome::RefusedStream,
+            Ok(Err(SendError::Reset(_) | SendError::Handshake(_))) => Outcome::Reset,
+        };
+        if outcome == Outcome::PerTryTimeout {
+            cluster.stats.upstream_rq_per_try_timeout.fetch_add(1, Ordering::Relaxed);
+        }
+        let retriable = policy.as_ref().is_some_and(|p| p.retries(outcome))
+            && (replay.is_some() || stream.is_some());
+        if retriable && attempt <= max_retries {
+            let wait = policy.as_ref().map_or(Duration::ZERO, |p| p.backoff(attempt, fastrand::f64()));
+            let past_deadline = deadline.is_some_and(|d| Instant::now() + wait >= d);
+            if !past_deadline {
+                cluster.stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(cluster = %cluster_name, host = %host.target, ?outcome, attempt, "retrying");
+                tried.push(host);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        } else if retriable {
+            cluster.stats.upstream_rq_retry_limit_exceeded.fetch_add(1, Ordering::Relaxed);
+        }
+        let retried = attempt > 1;
+        return match result {
+            Ok(Ok(resp)) => {
+                if retried && resp.status().as_u16() < 500 {
+                    cluster.stats.upstream_rq_retry_success.fetch_add(1, Ordering::Relaxed);
+                }
+                if resp.status().is_server_error() {
+                    host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
+                }
+                cluster.stats.count_status(resp.status().as_u16());
+                let service_time = sent_at.elapsed();
+                let resp = finish_upstream(ctx, resp, target, &destination, started, service_time, injected, downstream_upgrade);
+                (resp, true)
+            }
+            Ok(Err(e)) => {
+                host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
+                cluster.stats.upstream_rq_reset.fetch_add(1, Ordering::Relaxed);
+                let (flag, reason) = match &e {
+                    SendError::Connect(c) => (flags::UPSTREAM_CONNECTION_FAILURE, format!("connection failure, transport failure reason: {c}")),
+                    SendError::RefusedStream => (flags::UPSTREAM_RESET, "remote refused stream reset".to_string()),
+                    SendError::Reset(r) | SendError::Handshake(r) => (flags::UPSTREAM_RESET, format!("connection termination: {r}")),
+                };
+                let flag = if retried { flags::RETRY_LIMIT } else { flag };
+                let text = format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}");
+                (finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, &text, flag, Some(&cluster_name)), false)
+            }
+            Err(()) => {
+                // A per-try timeout that is not retried answers like Envoy: 504.
+                cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
+                (
+                    finish_local(ctx, started, StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", flags::UPSTREAM_TIMEOUT, Some(&cluster_name)),
+                    false,
+                )
+            }
+        };
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare_headers(
+    ctx: &HttpContext,
+    matched: &Matched<'_>,
+    forward: &Forward,
+    target: Option<&WeightedTarget>,
+    parts: &mut http::request::Parts,
+    _authority: &str,
+    timeout: Option<Duration>,
+    upgrading: bool,
+) {
+    let manager = &ctx.manager;
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h, upgrading);
+    for name in ENVOY_CONTROL_HEADERS {
+        h.remove(name);
+    }
+    // x-request-id.
+    let external = manager.use_remote_address && !manager.preserve_external_request_id;
+    if manager.generate_request_id && (external || !h.contains_key("x-request-id")) {
+        if let Ok(v) = HeaderValue::from_str(&uuid4()) {
+            h.insert("x-request-id", v);
+        }
+    }
+    // x-forwarded-for / -proto.
+    let scheme = if ctx.downstream.tls { "https" } else { "http" };
+    if manager.use_remote_address {
+        if !manager.skip_xff_append {
+            let ip = ctx.downstream.peer.ip().to_string();
+            let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
+                _ => ip,
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert("x-forwarded-for", v);
+            }
+        }
+        h.insert("x-forwarded-proto", HeaderValue::from_static(if ctx.downstream.tls { "https" } else { "http" }));
+    } else if !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }));
+    }
+    if manager.sanitize_xfcc {
+        h.remove("x-forwarded-client-cert");
+    }
+    if let Some(via) = &manager.via {
+        h.append(http::header::VIA, via.clone());
+    }
+    if let Some(t) = timeout {
+        h.insert("x-envoy-expected-rq-timeout-ms", HeaderValue::from(t.as_millis() as u64));
+    }
+    // Header operations: weighted cluster, route, virtual host, configuration.
+    if let Some(t) = target {
+        t.request_headers.apply(h);
+    }
+    matched.route.request_headers.apply(h);
+    matched.vhost.request_headers.apply(h);
+    matched.routes.request_headers.apply(h);
+    let _ = forward;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_upstream(
+    ctx: &HttpContext,
+    resp: Response<Incoming>,
+    target: Option<&WeightedTarget>,
+    destination: &Destination,
+    started: Instant,
+    service_time: Duration,
+    injected: &'static str,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<Body> {
+    let status = resp.status();
+    let (mut parts, incoming) = resp.into_parts();
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(&mut parts.headers, switching);
+    parts
+        .headers
+        .insert("x-envoy-upstream-service-time", HeaderValue::from(service_time.as_millis() as u64));
+    if let Some(t) = target {
+        t.response_headers.apply(&mut parts.headers);
+    }
+    if switching {
+        if let Some(downstream) = downstream_upgrade {
+            let upstream_resp = Response::from_parts(parts.clone(), ());
+            let mut upstream_resp = upstream_resp;
+            let upstream = hyper::upgrade::on(&mut upstream_resp);
+            let _ = incoming;
+            tokio::spawn(async move {
+                match tokio::try_join!(downstream, upstream) {
+                    Ok((d, u)) => {
+                        let mut d = hyper_util::rt::TokioIo::new(d);
+                        let mut u = hyper_util::rt::TokioIo::new(u);
+                        let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            record(ctx, started, destination, status.as_u16(), None, injected, 0);
+            return Response::from_parts(parts, body::empty());
+        }
+    }
+    let grpc_status = parts
+        .headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let state = ctx.state.clone();
+    let inbound = ctx.inbound;
+    let destination = destination.clone();
+    let code = status.as_u16();
+    let flag = if injected == flags::NONE { flags::NONE } else { injected };
+    let metered = body::Metered::body(body::incoming(incoming), move |bytes| {
+        state.metrics.record_request(&crate::stats::RequestRecord {
+            destination: &destination,
+            protocol: if grpc_status.is_some() { "grpc" } else { "http" },
+            status: code,
+            grpc_status: grpc_status.as_deref(),
+            flags: flag,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            request_bytes: 0,
+            response_bytes: bytes,
+            inbound,
+        });
+    });
+    Response::from_parts(parts, metered)
+}

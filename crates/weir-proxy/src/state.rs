@@ -1,0 +1,110 @@
+//! The proxy's configuration at one moment: compiled listeners, route configurations and
+//! clusters, swapped in whole ([`ProxyState::install`]) so a request or connection always sees
+//! one consistent version, and the data path reads it without locks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use arc_swap::ArcSwap;
+
+use crate::listener::ListenerConfig;
+use crate::routes::CompiledRoutes;
+use crate::stats::IstioMetrics;
+use crate::upstream::ClusterRuntime;
+
+/// One consistent configuration.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Listeners by name.
+    pub listeners: BTreeMap<String, Arc<ListenerConfig>>,
+    /// Route configurations by name.
+    pub routes: HashMap<String, Arc<CompiledRoutes>>,
+    /// Clusters by name.
+    pub clusters: HashMap<String, Arc<ClusterRuntime>>,
+    /// Listener names by address.
+    by_address: HashMap<SocketAddr, String>,
+}
+
+impl Snapshot {
+    /// A snapshot of these parts.
+    pub fn new(
+        listeners: BTreeMap<String, Arc<ListenerConfig>>,
+        routes: HashMap<String, Arc<CompiledRoutes>>,
+        clusters: HashMap<String, Arc<ClusterRuntime>>,
+    ) -> Self {
+        let by_address = listeners
+            .values()
+            .filter(|l| !l.use_original_dst)
+            .map(|l| (l.address, l.name.clone()))
+            .collect();
+        Snapshot {
+            listeners,
+            routes,
+            clusters,
+            by_address,
+        }
+    }
+
+    /// The listener that owns a destination (original-destination hand-off): the one on that
+    /// exact address, else the one on the wildcard address and that port.
+    pub fn listener_for(&self, destination: SocketAddr) -> Option<&Arc<ListenerConfig>> {
+        let wildcard = match destination.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        self.by_address
+            .get(&destination)
+            .or_else(|| self.by_address.get(&SocketAddr::new(wildcard, destination.port())))
+            .and_then(|name| self.listeners.get(name))
+    }
+}
+
+/// Proxy-wide counters (Envoy's `http.*` / `listener.*` families, summed).
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// `downstream_rq_total`.
+    pub downstream_rq_total: AtomicU64,
+    /// `downstream_cx_total`.
+    pub downstream_cx_total: AtomicU64,
+    /// `downstream_cx_active` (gauge, as a counter pair would be needlessly costly).
+    pub downstream_cx_active: AtomicU64,
+    /// `no_route` (404 for lack of a route).
+    pub no_route: AtomicU64,
+    /// `no_cluster` (a route to an unknown cluster).
+    pub no_cluster: AtomicU64,
+    /// `no_filter_chain_match`.
+    pub no_filter_chain_match: AtomicU64,
+}
+
+/// What the data path shares.
+#[derive(Debug)]
+pub struct ProxyState {
+    snapshot: ArcSwap<Snapshot>,
+    /// Istio's request and TCP metrics.
+    pub metrics: IstioMetrics,
+    /// Proxy-wide counters.
+    pub counters: ProxyCounters,
+}
+
+impl ProxyState {
+    /// An empty proxy.
+    pub fn new(metrics: IstioMetrics) -> Arc<Self> {
+        Arc::new(ProxyState {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            metrics,
+            counters: ProxyCounters::default(),
+        })
+    }
+
+    /// The current configuration.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Installs a new configuration.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}

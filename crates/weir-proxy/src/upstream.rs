@@ -1,0 +1,274 @@
+//! Clusters at run time: the compiled configuration, the current host set (swapped whole when
+//! EDS or DNS changes it, so routes are never recompiled for endpoint changes), the connection
+//! pool and the counters `/clusters` and `/stats` show.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::cluster::{ClusterConfig, Discovery, Family, UpstreamProtocol};
+use crate::convert::Target;
+use crate::endpoints::{EndpointSet, EndpointSpec, LocalityGroup};
+use crate::io::resolve;
+use crate::lb::{Host, HostSet, PickContext};
+use crate::pool::{Pool, Protocol};
+
+/// Counters of a cluster (Envoy's names without the `cluster.<name>.` prefix).
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// `upstream_rq_total`.
+    pub upstream_rq_total: AtomicU64,
+    /// `upstream_rq_2xx` … `upstream_rq_5xx` (index 0 = 1xx).
+    pub upstream_rq_class: [AtomicU64; 5],
+    /// `upstream_rq_timeout`.
+    pub upstream_rq_timeout: AtomicU64,
+    /// `upstream_rq_per_try_timeout`.
+    pub upstream_rq_per_try_timeout: AtomicU64,
+    /// `upstream_rq_retry`.
+    pub upstream_rq_retry: AtomicU64,
+    /// `upstream_rq_retry_success`.
+    pub upstream_rq_retry_success: AtomicU64,
+    /// `upstream_rq_retry_limit_exceeded`.
+    pub upstream_rq_retry_limit_exceeded: AtomicU64,
+    /// `upstream_cx_none_healthy`.
+    pub upstream_cx_none_healthy: AtomicU64,
+    /// `upstream_rq_reset` (reset before a response).
+    pub upstream_rq_reset: AtomicU64,
+    /// `upstream_cx_tx_bytes_total` (TCP proxy).
+    pub upstream_cx_tx_bytes_total: AtomicU64,
+    /// `upstream_cx_rx_bytes_total` (TCP proxy).
+    pub upstream_cx_rx_bytes_total: AtomicU64,
+    /// `update_success` (endpoint updates applied).
+    pub update_success: AtomicU64,
+    /// `update_failure` (DNS resolutions that failed).
+    pub update_failure: AtomicU64,
+}
+
+impl ClusterStats {
+    /// Counts a response status.
+    pub fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.upstream_rq_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why no host could be picked.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum NoHost {
+    /// The cluster has no usable endpoint.
+    #[error("no healthy upstream")]
+    NoneHealthy,
+    /// An original-destination cluster without a destination.
+    #[error("no original destination for cluster {0}")]
+    NoOriginalDestination(String),
+}
+
+/// A cluster at run time.
+pub struct ClusterRuntime {
+    /// Its configuration.
+    pub config: ClusterConfig,
+    /// The resource's version (unchanged resource → same runtime object).
+    pub version: String,
+    hosts: ArcSwap<HostSet>,
+    /// Whether endpoints have been received or resolved once.
+    warmed: watch::Sender<bool>,
+    /// Connections.
+    pub pool: Pool,
+    /// Counters.
+    pub stats: ClusterStats,
+    dns: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl std::fmt::Debug for ClusterRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterRuntime").field("name", &self.config.name).finish_non_exhaustive()
+    }
+}
+
+impl Drop for ClusterRuntime {
+    fn drop(&mut self) {
+        if let Ok(mut dns) = self.dns.lock() {
+            if let Some(task) = dns.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl ClusterRuntime {
+    /// Starts a cluster: static endpoints are placed now, DNS names are resolved in the
+    /// background (needs a Tokio runtime), EDS endpoints arrive with [`Self::set_endpoints`].
+    pub fn start(config: ClusterConfig, version: String) -> Arc<Self> {
+        let pool = Pool::new(config.connect_timeout, config.idle_timeout, config.max_requests_per_connection);
+        let warm = !matches!(config.discovery, Discovery::Eds(_) | Discovery::Dns { .. });
+        let runtime = Arc::new(ClusterRuntime {
+            hosts: ArcSwap::from_pointee(HostSet::empty(config.lb)),
+            warmed: watch::channel(warm).0,
+            pool,
+            stats: ClusterStats::default(),
+            dns: std::sync::Mutex::new(None),
+            version,
+            config,
+        });
+        match &runtime.config.discovery {
+            Discovery::Static(set) => runtime.set_endpoints(set),
+            Discovery::Dns {
+                strict,
+                names,
+                refresh,
+                family,
+                ..
+            } => {
+                let task = tokio::spawn(refresh_dns(
+                    Arc::downgrade(&runtime),
+                    *strict,
+                    names.clone(),
+                    *refresh,
+                    *family,
+                ));
+                if let Ok(mut dns) = runtime.dns.lock() {
+                    *dns = Some(task.abort_handle());
+                }
+            }
+            _ => {}
+        }
+        runtime
+    }
+
+    /// Replaces the endpoints (EDS, DNS); routes and listeners are untouched.
+    pub fn set_endpoints(&self, set: &EndpointSet) {
+        let previous = self.hosts.load();
+        let next = HostSet::build(
+            set,
+            self.config.lb,
+            self.config.panic_threshold,
+            self.config.locality_weighted,
+            Some(&previous),
+        );
+        self.hosts.store(Arc::new(next));
+        self.stats.update_success.fetch_add(1, Ordering::Relaxed);
+        self.warmed.send_replace(true);
+    }
+
+    /// The current hosts.
+    pub fn hosts(&self) -> Arc<HostSet> {
+        self.hosts.load_full()
+    }
+
+    /// Waits (at most `limit`) for the first endpoints, as Envoy waits for a cluster to warm.
+    pub async fn warmed(&self, limit: Duration) {
+        let mut rx = self.warmed.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|w| *w)).await;
+    }
+
+    /// Picks a host for a request or connection.
+    pub fn pick(&self, ctx: &PickContext<'_>, attempts: u32, original_dst: Option<&Target>) -> Result<Arc<Host>, NoHost> {
+        match &self.config.discovery {
+            Discovery::OriginalDst { port_override } => {
+                let target = match (original_dst, port_override) {
+                    (Some(Target::Socket(a)), Some(p)) => Target::Socket(std::net::SocketAddr::new(a.ip(), *p)),
+                    (Some(Target::Name(h, _)), Some(p)) => Target::Name(h.clone(), *p),
+                    (Some(t), _) => t.clone(),
+                    (None, _) => return Err(NoHost::NoOriginalDestination(self.config.name.clone())),
+                };
+                Ok(Host::ad_hoc(target))
+            }
+            Discovery::DynamicForwardProxy { .. } => match original_dst {
+                Some(t) => Ok(Host::ad_hoc(t.clone())),
+                None => Err(NoHost::NoOriginalDestination(self.config.name.clone())),
+            },
+            _ => {
+                let hosts = self.hosts.load();
+                hosts.pick(ctx, attempts).ok_or(NoHost::NoneHealthy)
+            }
+        }
+    }
+
+    /// The upstream protocol for a request that arrived as `downstream`.
+    pub fn protocol(&self, downstream_http2: bool) -> Protocol {
+        match self.config.protocol {
+            UpstreamProtocol::Http1 => Protocol::Http1,
+            UpstreamProtocol::Http2 => Protocol::Http2,
+            UpstreamProtocol::Downstream if downstream_http2 => Protocol::Http2,
+            UpstreamProtocol::Downstream => Protocol::Http1,
+        }
+    }
+}
+
+fn family_allows(family: Family, addr: &std::net::SocketAddr) -> bool {
+    match family {
+        Family::V4 => addr.is_ipv4(),
+        Family::V6 => addr.is_ipv6(),
+        Family::Auto | Family::V4Preferred => true,
+    }
+}
+
+/// Orders by family preference (AUTO prefers IPv6, V4_PREFERRED IPv4), keeping the resolver's
+/// order otherwise.
+fn by_preference(family: Family, mut addrs: Vec<std::net::SocketAddr>) -> Vec<std::net::SocketAddr> {
+    addrs.retain(|a| family_allows(family, a));
+    match family {
+        Family::Auto => addrs.sort_by_key(|a| a.is_ipv4()),
+        Family::V4Preferred => addrs.sort_by_key(|a| a.is_ipv6()),
+        _ => {}
+    }
+    addrs
+}
+
+/// Resolves a DNS cluster's names every `refresh`. Failures keep the previous hosts (as Envoy
+/// does) and are counted.
+async fn refresh_dns(cluster: Weak<ClusterRuntime>, strict: bool, names: EndpointSet, refresh: Duration, family: Family) {
+    loop {
+        let mut resolved = EndpointSet::default();
+        let mut failed = false;
+        for (priority, groups) in names.priorities.iter().enumerate() {
+            if resolved.priorities.len() <= priority {
+                resolved.priorities.resize_with(priority + 1, Vec::new);
+            }
+            for g in groups {
+                let mut endpoints = Vec::new();
+                for e in &g.endpoints {
+                    let addrs = match &e.target {
+                        Target::Name(host, port) => match resolve(host, *port).await {
+                            Ok(a) => by_preference(family, a),
+                            Err(err) => {
+                                tracing::warn!(host = %host, error = %err, "DNS resolution failed; keeping the previous addresses");
+                                failed = true;
+                                Vec::new()
+                            }
+                        },
+                        other => vec![match other {
+                            Target::Socket(s) => *s,
+                            _ => continue,
+                        }],
+                    };
+                    let take = if strict { addrs.len() } else { addrs.len().min(1) };
+                    endpoints.extend(addrs.into_iter().take(take).map(|a| EndpointSpec {
+                        target: Target::Socket(a),
+                        weight: e.weight,
+                        health: e.health,
+                    }));
+                }
+                resolved.priorities[priority].push(LocalityGroup {
+                    locality: g.locality.clone(),
+                    weight: g.weight,
+                    endpoints,
+                });
+            }
+        }
+        let Some(c) = cluster.upgrade() else { return };
+        if failed {
+            c.stats.update_failure.fetch_add(1, Ordering::Relaxed);
+        }
+        if !failed || !*c.warmed.borrow() {
+            // The first resolution is applied even when partial, so what resolved can be used
+            // and the rest fails fast; later failures keep the previous addresses.
+            c.set_endpoints(&resolved);
+        }
+        drop(c);
+        tokio::time::sleep(refresh).await;
+    }
+}

@@ -128,6 +128,8 @@ pub struct ClusterConfig {
     pub panic_threshold: f64,
     /// Locality weights apply (`locality_weighted_lb_config`).
     pub locality_weighted: bool,
+    /// Source address for upstream connections (`upstream_bind_config`).
+    pub source_address: Option<std::net::SocketAddr>,
     /// The cluster as received (for `/config_dump`).
     pub source: Cluster,
 }
@@ -166,7 +168,6 @@ fn unsupported(c: &Cluster) -> Option<&'static str> {
         (!c.dns_resolvers.is_empty(), "dns_resolvers"),
         (c.typed_dns_resolver_config.is_some(), "typed_dns_resolver_config"),
         (c.dns_resolution_config.is_some(), "dns_resolution_config"),
-        (c.upstream_bind_config.is_some(), "upstream_bind_config"),
         (c.protocol_selection != 0, "protocol_selection"),
         (c.preconnect_policy.is_some(), "preconnect_policy"),
         (c.connection_pool_per_downstream_connection, "connection_pool_per_downstream_connection"),
@@ -216,8 +217,23 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
     if common.is_some_and(|l| l.locality_config_specifier.is_some()) && !locality_weighted {
         return Err("zone-aware load balancing is not supported".into());
     }
+    let source_address = match &c.upstream_bind_config {
+        None => None,
+        Some(b) => {
+            #[allow(deprecated)]
+            let extra = b.freebind.is_some() || !b.socket_options.is_empty() || !b.extra_source_addresses.is_empty() || !b.additional_source_addresses.is_empty() || b.local_address_selector.is_some();
+            if extra {
+                return Err("upstream_bind_config: only source_address is supported".into());
+            }
+            b.source_address
+                .as_ref()
+                .map(|a| crate::convert::socket_address(a).map_err(|e| format!("upstream_bind_config.source_address: {e}")))
+                .transpose()?
+        }
+    };
     Ok(ClusterConfig {
         name: c.name.clone(),
+        source_address,
         discovery,
         lb,
         connect_timeout,

@@ -94,3 +94,10 @@ pub fn decode_any<M: Message + Default>(any: &Any, expected: &str, what: &str) -
     }
     M::decode(any.value.as_slice()).map_err(|e| format!("{what}: {expected} does not decode: {e}"))
 }
+
+/// A `SocketAddress` (not wrapped in an `Address`) as an IP and port.
+pub fn socket_address(s: &envoy_types::pb::envoy::config::core::v3::SocketAddress) -> Result<SocketAddr, String> {
+    socket(&Address {
+        address: Some(address::Address::SocketAddress(s.clone())),
+    })
+}

@@ -57,12 +57,25 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Connects to a target within `timeout`.
-pub async fn connect(target: &Target, timeout: Duration) -> Result<Io, ConnectError> {
+async fn tcp_connect(addr: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(source)?;
+    socket.connect(addr).await
+}
+
+/// Connects to a target within `timeout` (from `source`, if given).
+pub async fn connect(target: &Target, timeout: Duration, source: Option<SocketAddr>) -> Result<Io, ConnectError> {
     let attempt = async {
         match target {
             Target::Socket(addr) => {
-                let s = TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(target.to_string(), e))?;
+                let s = tcp_connect(*addr, source).await.map_err(|e| ConnectError::Io(target.to_string(), e))?;
                 let _ = s.set_nodelay(true);
                 Ok(Io::Tcp(s))
             }
@@ -76,7 +89,7 @@ pub async fn connect(target: &Target, timeout: Duration) -> Result<Io, ConnectEr
                     .map_err(|e| ConnectError::Resolve(host.clone(), e))?;
                 let mut last = None;
                 for addr in addrs {
-                    match TcpStream::connect(addr).await {
+                    match tcp_connect(addr, source).await {
                         Ok(s) => {
                             let _ = s.set_nodelay(true);
                             return Ok(Io::Tcp(s));

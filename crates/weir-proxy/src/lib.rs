@@ -10,10 +10,13 @@
 //!   endpoint sets from ClusterLoadAssignments; [`listener`]: listeners and filter-chain matching.
 
 pub mod action;
+pub mod admin;
 pub mod body;
+pub mod bootstrap;
 pub mod cluster;
 mod convert;
 pub mod endpoints;
+pub mod forward_proxy;
 pub mod headers;
 pub mod http;
 pub mod inspect;
@@ -21,11 +24,16 @@ pub mod io;
 pub mod pool;
 pub mod lb;
 pub mod listener;
+pub mod resources;
 pub mod retry;
 pub mod router;
 pub mod routes;
+pub mod run;
+pub mod serve;
 pub mod state;
 pub mod stats;
+pub mod tcp;
 pub mod upstream;
+pub mod xds;
 
 pub use convert::Target;

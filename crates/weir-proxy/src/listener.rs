@@ -166,6 +166,35 @@ pub struct HttpManagerConfig {
     pub response_headers: HeaderOps,
 }
 
+impl HttpManagerConfig {
+    /// A connection manager with Envoy's defaults and these routes.
+    pub fn with_routes(routes: RouteSource) -> Self {
+        HttpManagerConfig {
+            stat_prefix: String::new(),
+            routes,
+            fault: None,
+            fault_filter: false,
+            cors_filter: false,
+            use_remote_address: false,
+            skip_xff_append: false,
+            generate_request_id: true,
+            preserve_external_request_id: false,
+            always_set_request_id_in_response: false,
+            server_name: "envoy".into(),
+            via: None,
+            sanitize_xfcc: true,
+            stream_idle_timeout: Some(Duration::from_secs(300)),
+            request_timeout: None,
+            idle_timeout: Some(Duration::from_secs(3600)),
+            upgrades: Vec::new(),
+            codec: Codec::Auto,
+            strip_any_host_port: false,
+            max_request_headers: 60 * 1024,
+            response_headers: HeaderOps::default(),
+        }
+    }
+}
+
 /// Downstream HTTP codec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {

@@ -72,6 +72,7 @@ pub struct Pool {
     http1: Arc<Mutex<HashMap<Target, Vec<Idle>>>>,
     http2: Mutex<HashMap<Target, http2::SendRequest<Body>>>,
     connect_timeout: Duration,
+    source: Option<std::net::SocketAddr>,
     idle_timeout: Duration,
     max_requests_per_connection: Option<u32>,
     /// Counters.
@@ -89,8 +90,14 @@ const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 impl Pool {
     /// A pool with the cluster's timeouts.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_requests_per_connection: Option<u32>) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        source: Option<std::net::SocketAddr>,
+        idle_timeout: Duration,
+        max_requests_per_connection: Option<u32>,
+    ) -> Self {
         Pool {
+            source,
             http1: Arc::new(Mutex::new(HashMap::new())),
             http2: Mutex::new(HashMap::new()),
             connect_timeout,
@@ -101,7 +108,7 @@ impl Pool {
     }
 
     async fn open(&self, target: &Target) -> Result<crate::io::Io, SendError> {
-        match connect(target, self.connect_timeout).await {
+        match connect(target, self.connect_timeout, self.source).await {
             Ok(io) => {
                 self.stats.cx_total.fetch_add(1, Ordering::Relaxed);
                 Ok(io)

@@ -242,6 +242,13 @@ pub async fn forward(
                 );
             }
         };
+        if ctx.state.is_own(&host.target) {
+            let text = format!("refusing to pass the request through to {}, an address of this proxy (it would loop)", host.target);
+            return (
+                finish_local(ctx, started, StatusCode::BAD_GATEWAY, &text, flags::UPSTREAM_CONNECTION_FAILURE, Some(&cluster_name)),
+                false,
+            );
+        }
         let body = match (&replay, stream.take()) {
             (Some(b), _) => body::full(b.clone()),
             (None, Some(s)) => s,

@@ -86,6 +86,8 @@ pub struct ProxyState {
     pub metrics: IstioMetrics,
     /// Proxy-wide counters.
     pub counters: ProxyCounters,
+    /// Addresses this proxy accepts on; a passthrough to one of them would loop.
+    own_addresses: ArcSwap<std::collections::HashSet<SocketAddr>>,
 }
 
 impl ProxyState {
@@ -95,12 +97,26 @@ impl ProxyState {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             metrics,
             counters: ProxyCounters::default(),
+            own_addresses: ArcSwap::from_pointee(std::collections::HashSet::new()),
         })
     }
 
     /// The current configuration.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Records the addresses this proxy accepts on.
+    pub fn set_own_addresses(&self, addresses: impl IntoIterator<Item = SocketAddr>) {
+        self.own_addresses.store(Arc::new(addresses.into_iter().collect()));
+    }
+
+    /// Whether a target is one of this proxy's own addresses (a passthrough there would loop).
+    pub fn is_own(&self, target: &crate::convert::Target) -> bool {
+        match target {
+            crate::convert::Target::Socket(a) => self.own_addresses.load().contains(a),
+            _ => false,
+        }
     }
 
     /// Installs a new configuration.

@@ -102,7 +102,12 @@ impl ClusterRuntime {
     /// Starts a cluster: static endpoints are placed now, DNS names are resolved in the
     /// background (needs a Tokio runtime), EDS endpoints arrive with [`Self::set_endpoints`].
     pub fn start(config: ClusterConfig, version: String) -> Arc<Self> {
-        let pool = Pool::new(config.connect_timeout, config.idle_timeout, config.max_requests_per_connection);
+        let pool = Pool::new(
+            config.connect_timeout,
+            config.source_address,
+            config.idle_timeout,
+            config.max_requests_per_connection,
+        );
         let warm = !matches!(config.discovery, Discovery::Eds(_) | Discovery::Dns { .. });
         let runtime = Arc::new(ClusterRuntime {
             hosts: ArcSwap::from_pointee(HostSet::empty(config.lb)),

@@ -101,6 +101,11 @@ impl Subscription {
         }
     }
 
+    fn named(mut self, named: bool) -> Self {
+        self.wildcard = !named;
+        self
+    }
+
     fn apply(&mut self, pending: Pending) {
         for name in &pending.removed {
             self.held.remove(name);
@@ -143,10 +148,12 @@ impl DeltaClient {
     /// Subscribes to `names` of a type (none: everything, the wildcard); returns the request.
     pub fn subscribe(&mut self, type_url: &str, names: &[String]) -> DeltaDiscoveryRequest {
         let node = self.node_once();
+        // A first subscription with names is not a wildcard; the names are added below so
+        // that they are all sent.
         let sub = self
             .types
             .entry(type_url.to_string())
-            .or_insert_with(|| Subscription::new(names));
+            .or_insert_with(|| Subscription::new(&[]).named(!names.is_empty()));
         let new_names: Vec<String> = names
             .iter()
             .filter(|n| sub.names.insert((*n).clone()))
@@ -250,6 +257,23 @@ impl DeltaClient {
             sub.apply(pending);
         }
         request
+    }
+
+    /// Applies the part of a staged response that could be honoured (`accepted`, a subset of
+    /// it) and rejects the response with `reason`, as Envoy does for listeners and clusters:
+    /// each resource is applied whole or not at all, the rejected ones keep their previous
+    /// version (and are sent again after a reconnect, since their versions did not change).
+    pub fn partial(&mut self, accepted: Pending, reason: &str) -> DeltaDiscoveryRequest {
+        let request = self.nack(&accepted, reason);
+        if let Some(sub) = self.types.get_mut(&accepted.type_url) {
+            sub.apply(accepted);
+        }
+        request
+    }
+
+    /// The names subscribed to for a type (empty for none or the wildcard alone).
+    pub fn subscribed(&self, type_url: &str) -> BTreeSet<String> {
+        self.types.get(type_url).map(|s| s.names.clone()).unwrap_or_default()
     }
 
     /// Rejects a staged response: the held configuration stays.
@@ -504,6 +528,26 @@ mod tests {
             removed_resources: removed.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn named_subscriptions_send_their_names_and_partial_applies_what_was_accepted() {
+        let mut c = DeltaClient::new(node());
+        let first = c.subscribe(CLUSTER_TYPE, &["a".into(), "b".into()]);
+        assert_eq!(first.resource_names_subscribe, vec!["a".to_string(), "b".to_string()]);
+        let more = c.subscribe(CLUSTER_TYPE, &["b".into(), "c".into()]);
+        assert_eq!(more.resource_names_subscribe, vec!["c".to_string()]);
+        assert_eq!(c.subscribed(CLUSTER_TYPE).len(), 3);
+        let reconnect = c.on_connect();
+        assert_eq!(reconnect[0].resource_names_subscribe.len(), 3, "no wildcard for named subscriptions");
+        let mut p = c
+            .on_response(&delta_response("1", &[("a", "v1"), ("b", "v1")], &[]))
+            .unwrap();
+        p.updated.remove("b");
+        let nack = c.partial(p, "b is bad");
+        assert!(nack.error_detail.is_some());
+        let held = c.held(CLUSTER_TYPE).unwrap();
+        assert!(held.contains_key("a") && !held.contains_key("b"));
     }
 
     #[test]

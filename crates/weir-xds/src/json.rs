@@ -74,6 +74,20 @@ pub fn encoded_to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Valu
         })
 }
 
+/// Reads Envoy-style JSON (proto3 JSON mapping; `Any` values with their `@type`) as an encoded
+/// message of type `type_name` — how an Envoy bootstrap file is read. Unknown fields are errors.
+pub fn from_json(type_name: &str, value: &serde_json::Value) -> Result<Vec<u8>, JsonError> {
+    use prost::Message;
+    let descriptor = pool()?
+        .get_message_by_name(type_name)
+        .ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
+    let dynamic = DynamicMessage::deserialize(descriptor, value).map_err(|source| JsonError::Serialize {
+        type_name: type_name.to_string(),
+        source,
+    })?;
+    Ok(dynamic.encode_to_vec())
+}
+
 /// Renders a resource as sent over xDS (an `Any`), with its `@type`.
 pub fn any_to_json(type_url: &str, value: &[u8]) -> Result<serde_json::Value, JsonError> {
     let type_name = type_url.rsplit('/').next().unwrap_or(type_url);

@@ -59,7 +59,7 @@ pub fn run(args: &Args) -> ExitCode {
     };
     {
         let server = server.clone();
-        std::thread::spawn(move || watch_loop(&source, &watch, &server));
+        std::thread::spawn(move || watch_loop(&source, &watch, &server, &|| {}));
     }
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
@@ -99,7 +99,7 @@ pub fn run(args: &Args) -> ExitCode {
 
 /// Applies folder changes to the server: waits for a change, then keeps collecting until the
 /// folder has been quiet for [`DEBOUNCE`] (or [`DEBOUNCE_CAP`] has passed), then applies the batch.
-fn watch_loop(source: &FolderSource, watch: &weir_model::FolderWatch, server: &DiscoveryServer) {
+pub fn watch_loop(source: &FolderSource, watch: &weir_model::FolderWatch, server: &DiscoveryServer, changed: &dyn Fn()) {
     loop {
         let Some(first) = watch.next_batch(Duration::from_secs(3600)) else {
             continue;
@@ -129,6 +129,7 @@ fn watch_loop(source: &FolderSource, watch: &weir_model::FolderWatch, server: &D
             source.refresh(store, &paths)
         });
         if !summary.is_empty() {
+            changed();
             tracing::info!(
                 kinds = ?summary.kinds,
                 endpoints_only = summary.endpoints_only,

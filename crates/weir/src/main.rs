@@ -3,10 +3,13 @@
 mod config_dump;
 mod describe;
 mod discovery;
+mod echo;
 mod files;
 mod load;
 mod logging;
 mod monitoring;
+mod proxy;
+mod run;
 mod validate;
 
 use std::process::ExitCode;
@@ -40,6 +43,13 @@ enum Command {
     ///
     /// Exit status: 0, 2 on usage or I/O errors.
     ConfigDump(config_dump::Args),
+    /// Run the control plane, a local sidecar proxy and the gateways on a watched folder, in
+    /// one process: the embedded default for one machine.
+    Run(run::Args),
+    /// Run the proxy alone, against a control plane or from an Envoy v3 bootstrap.
+    Proxy(proxy::Args),
+    /// A small HTTP backend that answers with what it received (for demos and tests).
+    Echo(echo::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,5 +70,8 @@ fn main() -> ExitCode {
         Command::Describe(args) => describe::run(&args),
         Command::Discovery(args) => discovery::run(&args),
         Command::ConfigDump(args) => config_dump::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Proxy(args) => proxy::run(&args),
+        Command::Echo(args) => echo::run(&args),
     }
 }

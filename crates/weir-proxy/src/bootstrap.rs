@@ -1,0 +1,113 @@
+//! Envoy v3 bootstraps: `static_resources` (listeners and clusters) compiled like xDS
+//! resources, `dynamic_resources` pointing at an ADS server through a static cluster, the admin
+//! address and the node. What a bootstrap asks for that Weir does not do is an error naming it,
+//! so the same file drives Weir and Envoy with the same meaning.
+
+use std::net::SocketAddr;
+
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use envoy_types::pb::envoy::config::core::v3::{Node, config_source, grpc_service};
+use prost::Message;
+
+use crate::cluster::{ClusterConfig, Discovery};
+use crate::convert::{Target, socket};
+use crate::listener::ListenerConfig;
+
+/// What a bootstrap configures.
+#[derive(Debug)]
+pub struct BootstrapConfig {
+    /// The node identity.
+    pub node: Node,
+    /// The admin address.
+    pub admin: Option<SocketAddr>,
+    /// Static listeners.
+    pub listeners: Vec<ListenerConfig>,
+    /// Static clusters.
+    pub clusters: Vec<ClusterConfig>,
+    /// The ADS server (`http://host:port`), when `dynamic_resources.ads_config` is set.
+    pub ads: Option<String>,
+}
+
+/// Reads an encoded Bootstrap.
+pub fn from_encoded(bytes: &[u8]) -> Result<BootstrapConfig, String> {
+    let b = Bootstrap::decode(bytes).map_err(|e| format!("bootstrap does not decode: {e}"))?;
+    compile(&b)
+}
+
+/// Compiles a bootstrap.
+#[allow(deprecated)]
+pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
+    let unsupported = [
+        (b.cluster_manager.as_ref().is_some_and(|c| c.outlier_detection.is_some() || c.upstream_bind_config.is_some()), "cluster_manager"),
+        (b.hds_config.is_some(), "hds_config"),
+        (!b.stats_sinks.is_empty(), "stats_sinks"),
+        (b.tracing.is_some(), "tracing"),
+        (b.overload_manager.is_some(), "overload_manager"),
+        (!b.bootstrap_extensions.is_empty(), "bootstrap_extensions"),
+        (!b.config_sources.is_empty(), "config_sources"),
+        (b.default_config_source.is_some(), "default_config_source"),
+    ];
+    if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("bootstrap: {field} is not supported"));
+    }
+    let admin = b
+        .admin
+        .as_ref()
+        .and_then(|a| a.address.as_ref())
+        .map(|a| socket(a).map_err(|e| format!("bootstrap admin.address: {e}")))
+        .transpose()?;
+    let mut listeners = Vec::new();
+    let mut clusters = Vec::new();
+    if let Some(s) = &b.static_resources {
+        if !s.secrets.is_empty() {
+            return Err("bootstrap: static_resources.secrets are not supported (inline certificates in the TLS contexts)".into());
+        }
+        for l in &s.listeners {
+            listeners.push(ListenerConfig::compile(l).map_err(|e| format!("bootstrap: {e}"))?);
+        }
+        for c in &s.clusters {
+            clusters.push(ClusterConfig::compile(c).map_err(|e| format!("bootstrap: {e}"))?);
+        }
+    }
+    let mut ads = None;
+    if let Some(d) = &b.dynamic_resources {
+        let uses_ads = |c: &Option<envoy_types::pb::envoy::config::core::v3::ConfigSource>| {
+            c.as_ref().is_none_or(|c| matches!(c.config_source_specifier, Some(config_source::ConfigSourceSpecifier::Ads(_))))
+        };
+        if !uses_ads(&d.lds_config) || !uses_ads(&d.cds_config) {
+            return Err("bootstrap: lds_config and cds_config must use ads (only ADS is supported)".into());
+        }
+        if let Some(a) = &d.ads_config {
+            if a.api_type != 5 && a.api_type != 2 {
+                // DELTA_GRPC (5) or GRPC (2); Weir speaks delta either way.
+                return Err(format!("bootstrap: ads_config.api_type {} is not supported (use GRPC or DELTA_GRPC)", a.api_type));
+            }
+            let service = a.grpc_services.first().ok_or("bootstrap: ads_config has no grpc_services")?;
+            let cluster_name = match &service.target_specifier {
+                Some(grpc_service::TargetSpecifier::EnvoyGrpc(e)) => e.cluster_name.clone(),
+                _ => return Err("bootstrap: ads_config must use envoy_grpc with a static cluster".into()),
+            };
+            let cluster = clusters
+                .iter()
+                .find(|c| c.name == cluster_name)
+                .ok_or_else(|| format!("bootstrap: ads_config names cluster {cluster_name:?}, which is not a static cluster"))?;
+            let target = match &cluster.discovery {
+                Discovery::Static(set) | Discovery::Dns { names: set, .. } => set.iter().next().map(|(_, _, e)| e.target.clone()),
+                _ => None,
+            }
+            .ok_or_else(|| format!("bootstrap: cluster {cluster_name:?} has no endpoint for the ADS server"))?;
+            ads = Some(match target {
+                Target::Socket(a) => format!("http://{a}"),
+                Target::Name(h, p) => format!("http://{h}:{p}"),
+                Target::Unix(p) => return Err(format!("bootstrap: the ADS server at unix:{} is not supported", p.display())),
+            });
+        }
+    }
+    Ok(BootstrapConfig {
+        node: b.node.clone().unwrap_or_default(),
+        admin,
+        listeners,
+        clusters,
+        ads,
+    })
+}

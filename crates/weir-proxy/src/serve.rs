@@ -1,0 +1,470 @@
+//! Listeners at run time: sockets bound for the listeners that ask for it, accept loops, the
+//! original-destination hand-off, listener inspectors, filter-chain selection, and the chain's
+//! work (TCP proxy or HTTP). A listener whose configuration changes keeps its socket; its
+//! existing HTTP connections are drained gracefully (HTTP/1.1 `connection: close` after the
+//! current request, HTTP/2 GOAWAY) and new connections use the new configuration.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::convert::Target;
+use crate::http::{Downstream, HttpContext, handle};
+use crate::inspect::{HttpGuess, MAX_HELLO, Rewind, Tls, guess_http, parse_client_hello};
+use crate::listener::{ChainKind, Codec, ConnectionFacts, HttpManagerConfig, ListenerConfig};
+use crate::state::{ProxyState, Snapshot};
+
+/// Where listeners are bound.
+#[derive(Clone, Debug, Default)]
+pub enum BindPolicy {
+    /// As configured (Envoy): listeners with `bind_to_port` are bound at their address.
+    #[default]
+    AsConfigured,
+    /// For a proxy on a developer machine: original-destination listeners (`virtualOutbound`,
+    /// `virtualInbound`) are not bound (nothing redirects to them), and wildcard addresses are
+    /// replaced by `ip`, ports shifted by `port_offset`.
+    Local {
+        /// The address to bind instead of the wildcard.
+        ip: IpAddr,
+        /// Added to every port.
+        port_offset: i32,
+    },
+}
+
+impl BindPolicy {
+    /// The address a listener binds, if any.
+    pub fn address(&self, l: &ListenerConfig) -> Option<SocketAddr> {
+        if !l.bind_to_port {
+            return None;
+        }
+        match self {
+            BindPolicy::AsConfigured => Some(l.address),
+            BindPolicy::Local { ip, port_offset } => {
+                if l.use_original_dst {
+                    return None;
+                }
+                let port = u16::try_from(i32::from(l.address.port()) + port_offset).ok()?;
+                let address = if l.address.ip().is_unspecified() { *ip } else { l.address.ip() };
+                Some(SocketAddr::new(address, port))
+            }
+        }
+    }
+}
+
+struct Running {
+    address: SocketAddr,
+    version: String,
+    accept: tokio::task::AbortHandle,
+    drain: watch::Sender<u64>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.drain.send_modify(|g| *g += 1);
+    }
+}
+
+/// The bound listeners.
+pub struct Listeners {
+    state: Arc<ProxyState>,
+    policy: BindPolicy,
+    running: Mutex<HashMap<String, Running>>,
+    redirected: Mutex<HashMap<SocketAddr, tokio::task::AbortHandle>>,
+    extra_own: Mutex<Vec<SocketAddr>>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("listener {name:?}: cannot bind {address}: {error}")]
+pub struct BindError {
+    /// The listener.
+    pub name: String,
+    /// The address.
+    pub address: SocketAddr,
+    /// Why.
+    pub error: io::Error,
+}
+
+impl Listeners {
+    /// A listener manager for a proxy.
+    pub fn new(state: Arc<ProxyState>, policy: BindPolicy) -> Arc<Self> {
+        Arc::new(Listeners {
+            state,
+            policy,
+            running: Mutex::new(HashMap::new()),
+            redirected: Mutex::new(HashMap::new()),
+            extra_own: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The addresses bound, by listener name.
+    pub fn bound(&self) -> Vec<(String, SocketAddr)> {
+        let mut out: Vec<(String, SocketAddr)> = self
+            .running
+            .lock()
+            .map(|r| r.iter().map(|(n, r)| (n.clone(), r.address)).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Binds, keeps or closes sockets to match a snapshot; returns the listeners that could not
+    /// be bound (they are left out, the rest applies).
+    pub async fn reconcile(&self, snapshot: &Snapshot) -> Vec<BindError> {
+        let mut errors = Vec::new();
+        let wanted: HashMap<&str, (SocketAddr, &Arc<ListenerConfig>)> = snapshot
+            .listeners
+            .iter()
+            .filter_map(|(n, l)| self.policy.address(l).map(|a| (n.as_str(), (a, l))))
+            .collect();
+        let mut to_bind = Vec::new();
+        if let Ok(mut running) = self.running.lock() {
+            running.retain(|name, r| wanted.get(name.as_str()).is_some_and(|(a, _)| *a == r.address));
+            for (name, (address, l)) in &wanted {
+                let version = format!("{:?}", l.source);
+                match running.get_mut(*name) {
+                    Some(r) if r.version != version => {
+                        // Same socket, new configuration: drain what the old one accepted.
+                        r.version = version;
+                        r.drain.send_modify(|g| *g += 1);
+                    }
+                    Some(_) => {}
+                    None => to_bind.push(((*name).to_string(), *address, version)),
+                }
+            }
+        }
+        for (name, address, version) in to_bind {
+            match bind(address).await {
+                Ok(socket) => {
+                    let (drain, _) = watch::channel(0u64);
+                    let accept = tokio::spawn(accept_loop(
+                        self.state.clone(),
+                        name.clone(),
+                        socket,
+                        drain.clone(),
+                    ));
+                    tracing::info!(listener = %name, %address, "listening");
+                    if let Ok(mut running) = self.running.lock() {
+                        running.insert(
+                            name,
+                            Running {
+                                address,
+                                version,
+                                accept: accept.abort_handle(),
+                                drain,
+                            },
+                        );
+                    }
+                }
+                Err(error) => errors.push(BindError { name, address, error }),
+            }
+        }
+        self.publish_own_addresses();
+        errors
+    }
+
+    fn publish_own_addresses(&self) {
+        let mut own: Vec<SocketAddr> = self.bound().into_iter().map(|(_, a)| a).collect();
+        own.extend(self.redirected());
+        own.extend(self.extra_own.lock().map(|e| e.clone()).unwrap_or_default());
+        self.state.set_own_addresses(own);
+    }
+
+    /// Adds addresses that belong to this proxy besides its listeners (admin, forward proxy).
+    pub fn add_own_addresses(&self, addresses: &[SocketAddr]) {
+        if let Ok(mut extra) = self.extra_own.lock() {
+            extra.extend_from_slice(addresses);
+        }
+        self.publish_own_addresses();
+    }
+
+    /// Stops accepting and drains every connection.
+    pub fn shutdown(&self) {
+        if let Ok(mut running) = self.running.lock() {
+            running.clear();
+        }
+        if let Ok(mut redirected) = self.redirected.lock() {
+            for (_, task) in redirected.drain() {
+                task.abort();
+            }
+        }
+    }
+
+    /// Accepts connections on these addresses as if they had been redirected to the proxy with
+    /// that original destination (what iptables does for a sidecar; `weir run` binds service
+    /// addresses on the loopback range instead). Returns the addresses that could not be bound.
+    pub async fn set_redirected(&self, addresses: &[SocketAddr]) -> Vec<(SocketAddr, io::Error)> {
+        let wanted: std::collections::HashSet<SocketAddr> = addresses.iter().copied().collect();
+        let to_bind: Vec<SocketAddr> = match self.redirected.lock() {
+            Ok(mut current) => {
+                current.retain(|a, task| {
+                    let keep = wanted.contains(a);
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                wanted.iter().filter(|a| !current.contains_key(a)).copied().collect()
+            }
+            Err(_) => return Vec::new(),
+        };
+        let mut errors = Vec::new();
+        for address in to_bind {
+            match bind(address).await {
+                Ok(socket) => {
+                    let task = tokio::spawn(redirect_loop(self.state.clone(), socket, address));
+                    if let Ok(mut current) = self.redirected.lock() {
+                        current.insert(address, task.abort_handle());
+                    }
+                }
+                Err(e) => errors.push((address, e)),
+            }
+        }
+        self.publish_own_addresses();
+        errors
+    }
+
+    /// The addresses accepted as redirected.
+    pub fn redirected(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = self.redirected.lock().map(|r| r.keys().copied().collect()).unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
+async fn accept_loop(state: Arc<ProxyState>, name: String, socket: TcpListener, drain: watch::Sender<u64>) {
+    loop {
+        let (stream, peer) = match socket.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let name = name.clone();
+        let drain = drain.subscribe();
+        tokio::spawn(async move { accept_connection(state, &name, stream, peer, drain).await });
+    }
+}
+
+async fn redirect_loop(state: Arc<ProxyState>, socket: TcpListener, destination: SocketAddr) {
+    // Connections to a redirected address are drained only when the proxy stops.
+    let (_drain, drain_rx) = watch::channel(0u64);
+    loop {
+        let Ok((stream, peer)) = socket.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let drain = drain_rx.clone();
+        tokio::spawn(async move {
+            let snapshot = state.snapshot();
+            let listener = snapshot
+                .listener_for(destination)
+                .or_else(|| snapshot.listeners.values().find(|l| l.use_original_dst && l.traffic_direction_outbound()))
+                .cloned();
+            let Some(listener) = listener else { return };
+            dispatch(state, listener, stream, peer, destination, Some(Target::Socket(destination)), drain).await;
+        });
+    }
+}
+
+/// The original destination of a redirected connection (SO_ORIGINAL_DST), if any.
+fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let local = stream.local_addr().ok()?;
+    let addr = if local.is_ipv4() {
+        sock.original_dst_v4().ok()?
+    } else {
+        sock.original_dst_v6().ok()?
+    };
+    addr.as_socket()
+}
+
+async fn accept_connection(state: Arc<ProxyState>, name: &str, stream: TcpStream, peer: SocketAddr, drain: watch::Receiver<u64>) {
+    let snapshot = state.snapshot();
+    let Some(listener) = snapshot.listeners.get(name).cloned() else { return };
+    let Ok(local) = stream.local_addr() else { return };
+    let (listener, destination) = if listener.use_original_dst {
+        let destination = original_destination(&stream).unwrap_or(local);
+        let owner = snapshot.listener_for(destination).cloned();
+        (owner.unwrap_or(listener), destination)
+    } else {
+        (listener, local)
+    };
+    dispatch(
+        state,
+        listener,
+        stream,
+        peer,
+        destination,
+        Some(Target::Socket(destination)),
+        drain,
+    )
+    .await;
+}
+
+/// Handles a connection on a listener: inspectors, chain selection, then the chain.
+pub async fn dispatch<S>(
+    state: Arc<ProxyState>,
+    listener: Arc<ListenerConfig>,
+    mut stream: S,
+    peer: SocketAddr,
+    destination: SocketAddr,
+    original_dst: Option<Target>,
+    drain: watch::Receiver<u64>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use std::sync::atomic::Ordering;
+    state.counters.downstream_cx_total.fetch_add(1, Ordering::Relaxed);
+    state.counters.downstream_cx_active.fetch_add(1, Ordering::Relaxed);
+    let mut facts = ConnectionFacts {
+        destination: Some(destination),
+        transport: "raw_buffer",
+        ..Default::default()
+    };
+    let mut seen = BytesMut::new();
+    if listener.inspects() {
+        let inspection = inspect(&listener, &mut stream, &mut seen, &mut facts);
+        let finished = if listener.inspect_timeout.is_zero() {
+            inspection.await;
+            true
+        } else {
+            tokio::time::timeout(listener.inspect_timeout, inspection).await.is_ok()
+        };
+        if !finished && !listener.continue_on_timeout {
+            state.counters.downstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    let Some(chain) = listener.select(&facts) else {
+        tracing::debug!(listener = %listener.name, ?facts, "no filter chain matches; closing");
+        state.counters.no_filter_chain_match.fetch_add(1, Ordering::Relaxed);
+        state.counters.downstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+        return;
+    };
+    let stream = Rewind::new(seen.freeze(), stream);
+    match &chain.kind {
+        ChainKind::Tcp(tcp) => crate::tcp::proxy(&state, tcp, stream, original_dst).await,
+        ChainKind::Http(manager) => {
+            let ctx = Arc::new(HttpContext {
+                state: state.clone(),
+                manager: Arc::new((**manager).clone()),
+                downstream: Downstream {
+                    peer,
+                    local: destination,
+                    tls: false,
+                    original_dst,
+                },
+                inbound: listener.name == "virtualInbound" || listener.source.traffic_direction == 1,
+            });
+            serve_http(ctx, stream, drain).await;
+        }
+    }
+    state.counters.downstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Reads until the inspectors have decided (or the peer stops sending).
+async fn inspect<S: AsyncRead + Unpin>(listener: &ListenerConfig, stream: &mut S, seen: &mut BytesMut, facts: &mut ConnectionFacts) {
+    let mut tls_pending = listener.tls_inspector;
+    let mut http_pending = listener.http_inspector;
+    while tls_pending || http_pending {
+        if seen.len() >= MAX_HELLO {
+            break;
+        }
+        match stream.read_buf(seen).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if tls_pending {
+            match parse_client_hello(seen) {
+                Tls::NeedMore => {}
+                Tls::NotTls => tls_pending = false,
+                Tls::Hello(h) => {
+                    tls_pending = false;
+                    http_pending = false;
+                    facts.transport = "tls";
+                    facts.server_name = h.server_name;
+                    facts.application_protocols = h.alpn;
+                }
+            }
+        }
+        if http_pending && !tls_pending {
+            match guess_http(seen) {
+                HttpGuess::NeedMore => {}
+                HttpGuess::NotHttp => http_pending = false,
+                guess => {
+                    http_pending = false;
+                    if let Some(p) = guess.protocol() {
+                        facts.application_protocols = vec![p.to_string()];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Serves HTTP on a connection until it ends or is drained.
+pub async fn serve_http<S>(ctx: Arc<HttpContext>, stream: S, mut drain: watch::Receiver<u64>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let manager: &HttpManagerConfig = &ctx.manager;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(60))
+        .max_buf_size(manager.max_request_headers.max(8192) * 2);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(manager.max_request_headers).unwrap_or(u32::MAX));
+    let builder = match manager.codec {
+        Codec::Auto => builder,
+        Codec::Http1 => builder.http1_only(),
+        Codec::Http2 => builder.http2_only(),
+    };
+    let service_ctx = ctx.clone();
+    let service = service_fn(move |req| handle(service_ctx.clone(), req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let start = *drain.borrow_and_update();
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
+            }
+        }
+        _ = async { let _ = drain.wait_for(|g| *g != start).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

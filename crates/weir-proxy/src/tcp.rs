@@ -1,0 +1,141 @@
+//! The TCP proxy filter: a weighted cluster pick, a host from the cluster's load balancer (or
+//! the original destination), up to `max_connect_attempts` connects, then bytes both ways until
+//! either side closes or nothing moves for the idle timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::convert::Target;
+use crate::io::connect;
+use crate::lb::PickContext;
+use crate::listener::TcpProxyConfig;
+use crate::state::ProxyState;
+use crate::stats::Destination;
+
+/// Proxies one downstream connection.
+pub async fn proxy<S>(state: &ProxyState, config: &TcpProxyConfig, downstream: S, original_dst: Option<Target>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let snapshot = state.snapshot();
+    let Some((cluster_name, _)) = config.clusters.pick(fastrand::u64(..), &http::HeaderMap::new()) else {
+        return;
+    };
+    let destination = Destination::from_cluster(&cluster_name);
+    let Some(cluster) = snapshot.clusters.get(&cluster_name).cloned() else {
+        tracing::debug!(cluster = %cluster_name, "tcp_proxy cluster not found; closing");
+        state.counters.no_cluster.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    cluster.warmed(cluster.config.connect_timeout).await;
+    let mut tried = Vec::new();
+    let mut upstream = None;
+    for _ in 0..config.max_connect_attempts {
+        let host = match cluster.pick(&PickContext { hash: None, avoid: &tried }, 2, original_dst.as_ref()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(cluster = %cluster_name, error = %e, "tcp_proxy: no upstream");
+                cluster.stats.upstream_cx_none_healthy.fetch_add(1, Ordering::Relaxed);
+                let labels = state.metrics.tcp_labels(&destination, "UH");
+                state.metrics.tcp_opened(&labels);
+                state.metrics.tcp_closed(&labels, 0, 0);
+                return;
+            }
+        };
+        if state.is_own(&host.target) {
+            tracing::warn!(target = %host.target, "refusing a passthrough to this proxy's own address (it would loop)");
+            return;
+        }
+        match connect(&host.target, cluster.config.connect_timeout, cluster.config.source_address).await {
+            Ok(io) => {
+                host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+                cluster.pool.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+                upstream = Some((io, host));
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(cluster = %cluster_name, error = %e, "tcp_proxy: connect failed");
+                host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+                cluster.pool.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+                tried.push(host);
+            }
+        }
+    }
+    let Some((upstream, host)) = upstream else {
+        let labels = state.metrics.tcp_labels(&destination, "UF");
+        state.metrics.tcp_opened(&labels);
+        state.metrics.tcp_closed(&labels, 0, 0);
+        return;
+    };
+    let labels = state.metrics.tcp_labels(&destination, "-");
+    state.metrics.tcp_opened(&labels);
+    host.active_requests.fetch_add(1, Ordering::Relaxed);
+    let (sent, received) = splice(downstream, upstream, config.idle_timeout).await;
+    host.active_requests.fetch_sub(1, Ordering::Relaxed);
+    cluster.stats.upstream_cx_tx_bytes_total.fetch_add(received, Ordering::Relaxed);
+    cluster.stats.upstream_cx_rx_bytes_total.fetch_add(sent, Ordering::Relaxed);
+    // Istio: sent = bytes sent to the downstream peer… reported from the proxy's side:
+    // received from downstream, sent back to it.
+    state.metrics.tcp_closed(&labels, sent, received);
+}
+
+/// Copies both ways; returns (bytes to downstream, bytes from downstream).
+pub async fn splice<A, B>(a: A, b: B, idle: Option<Duration>) -> (u64, u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin + Send,
+    B: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let to_a = Arc::new(AtomicU64::new(0));
+    let from_a = Arc::new(AtomicU64::new(0));
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let up = copy_counting(&mut ar, &mut bw, &from_a, &last, started);
+    let down = copy_counting(&mut br, &mut aw, &to_a, &last, started);
+    let both = async { tokio::join!(up, down) };
+    match idle {
+        None => {
+            both.await;
+        }
+        Some(idle) => {
+            let watchdog = async {
+                loop {
+                    tokio::time::sleep(idle / 4 + Duration::from_millis(1)).await;
+                    let quiet = started.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                    if quiet >= idle {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = both => {}
+                _ = watchdog => tracing::debug!("tcp_proxy idle timeout"),
+            }
+        }
+    }
+    (to_a.load(Ordering::Relaxed), from_a.load(Ordering::Relaxed))
+}
+
+async fn copy_counting<R, W>(r: &mut R, w: &mut W, count: &AtomicU64, last: &AtomicU64, started: Instant)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    let _ = w.shutdown().await;
+}

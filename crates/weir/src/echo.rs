@@ -1,0 +1,118 @@
+//! `weir echo`: a small HTTP/1.1 and h2c backend for demos and tests. It answers every request
+//! with what it received (method, path, headers, its own name), and has a few controls:
+//! `/status/<code>` answers with that status, `/delay/<ms>` waits first, and the headers
+//! `x-echo-status` / `x-echo-delay-ms` do the same on any path.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+
+/// `weir echo` arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to listen (port 0 picks a free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The name this backend reports (e.g. `reviews-v2`).
+    #[arg(long, default_value = "echo")]
+    name: String,
+}
+
+fn control(req: &Request<Incoming>) -> (StatusCode, Duration) {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut segments = req.uri().path().trim_start_matches('/').split('/');
+    let (first, second) = (segments.next().unwrap_or_default(), segments.next());
+    let path_number = second.and_then(|s| s.parse::<u64>().ok());
+    let status = match (first, path_number) {
+        ("status", Some(code)) => Some(code),
+        _ => header("x-echo-status"),
+    }
+    .and_then(|c| u16::try_from(c).ok())
+    .and_then(|c| StatusCode::from_u16(c).ok())
+    .unwrap_or(StatusCode::OK);
+    let delay = match (first, path_number) {
+        ("delay", Some(ms)) => Some(ms),
+        _ => header("x-echo-delay-ms"),
+    }
+    .map_or(Duration::ZERO, Duration::from_millis);
+    (status, delay)
+}
+
+async fn answer(name: String, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, delay) = control(&req);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+        .collect();
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let version = format!("{:?}", req.version());
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let reply = json!({
+        "server": name,
+        "method": method,
+        "uri": uri,
+        "protocol": version,
+        "peer": peer.to_string(),
+        "headers": headers,
+        "body_bytes": body.len(),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{reply:#}\n"))));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&name) {
+        resp.headers_mut().insert("x-echo-server", v);
+    }
+    Ok(resp)
+}
+
+/// Runs the command.
+pub fn run(args: &Args) -> ExitCode {
+    crate::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("weir echo: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("weir echo: cannot listen on {}: {e}", args.listen);
+                return ExitCode::from(2);
+            }
+        };
+        let local = listener.local_addr().map_or(args.listen, |a| a);
+        println!("weir echo: {} listening on {local}", args.name);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let name = args.name.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| answer(name.clone(), peer, req));
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            }
+        }
+    })
+}

@@ -1,0 +1,178 @@
+//! `weir proxy`: the data plane alone, against a control plane (`--discovery`) or from an Envoy
+//! v3 bootstrap (`--bootstrap`).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use weir_proxy::run::{ProxyOptions, RunningProxy};
+use weir_proxy::serve::BindPolicy;
+use weir_proxy::stats::Identity;
+
+/// `weir proxy` arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The control plane's ADS address (`host:port` or `http://host:port`).
+    #[arg(long, value_name = "ADDR", conflicts_with = "bootstrap")]
+    discovery: Option<String>,
+    /// The node id (Istio's form `sidecar~<ip>~<name>.<namespace>~<namespace>.svc.cluster.local`).
+    #[arg(long, value_name = "ID", default_value = "sidecar~127.0.0.1~weir-proxy.default~default.svc.cluster.local")]
+    node: String,
+    /// An Envoy v3 bootstrap (YAML or JSON): static listeners and clusters, and/or
+    /// `dynamic_resources` pointing at an ADS server.
+    #[arg(long, value_name = "FILE")]
+    bootstrap: Option<String>,
+    /// The admin endpoint (overrides the bootstrap's).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Also serve an HTTP forward-proxy port (for `HTTP_PROXY`).
+    #[arg(long, value_name = "ADDR")]
+    http_proxy: Option<SocketAddr>,
+}
+
+/// A node for an Istio-style id, with the metadata Istio's proxies send.
+pub fn node(id: &str, labels: &[(String, String)]) -> Node {
+    let namespace = id
+        .split('~')
+        .nth(2)
+        .and_then(|n| n.split_once('.'))
+        .map_or("default", |(_, ns)| ns)
+        .to_string();
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    let mut metadata = Struct::default();
+    metadata.fields.insert("NAMESPACE".into(), string(&namespace));
+    let label_struct = Struct {
+        fields: labels.iter().map(|(k, v)| (k.clone(), string(v))).collect(),
+    };
+    metadata.fields.insert(
+        "LABELS".into(),
+        Value {
+            kind: Some(Kind::StructValue(label_struct)),
+        },
+    );
+    Node {
+        id: id.to_string(),
+        cluster: namespace,
+        metadata: Some(metadata),
+        ..Default::default()
+    }
+}
+
+/// The identity for metrics from a node id.
+pub fn identity(id: &str) -> Identity {
+    let name = id.split('~').nth(2).unwrap_or("unknown");
+    let (workload, namespace) = name.split_once('.').unwrap_or((name, "default"));
+    Identity {
+        workload: workload.to_string(),
+        namespace: namespace.to_string(),
+        app: workload.to_string(),
+        version: "unknown".into(),
+        cluster: "Kubernetes".into(),
+    }
+}
+
+fn read_bootstrap(path: &str) -> Result<weir_proxy::bootstrap::BootstrapConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let json: serde_json::Value = if path.ends_with(".json") {
+        serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?
+    } else {
+        let docs = weir_api::yaml::parse_documents(&text);
+        let doc = docs.into_iter().next().ok_or_else(|| format!("{path}: empty file"))?;
+        if let Some(e) = doc.errors.first() {
+            return Err(format!("{path}:{e}"));
+        }
+        doc.root.map(|r| r.to_json()).ok_or_else(|| format!("{path}: empty document"))?
+    };
+    let bytes = weir_xds::json::from_json("envoy.config.bootstrap.v3.Bootstrap", &json).map_err(|e| format!("{path}: {e}"))?;
+    weir_proxy::bootstrap::from_encoded(&bytes).map_err(|e| format!("{path}: {e}"))
+}
+
+/// Normalises a discovery address to a URL.
+pub fn discovery_url(address: &str) -> String {
+    if address.starts_with("http://") || address.starts_with("https://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Runs the command.
+pub fn run(args: &Args) -> ExitCode {
+    crate::logging::init();
+    let bootstrap = match args.bootstrap.as_deref().map(read_bootstrap).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("weir proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.discovery.is_none() && bootstrap.is_none() {
+        eprintln!("weir proxy: give --discovery ADDR or --bootstrap FILE");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("weir proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let node = match &bootstrap {
+            Some(b) if !b.node.id.is_empty() => b.node.clone(),
+            _ => node(&args.node, &[]),
+        };
+        let options = ProxyOptions {
+            discovery: args
+                .discovery
+                .as_deref()
+                .map(discovery_url)
+                .or_else(|| bootstrap.as_ref().and_then(|b| b.ads.clone())),
+            identity: identity(&node.id),
+            node,
+            admin: args
+                .admin
+                .or_else(|| bootstrap.as_ref().and_then(|b| b.admin))
+                .or(Some(SocketAddr::from(([127, 0, 0, 1], 15000)))),
+            http_proxy: args.http_proxy,
+            bind: BindPolicy::AsConfigured,
+        };
+        let has_ads = options.discovery.is_some();
+        let proxy = match RunningProxy::start(options).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("weir proxy: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(a) = proxy.admin {
+            println!("weir proxy: admin on http://{a}");
+        }
+        if let Some(a) = proxy.http_proxy {
+            println!("weir proxy: HTTP proxy on {a}");
+        }
+        if let Some(b) = bootstrap {
+            let errors = proxy.agent.install_static(b.listeners, b.clusters).await;
+            if !errors.is_empty() {
+                for e in errors {
+                    eprintln!("weir proxy: {e}");
+                }
+                return ExitCode::from(2);
+            }
+            if !has_ads {
+                proxy.agent.set_ready();
+            }
+            for (name, address) in proxy.listeners.bound() {
+                println!("weir proxy: listener {name} on {address}");
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        println!("weir proxy: draining");
+        proxy.shutdown();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        ExitCode::SUCCESS
+    })
+}

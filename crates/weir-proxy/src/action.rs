@@ -62,7 +62,10 @@ impl Clusters {
                 }
                 targets.last().map(|t| (t.cluster.clone(), Some(t)))
             }
-            Clusters::FromHeader(h) => headers.get(h).and_then(|v| v.to_str().ok()).map(|c| (c.to_string(), None)),
+            Clusters::FromHeader(h) => headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(|c| (c.to_string(), None)),
         }
     }
 }
@@ -163,7 +166,10 @@ impl Fraction {
     /// From Envoy's FractionalPercent (absent: 100%).
     pub fn from_pb(p: Option<&FractionalPercent>) -> Self {
         let Some(p) = p else {
-            return Fraction { numerator: 1, denominator: 1 };
+            return Fraction {
+                numerator: 1,
+                denominator: 1,
+            };
         };
         let denominator = match DenominatorType::try_from(p.denominator) {
             Ok(DenominatorType::Hundred) | Err(_) => 100,
@@ -258,7 +264,8 @@ pub fn compile_action(r: &Route) -> Result<Action, String> {
                     std::fs::read(f).map_err(|e| format!("direct_response body file {f:?}: {e}"))?,
                 ),
                 Some(data_source::Specifier::EnvironmentVariable(v)) => Bytes::from(
-                    std::env::var(v).map_err(|_| format!("direct_response body variable {v:?} is not set"))?,
+                    std::env::var(v)
+                        .map_err(|_| format!("direct_response body variable {v:?} is not set"))?,
                 ),
             };
             Ok(Action::Direct(status, body))
@@ -272,7 +279,10 @@ pub fn compile_action(r: &Route) -> Result<Action, String> {
 #[allow(deprecated)]
 fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
     let unsupported = [
-        (a.cluster_not_found_response_code != 0, "cluster_not_found_response_code"),
+        (
+            a.cluster_not_found_response_code != 0,
+            "cluster_not_found_response_code",
+        ),
         (a.metadata_match.is_some(), "metadata_match"),
         (a.path_rewrite_policy.is_some(), "path_rewrite_policy"),
         (!a.path_rewrite.is_empty(), "path_rewrite"),
@@ -300,11 +310,17 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         Some(C::ClusterHeader(h)) => Clusters::FromHeader(header_name(h)?),
         Some(C::WeightedClusters(w)) => {
             if !w.runtime_key_prefix.is_empty() || w.random_value_specifier.is_some() {
-                return Err("weighted_clusters: runtime keys and header-specified random values are not supported".into());
+                return Err(
+                    "weighted_clusters: runtime keys and header-specified random values are not supported"
+                        .into(),
+                );
             }
             let mut targets = Vec::with_capacity(w.clusters.len());
             for c in &w.clusters {
-                if !c.cluster_header.is_empty() || c.metadata_match.is_some() || !c.typed_per_filter_config.is_empty() {
+                if !c.cluster_header.is_empty()
+                    || c.metadata_match.is_some()
+                    || !c.typed_per_filter_config.is_empty()
+                {
                     return Err(format!(
                         "weighted cluster {:?}: cluster_header, metadata_match and typed_per_filter_config are not supported",
                         c.name
@@ -313,14 +329,22 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
                 targets.push(WeightedTarget {
                     cluster: c.name.clone(),
                     weight: u64::from(c.weight.as_ref().map_or(0, |w| w.value)),
-                    request_headers: HeaderOps::compile(&c.request_headers_to_add, &c.request_headers_to_remove)?,
-                    response_headers: HeaderOps::compile(&c.response_headers_to_add, &c.response_headers_to_remove)?,
+                    request_headers: HeaderOps::compile(
+                        &c.request_headers_to_add,
+                        &c.request_headers_to_remove,
+                    )?,
+                    response_headers: HeaderOps::compile(
+                        &c.response_headers_to_add,
+                        &c.response_headers_to_remove,
+                    )?,
                 });
             }
             let sum: u64 = targets.iter().map(|t| t.weight).sum();
             let total = w.total_weight.as_ref().map_or(sum, |t| u64::from(t.value));
             if sum == 0 || total != sum {
-                return Err(format!("weighted_clusters: weights sum to {sum}, total_weight says {total}"));
+                return Err(format!(
+                    "weighted_clusters: weights sum to {sum}, total_weight says {total}"
+                ));
             }
             Clusters::Weighted(targets, total)
         }
@@ -341,7 +365,8 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         .as_ref()
         .map(|r| {
             let pattern = r.pattern.as_ref().ok_or("regex_rewrite without a pattern")?;
-            let re = Regex::new(&pattern.regex).map_err(|e| format!("regex_rewrite {:?}: {e}", pattern.regex))?;
+            let re =
+                Regex::new(&pattern.regex).map_err(|e| format!("regex_rewrite {:?}: {e}", pattern.regex))?;
             Ok::<_, String>((re, envoy_substitution(&r.substitution)))
         })
         .transpose()?;
@@ -356,10 +381,10 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         if m.grpc_timeout_header_offset.is_some() {
             return Err("max_stream_duration.grpc_timeout_header_offset is not supported".into());
         }
-        if let Some(d) = opt_duration(m.max_stream_duration.as_ref(), "max_stream_duration")? {
-            if !d.is_zero() {
-                timeout = Some(timeout.map_or(d, |t| t.min(d)));
-            }
+        if let Some(d) = opt_duration(m.max_stream_duration.as_ref(), "max_stream_duration")?
+            && !d.is_zero()
+        {
+            timeout = Some(timeout.map_or(d, |t| t.min(d)));
         }
         if let Some(max) = opt_duration(m.grpc_timeout_header_max.as_ref(), "grpc_timeout_header_max")? {
             grpc_timeout_max = Some((!max.is_zero()).then_some(max));
@@ -383,7 +408,9 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
                 }
                 Some(P::Cookie(c)) => {
                     if c.ttl.is_some() {
-                        return Err("hash_policy cookie with a ttl (generated cookies) is not supported".into());
+                        return Err(
+                            "hash_policy cookie with a ttl (generated cookies) is not supported".into(),
+                        );
                     }
                     HashPolicy::Cookie(c.name.clone())
                 }
@@ -404,7 +431,10 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
             if u.connect_config.is_some() {
                 return Err("upgrade connect_config is not supported".to_string());
             }
-            Ok((u.upgrade_type.to_ascii_lowercase(), u.enabled.as_ref().is_none_or(|b| b.value)))
+            Ok((
+                u.upgrade_type.to_ascii_lowercase(),
+                u.enabled.as_ref().is_none_or(|b| b.value),
+            ))
         })
         .collect::<Result<_, _>>()?;
     Ok(Forward {
@@ -442,7 +472,9 @@ fn envoy_substitution(s: &str) -> String {
 }
 
 fn compile_redirect(a: &RedirectAction) -> Result<Redirect, String> {
-    use redirect_action::{PathRewriteSpecifier as P, RedirectResponseCode as R, SchemeRewriteSpecifier as S};
+    use redirect_action::{
+        PathRewriteSpecifier as P, RedirectResponseCode as R, SchemeRewriteSpecifier as S,
+    };
     let scheme = match &a.scheme_rewrite_specifier {
         Some(S::HttpsRedirect(true)) => Some("https".to_string()),
         Some(S::HttpsRedirect(false)) | None => None,
@@ -454,7 +486,8 @@ fn compile_redirect(a: &RedirectAction) -> Result<Redirect, String> {
         Some(P::PrefixRewrite(p)) => Some(RedirectPath::Prefix(p.clone())),
         Some(P::RegexRewrite(r)) => {
             let pattern = r.pattern.as_ref().ok_or("regex_rewrite without a pattern")?;
-            let re = Regex::new(&pattern.regex).map_err(|e| format!("regex_rewrite {:?}: {e}", pattern.regex))?;
+            let re =
+                Regex::new(&pattern.regex).map_err(|e| format!("regex_rewrite {:?}: {e}", pattern.regex))?;
             Some(RedirectPath::Regex(re, envoy_substitution(&r.substitution)))
         }
         Some(P::PathRewrite(_)) => return Err("redirect path_rewrite templates are not supported".into()),
@@ -470,7 +503,8 @@ fn compile_redirect(a: &RedirectAction) -> Result<Redirect, String> {
     Ok(Redirect {
         scheme,
         host: (!a.host_redirect.is_empty()).then(|| a.host_redirect.clone()),
-        port: u16::try_from(a.port_redirect).map_err(|_| format!("port_redirect {} is out of range", a.port_redirect))?,
+        port: u16::try_from(a.port_redirect)
+            .map_err(|_| format!("port_redirect {} is out of range", a.port_redirect))?,
         path,
         status,
         strip_query: a.strip_query,
@@ -478,12 +512,15 @@ fn compile_redirect(a: &RedirectAction) -> Result<Redirect, String> {
 }
 
 /// Compiles `typed_per_filter_config` of a route, virtual host or route configuration.
-pub fn compile_filter_settings(configs: &std::collections::HashMap<String, Any>) -> Result<FilterSettings, String> {
+pub fn compile_filter_settings(
+    configs: &std::collections::HashMap<String, Any>,
+) -> Result<FilterSettings, String> {
     let mut out = FilterSettings::default();
     for (name, any) in configs {
         match name.as_str() {
             "envoy.filters.http.cors" => {
-                let p: CorsPolicy = decode_any(any, "envoy.extensions.filters.http.cors.v3.CorsPolicy", name)?;
+                let p: CorsPolicy =
+                    decode_any(any, "envoy.extensions.filters.http.cors.v3.CorsPolicy", name)?;
                 out.cors = Some(compile_cors(&p)?);
             }
             "envoy.filters.http.fault" => {
@@ -498,7 +535,9 @@ pub fn compile_filter_settings(configs: &std::collections::HashMap<String, Any>)
 
 fn compile_cors(p: &CorsPolicy) -> Result<Cors, String> {
     if p.filter_enabled.is_some() || p.shadow_enabled.is_some() || p.allow_private_network_access.is_some() {
-        return Err("cors: filter_enabled, shadow_enabled and allow_private_network_access are not supported".into());
+        return Err(
+            "cors: filter_enabled, shadow_enabled and allow_private_network_access are not supported".into(),
+        );
     }
     Ok(Cors {
         origins: p
@@ -566,7 +605,10 @@ mod tests {
     fn substitutions_become_regex_crate_syntax() {
         assert_eq!(envoy_substitution(r"/v2/\1/x$"), "/v2/${1}/x$$");
         let re = Regex::new("^/v1/(.*)$").unwrap();
-        assert_eq!(re.replace("/v1/abc", envoy_substitution(r"/v2/\1").as_str()), "/v2/abc");
+        assert_eq!(
+            re.replace("/v1/abc", envoy_substitution(r"/v2/\1").as_str()),
+            "/v2/abc"
+        );
     }
 
     #[test]

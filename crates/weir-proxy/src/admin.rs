@@ -51,12 +51,20 @@ impl Admin {
                 if *self.agent.ready().borrow() {
                     text(StatusCode::OK, "text/plain", "LIVE\n".into())
                 } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "PRE_INITIALIZING\n".into())
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "PRE_INITIALIZING\n".into(),
+                    )
                 }
             }
             "/config_dump" => {
                 let dump = self.config_dump(query.contains("include_eds"));
-                text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&dump).unwrap_or_default())
+                text(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_string_pretty(&dump).unwrap_or_default(),
+                )
             }
             "/clusters" => text(StatusCode::OK, "text/plain", self.clusters()),
             "/listeners" => {
@@ -77,7 +85,12 @@ impl Admin {
     }
 
     fn config_dump(&self, include_eds: bool) -> Value {
-        let held = self.agent.status.lock().map(|s| s.held.clone()).unwrap_or_default();
+        let held = self
+            .agent
+            .status
+            .lock()
+            .map(|s| s.held.clone())
+            .unwrap_or_default();
         let render = |t: &str| -> Vec<(String, String, Value)> {
             held.get(t)
                 .map(|m| {
@@ -147,11 +160,31 @@ impl Admin {
                     Health::Unhealthy => "/failed_eds_health",
                 };
                 let t = &h.target;
-                let _ = writeln!(out, "{name}::{t}::cx_total::{}", h.stats.cx_total.load(Ordering::Relaxed));
-                let _ = writeln!(out, "{name}::{t}::cx_connect_fail::{}", h.stats.cx_connect_fail.load(Ordering::Relaxed));
-                let _ = writeln!(out, "{name}::{t}::rq_active::{}", h.active_requests.load(Ordering::Relaxed));
-                let _ = writeln!(out, "{name}::{t}::rq_error::{}", h.stats.rq_error.load(Ordering::Relaxed));
-                let _ = writeln!(out, "{name}::{t}::rq_total::{}", h.stats.rq_total.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    out,
+                    "{name}::{t}::cx_total::{}",
+                    h.stats.cx_total.load(Ordering::Relaxed)
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}::{t}::cx_connect_fail::{}",
+                    h.stats.cx_connect_fail.load(Ordering::Relaxed)
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}::{t}::rq_active::{}",
+                    h.active_requests.load(Ordering::Relaxed)
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}::{t}::rq_error::{}",
+                    h.stats.rq_error.load(Ordering::Relaxed)
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}::{t}::rq_total::{}",
+                    h.stats.rq_total.load(Ordering::Relaxed)
+                );
                 let _ = writeln!(out, "{name}::{t}::weight::{}", h.weight);
                 let _ = writeln!(out, "{name}::{t}::region::{}", h.locality);
                 let _ = writeln!(out, "{name}::{t}::priority::{}", h.priority);
@@ -173,14 +206,32 @@ impl Admin {
                 ("upstream_rq_3xx", s.upstream_rq_class[2].load(Ordering::Relaxed)),
                 ("upstream_rq_4xx", s.upstream_rq_class[3].load(Ordering::Relaxed)),
                 ("upstream_rq_5xx", s.upstream_rq_class[4].load(Ordering::Relaxed)),
-                ("upstream_rq_timeout", s.upstream_rq_timeout.load(Ordering::Relaxed)),
-                ("upstream_rq_per_try_timeout", s.upstream_rq_per_try_timeout.load(Ordering::Relaxed)),
+                (
+                    "upstream_rq_timeout",
+                    s.upstream_rq_timeout.load(Ordering::Relaxed),
+                ),
+                (
+                    "upstream_rq_per_try_timeout",
+                    s.upstream_rq_per_try_timeout.load(Ordering::Relaxed),
+                ),
                 ("upstream_rq_retry", s.upstream_rq_retry.load(Ordering::Relaxed)),
-                ("upstream_rq_retry_success", s.upstream_rq_retry_success.load(Ordering::Relaxed)),
-                ("upstream_rq_retry_limit_exceeded", s.upstream_rq_retry_limit_exceeded.load(Ordering::Relaxed)),
-                ("upstream_cx_none_healthy", s.upstream_cx_none_healthy.load(Ordering::Relaxed)),
+                (
+                    "upstream_rq_retry_success",
+                    s.upstream_rq_retry_success.load(Ordering::Relaxed),
+                ),
+                (
+                    "upstream_rq_retry_limit_exceeded",
+                    s.upstream_rq_retry_limit_exceeded.load(Ordering::Relaxed),
+                ),
+                (
+                    "upstream_cx_none_healthy",
+                    s.upstream_cx_none_healthy.load(Ordering::Relaxed),
+                ),
                 ("upstream_cx_total", c.pool.stats.cx_total.load(Ordering::Relaxed)),
-                ("upstream_cx_connect_fail", c.pool.stats.cx_connect_fail.load(Ordering::Relaxed)),
+                (
+                    "upstream_cx_connect_fail",
+                    c.pool.stats.cx_connect_fail.load(Ordering::Relaxed),
+                ),
                 ("update_success", s.update_success.load(Ordering::Relaxed)),
                 ("update_failure", s.update_failure.load(Ordering::Relaxed)),
             ];
@@ -196,9 +247,21 @@ impl Admin {
             let _ = writeln!(out, "cluster.{cluster}.{key}: {value}");
         }
         let c = &self.state.counters;
-        let _ = writeln!(out, "http.downstream_rq_total: {}", c.downstream_rq_total.load(Ordering::Relaxed));
-        let _ = writeln!(out, "listener.downstream_cx_total: {}", c.downstream_cx_total.load(Ordering::Relaxed));
-        let _ = writeln!(out, "listener.no_filter_chain_match: {}", c.no_filter_chain_match.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "http.downstream_rq_total: {}",
+            c.downstream_rq_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "listener.downstream_cx_total: {}",
+            c.downstream_cx_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "listener.no_filter_chain_match: {}",
+            c.no_filter_chain_match.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "http.no_route: {}", c.no_route.load(Ordering::Relaxed));
         let _ = writeln!(out, "http.no_cluster: {}", c.no_cluster.load(Ordering::Relaxed));
         out
@@ -211,9 +274,21 @@ impl Admin {
             let _ = writeln!(out, "envoy_cluster_{key}{{cluster_name=\"{escaped}\"}} {value}");
         }
         let c = &self.state.counters;
-        let _ = writeln!(out, "envoy_http_downstream_rq_total {}", c.downstream_rq_total.load(Ordering::Relaxed));
-        let _ = writeln!(out, "envoy_listener_downstream_cx_total {}", c.downstream_cx_total.load(Ordering::Relaxed));
-        let _ = writeln!(out, "envoy_server_live {}", u8::from(*self.agent.ready().borrow()));
+        let _ = writeln!(
+            out,
+            "envoy_http_downstream_rq_total {}",
+            c.downstream_rq_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "envoy_listener_downstream_cx_total {}",
+            c.downstream_cx_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "envoy_server_live {}",
+            u8::from(*self.agent.ready().borrow())
+        );
         // Istio's metrics (OpenMetrics text; the trailing EOF marker is dropped so both parts
         // form one exposition).
         let istio = self.state.metrics.encode();
@@ -226,7 +301,9 @@ impl Admin {
 /// Serves the admin endpoint on an already bound socket.
 pub async fn serve(admin: Admin, socket: TcpListener) {
     loop {
-        let Ok((stream, _)) = socket.accept().await else { continue };
+        let Ok((stream, _)) = socket.accept().await else {
+            continue;
+        };
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

@@ -38,7 +38,12 @@ pub fn from_encoded(bytes: &[u8]) -> Result<BootstrapConfig, String> {
 #[allow(deprecated)]
 pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
     let unsupported = [
-        (b.cluster_manager.as_ref().is_some_and(|c| c.outlier_detection.is_some() || c.upstream_bind_config.is_some()), "cluster_manager"),
+        (
+            b.cluster_manager
+                .as_ref()
+                .is_some_and(|c| c.outlier_detection.is_some() || c.upstream_bind_config.is_some()),
+            "cluster_manager",
+        ),
         (b.hds_config.is_some(), "hds_config"),
         (!b.stats_sinks.is_empty(), "stats_sinks"),
         (b.tracing.is_some(), "tracing"),
@@ -72,7 +77,12 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
     let mut ads = None;
     if let Some(d) = &b.dynamic_resources {
         let uses_ads = |c: &Option<envoy_types::pb::envoy::config::core::v3::ConfigSource>| {
-            c.as_ref().is_none_or(|c| matches!(c.config_source_specifier, Some(config_source::ConfigSourceSpecifier::Ads(_))))
+            c.as_ref().is_none_or(|c| {
+                matches!(
+                    c.config_source_specifier,
+                    Some(config_source::ConfigSourceSpecifier::Ads(_))
+                )
+            })
         };
         if !uses_ads(&d.lds_config) || !uses_ads(&d.cds_config) {
             return Err("bootstrap: lds_config and cds_config must use ads (only ADS is supported)".into());
@@ -80,26 +90,40 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
         if let Some(a) = &d.ads_config {
             if a.api_type != 5 && a.api_type != 2 {
                 // DELTA_GRPC (5) or GRPC (2); Weir speaks delta either way.
-                return Err(format!("bootstrap: ads_config.api_type {} is not supported (use GRPC or DELTA_GRPC)", a.api_type));
+                return Err(format!(
+                    "bootstrap: ads_config.api_type {} is not supported (use GRPC or DELTA_GRPC)",
+                    a.api_type
+                ));
             }
-            let service = a.grpc_services.first().ok_or("bootstrap: ads_config has no grpc_services")?;
+            let service = a
+                .grpc_services
+                .first()
+                .ok_or("bootstrap: ads_config has no grpc_services")?;
             let cluster_name = match &service.target_specifier {
                 Some(grpc_service::TargetSpecifier::EnvoyGrpc(e)) => e.cluster_name.clone(),
                 _ => return Err("bootstrap: ads_config must use envoy_grpc with a static cluster".into()),
             };
-            let cluster = clusters
-                .iter()
-                .find(|c| c.name == cluster_name)
-                .ok_or_else(|| format!("bootstrap: ads_config names cluster {cluster_name:?}, which is not a static cluster"))?;
+            let cluster = clusters.iter().find(|c| c.name == cluster_name).ok_or_else(|| {
+                format!("bootstrap: ads_config names cluster {cluster_name:?}, which is not a static cluster")
+            })?;
             let target = match &cluster.discovery {
-                Discovery::Static(set) | Discovery::Dns { names: set, .. } => set.iter().next().map(|(_, _, e)| e.target.clone()),
+                Discovery::Static(set) | Discovery::Dns { names: set, .. } => {
+                    set.iter().next().map(|(_, _, e)| e.target.clone())
+                }
                 _ => None,
             }
-            .ok_or_else(|| format!("bootstrap: cluster {cluster_name:?} has no endpoint for the ADS server"))?;
+            .ok_or_else(|| {
+                format!("bootstrap: cluster {cluster_name:?} has no endpoint for the ADS server")
+            })?;
             ads = Some(match target {
                 Target::Socket(a) => format!("http://{a}"),
                 Target::Name(h, p) => format!("http://{h}:{p}"),
-                Target::Unix(p) => return Err(format!("bootstrap: the ADS server at unix:{} is not supported", p.display())),
+                Target::Unix(p) => {
+                    return Err(format!(
+                        "bootstrap: the ADS server at unix:{} is not supported",
+                        p.display()
+                    ));
+                }
             });
         }
     }

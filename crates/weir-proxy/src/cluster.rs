@@ -170,7 +170,10 @@ fn unsupported(c: &Cluster) -> Option<&'static str> {
         (c.dns_resolution_config.is_some(), "dns_resolution_config"),
         (c.protocol_selection != 0, "protocol_selection"),
         (c.preconnect_policy.is_some(), "preconnect_policy"),
-        (c.connection_pool_per_downstream_connection, "connection_pool_per_downstream_connection"),
+        (
+            c.connection_pool_per_downstream_connection,
+            "connection_pool_per_downstream_connection",
+        ),
         // Resilience settings are honoured by a later part of the proxy; until then a cluster
         // asking for them is refused rather than served without them.
         (c.outlier_detection.is_some(), "outlier_detection"),
@@ -196,7 +199,10 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
         Ok(cluster::DnsLookupFamily::V6Only) => Family::V6,
         Ok(cluster::DnsLookupFamily::V4Preferred) => Family::V4Preferred,
         Ok(cluster::DnsLookupFamily::All) | Err(_) => {
-            return Err(format!("dns_lookup_family {} is not supported", c.dns_lookup_family));
+            return Err(format!(
+                "dns_lookup_family {} is not supported",
+                c.dns_lookup_family
+            ));
         }
     };
     let discovery = discovery(c, family)?;
@@ -221,13 +227,20 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
         None => None,
         Some(b) => {
             #[allow(deprecated)]
-            let extra = b.freebind.is_some() || !b.socket_options.is_empty() || !b.extra_source_addresses.is_empty() || !b.additional_source_addresses.is_empty() || b.local_address_selector.is_some();
+            let extra = b.freebind.is_some()
+                || !b.socket_options.is_empty()
+                || !b.extra_source_addresses.is_empty()
+                || !b.additional_source_addresses.is_empty()
+                || b.local_address_selector.is_some();
             if extra {
                 return Err("upstream_bind_config: only source_address is supported".into());
             }
             b.source_address
                 .as_ref()
-                .map(|a| crate::convert::socket_address(a).map_err(|e| format!("upstream_bind_config.source_address: {e}")))
+                .map(|a| {
+                    crate::convert::socket_address(a)
+                        .map_err(|e| format!("upstream_bind_config.source_address: {e}"))
+                })
                 .transpose()?
         }
     };
@@ -247,7 +260,9 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
 }
 
 fn check_circuit_breakers(c: &Cluster) -> Result<(), String> {
-    let Some(cb) = &c.circuit_breakers else { return Ok(()) };
+    let Some(cb) = &c.circuit_breakers else {
+        return Ok(());
+    };
     for t in &cb.thresholds {
         let limits = [
             (t.max_connections.as_ref(), "max_connections"),
@@ -255,8 +270,13 @@ fn check_circuit_breakers(c: &Cluster) -> Result<(), String> {
             (t.max_requests.as_ref(), "max_requests"),
             (t.max_retries.as_ref(), "max_retries"),
         ];
-        if let Some((_, field)) = limits.iter().find(|(v, _)| v.is_some_and(|v| v.value != UNLIMITED)) {
-            return Err(format!("circuit breaker {field} below the maximum is not supported"));
+        if let Some((_, field)) = limits
+            .iter()
+            .find(|(v, _)| v.is_some_and(|v| v.value != UNLIMITED))
+        {
+            return Err(format!(
+                "circuit breaker {field} below the maximum is not supported"
+            ));
         }
         if t.retry_budget.is_some() || t.max_connection_pools.is_some() {
             return Err("circuit breaker retry_budget / max_connection_pools are not supported".into());
@@ -303,8 +323,8 @@ fn discovery(c: &Cluster, family: Family) -> Result<Discovery, String> {
             if kind == D::LogicalDns && names.len() != 1 {
                 return Err("a LOGICAL_DNS cluster must have exactly one endpoint".into());
             }
-            let refresh =
-                opt_duration(c.dns_refresh_rate.as_ref(), "dns_refresh_rate")?.unwrap_or(Duration::from_secs(5));
+            let refresh = opt_duration(c.dns_refresh_rate.as_ref(), "dns_refresh_rate")?
+                .unwrap_or(Duration::from_secs(5));
             Discovery::Dns {
                 strict: kind == D::StrictDns,
                 names,
@@ -321,7 +341,10 @@ fn discovery(c: &Cluster, family: Family) -> Result<Discovery, String> {
                     }
                     o.upstream_port_override
                         .as_ref()
-                        .map(|p| u16::try_from(p.value).map_err(|_| format!("upstream_port_override {} is out of range", p.value)))
+                        .map(|p| {
+                            u16::try_from(p.value)
+                                .map_err(|_| format!("upstream_port_override {} is out of range", p.value))
+                        })
                         .transpose()?
                 }
                 _ => None,
@@ -334,11 +357,17 @@ fn discovery(c: &Cluster, family: Family) -> Result<Discovery, String> {
 fn lb_policy(c: &Cluster, discovery: &Discovery) -> Result<LbPolicy, String> {
     use cluster::LbPolicy as P;
     let policy = P::try_from(c.lb_policy).map_err(|_| format!("lb_policy {} is unknown", c.lb_policy))?;
-    let provided = matches!(discovery, Discovery::OriginalDst { .. } | Discovery::DynamicForwardProxy { .. });
+    let provided = matches!(
+        discovery,
+        Discovery::OriginalDst { .. } | Discovery::DynamicForwardProxy { .. }
+    );
     if provided {
         return match policy {
             P::ClusterProvided | P::RoundRobin => Ok(LbPolicy::ClusterProvided),
-            other => Err(format!("lb_policy {} does not apply to this cluster type", other.as_str_name())),
+            other => Err(format!(
+                "lb_policy {} does not apply to this cluster type",
+                other.as_str_name()
+            )),
         };
     }
     Ok(match policy {
@@ -355,7 +384,9 @@ fn lb_policy(c: &Cluster, discovery: &Discovery) -> Result<LbPolicy, String> {
                 _ => 2,
             };
             if choice_count < 2 {
-                return Err(format!("least request choice_count {choice_count} must be at least 2"));
+                return Err(format!(
+                    "least request choice_count {choice_count} must be at least 2"
+                ));
             }
             LbPolicy::LeastRequest { choice_count }
         }
@@ -373,7 +404,9 @@ fn lb_policy(c: &Cluster, discovery: &Discovery) -> Result<LbPolicy, String> {
                 _ => (1024, 8 * 1024 * 1024),
             };
             if min > max || max > 8 * 1024 * 1024 {
-                return Err(format!("ring size bounds {min}..{max} are invalid (at most 8M, minimum ≤ maximum)"));
+                return Err(format!(
+                    "ring size bounds {min}..{max} are invalid (at most 8M, minimum ≤ maximum)"
+                ));
             }
             LbPolicy::RingHash {
                 min_ring_size: min,
@@ -382,11 +415,15 @@ fn lb_policy(c: &Cluster, discovery: &Discovery) -> Result<LbPolicy, String> {
         }
         P::Maglev => {
             let table_size = match &c.lb_config {
-                Some(cluster::LbConfig::MaglevLbConfig(m)) => m.table_size.as_ref().map_or(65537, |v| v.value),
+                Some(cluster::LbConfig::MaglevLbConfig(m)) => {
+                    m.table_size.as_ref().map_or(65537, |v| v.value)
+                }
                 _ => 65537,
             };
             if !is_prime(table_size) || table_size > 5_000_011 {
-                return Err(format!("maglev table_size {table_size} must be a prime of at most 5000011"));
+                return Err(format!(
+                    "maglev table_size {table_size} must be a prime of at most 5000011"
+                ));
             }
             LbPolicy::Maglev { table_size }
         }
@@ -396,7 +433,7 @@ fn lb_policy(c: &Cluster, discovery: &Discovery) -> Result<LbPolicy, String> {
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 #[allow(deprecated)]
@@ -410,7 +447,9 @@ fn protocol_options(c: &Cluster) -> Result<(UpstreamProtocol, Duration, Option<u
     }
     for (key, any) in &c.typed_extension_protocol_options {
         if key != KEY {
-            return Err(format!("typed_extension_protocol_options {key:?} is not supported"));
+            return Err(format!(
+                "typed_extension_protocol_options {key:?} is not supported"
+            ));
         }
         let o: HttpProtocolOptions = decode_any(any, KEY, key)?;
         if let Some(common) = &o.common_http_protocol_options {
@@ -424,14 +463,18 @@ fn protocol_options(c: &Cluster) -> Result<(UpstreamProtocol, Duration, Option<u
         use http_protocol_options::UpstreamProtocolOptions as U;
         protocol = match &o.upstream_protocol_options {
             Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
-                Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
+                Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_)) => {
+                    UpstreamProtocol::Http2
+                }
                 Some(explicit_http_config::ProtocolConfig::Http3ProtocolOptions(_)) => {
                     return Err("HTTP/3 upstreams are not supported".into());
                 }
                 _ => UpstreamProtocol::Http1,
             },
             Some(U::UseDownstreamProtocolConfig(_)) => UpstreamProtocol::Downstream,
-            Some(U::AutoConfig(_)) => return Err("auto_config (ALPN) upstream protocol is not supported".into()),
+            Some(U::AutoConfig(_)) => {
+                return Err("auto_config (ALPN) upstream protocol is not supported".into());
+            }
             None => protocol,
         };
     }

@@ -51,16 +51,21 @@ pub fn target(a: &Address) -> Result<Target, String> {
                 return Err(format!("address {}: only TCP is supported", s.address));
             }
             let port = match &s.port_specifier {
-                Some(socket_address::PortSpecifier::PortValue(p)) => {
-                    u16::try_from(*p).map_err(|_| format!("address {}: port {p} is out of range", s.address))?
-                }
+                Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(*p)
+                    .map_err(|_| format!("address {}: port {p} is out of range", s.address))?,
                 Some(socket_address::PortSpecifier::NamedPort(n)) => {
-                    return Err(format!("address {}: named port {n:?} is not supported", s.address));
+                    return Err(format!(
+                        "address {}: named port {n:?} is not supported",
+                        s.address
+                    ));
                 }
                 None => 0,
             };
             if !s.resolver_name.is_empty() {
-                return Err(format!("address {}: custom resolver {:?} is not supported", s.address, s.resolver_name));
+                return Err(format!(
+                    "address {}: custom resolver {:?} is not supported",
+                    s.address, s.resolver_name
+                ));
             }
             Ok(match s.address.parse::<IpAddr>() {
                 Ok(ip) => Target::Socket(SocketAddr::new(ip, port)),
@@ -90,13 +95,17 @@ pub fn socket(a: &Address) -> Result<SocketAddr, String> {
 pub fn decode_any<M: Message + Default>(any: &Any, expected: &str, what: &str) -> Result<M, String> {
     let found = any.type_url.rsplit('/').next().unwrap_or_default();
     if found != expected {
-        return Err(format!("{what}: typed config {found:?} is not supported (expected {expected})"));
+        return Err(format!(
+            "{what}: typed config {found:?} is not supported (expected {expected})"
+        ));
     }
     M::decode(any.value.as_slice()).map_err(|e| format!("{what}: {expected} does not decode: {e}"))
 }
 
 /// A `SocketAddress` (not wrapped in an `Address`) as an IP and port.
-pub fn socket_address(s: &envoy_types::pb::envoy::config::core::v3::SocketAddress) -> Result<SocketAddr, String> {
+pub fn socket_address(
+    s: &envoy_types::pb::envoy::config::core::v3::SocketAddress,
+) -> Result<SocketAddr, String> {
     socket(&Address {
         address: Some(address::Address::SocketAddress(s.clone())),
     })

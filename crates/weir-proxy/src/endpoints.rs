@@ -49,10 +49,11 @@ impl EndpointSet {
 
     /// Every endpoint with its priority and locality.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &LocalityGroup, &EndpointSpec)> {
-        self.priorities
-            .iter()
-            .enumerate()
-            .flat_map(|(p, groups)| groups.iter().flat_map(move |g| g.endpoints.iter().map(move |e| (p, g, e))))
+        self.priorities.iter().enumerate().flat_map(|(p, groups)| {
+            groups
+                .iter()
+                .flat_map(move |g| g.endpoints.iter().map(move |e| (p, g, e)))
+        })
     }
 }
 
@@ -72,10 +73,10 @@ pub fn locality_name(l: Option<&Locality>) -> String {
 
 /// Compiles an assignment; names (not IPs) are allowed only for DNS clusters.
 pub fn compile_assignment(cla: &ClusterLoadAssignment, allow_names: bool) -> Result<EndpointSet, String> {
-    if let Some(policy) = &cla.policy {
-        if !policy.drop_overloads.is_empty() {
-            return Err("load assignment drop_overloads is not supported".into());
-        }
+    if let Some(policy) = &cla.policy
+        && !policy.drop_overloads.is_empty()
+    {
+        return Err("load assignment drop_overloads is not supported".into());
     }
     let mut set = EndpointSet::default();
     for group in &cla.endpoints {
@@ -104,7 +105,9 @@ pub fn compile_assignment(cla: &ClusterLoadAssignment, allow_names: bool) -> Res
             let address = endpoint.address.as_ref().ok_or("an endpoint has no address")?;
             let t = target(address)?;
             if matches!(t, Target::Name(..)) && !allow_names {
-                return Err(format!("endpoint {t}: the address must be an IP (names are for DNS clusters)"));
+                return Err(format!(
+                    "endpoint {t}: the address must be an IP (names are for DNS clusters)"
+                ));
             }
             let weight = lb.load_balancing_weight.as_ref().map_or(1, |w| w.value);
             if weight == 0 {

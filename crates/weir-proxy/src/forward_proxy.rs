@@ -27,7 +27,10 @@ use crate::state::{ProxyState, Snapshot};
 fn destination(host: &str, port: u16) -> (Target, SocketAddr) {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<IpAddr>() {
-        Ok(ip) => (Target::Socket(SocketAddr::new(ip, port)), SocketAddr::new(ip, port)),
+        Ok(ip) => (
+            Target::Socket(SocketAddr::new(ip, port)),
+            SocketAddr::new(ip, port),
+        ),
         // A name: its listener is the wildcard one for the port.
         Err(_) => (
             Target::Name(bare.to_string(), port),
@@ -41,22 +44,31 @@ fn destination(host: &str, port: u16) -> (Target, SocketAddr) {
 fn listener_for(snapshot: &Snapshot, address: SocketAddr) -> Option<Arc<ListenerConfig>> {
     snapshot
         .listener_for(address)
-        .or_else(|| snapshot.listeners.values().find(|l| l.use_original_dst && l.traffic_direction_outbound()))
+        .or_else(|| {
+            snapshot
+                .listeners
+                .values()
+                .find(|l| l.use_original_dst && l.traffic_direction_outbound())
+        })
         .cloned()
 }
 
 fn bad_gateway(text: &str) -> Response<Body> {
     let mut resp = Response::new(body::full(text.to_string()));
     *resp.status_mut() = StatusCode::BAD_GATEWAY;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
     resp
 }
 
 /// Runs the forward-proxy port until the task is dropped.
 pub async fn run(state: Arc<ProxyState>, socket: TcpListener) {
     loop {
-        let Ok((stream, peer)) = socket.accept().await else { continue };
+        let Ok((stream, peer)) = socket.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
@@ -72,12 +84,18 @@ pub async fn run(state: Arc<ProxyState>, socket: TcpListener) {
     }
 }
 
-async fn serve(state: Arc<ProxyState>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+async fn serve(
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     if req.method() == Method::CONNECT {
         return Ok(connect(state, peer, req));
     }
     let Some(authority) = crate::http::authority(&req) else {
-        return Ok(bad_gateway("a proxied request needs an absolute URI or a host header"));
+        return Ok(bad_gateway(
+            "a proxied request needs an absolute URI or a host header",
+        ));
     };
     let (host, port) = split_authority(&authority, 80);
     let (target, address) = destination(&host, port);
@@ -97,7 +115,9 @@ async fn serve(state: Arc<ProxyState>, peer: SocketAddr, req: Request<Incoming>)
             // A TCP chain for this port: send the request as it is to that chain's cluster.
             let cluster = match &tcp.clusters {
                 crate::action::Clusters::One(c) => c.clone(),
-                crate::action::Clusters::Weighted(t, _) => t.first().map(|t| t.cluster.clone()).unwrap_or_default(),
+                crate::action::Clusters::Weighted(t, _) => {
+                    t.first().map(|t| t.cluster.clone()).unwrap_or_default()
+                }
                 crate::action::Clusters::FromHeader(_) => String::new(),
             };
             match HttpManagerConfig::forward_to(&cluster) {
@@ -105,7 +125,12 @@ async fn serve(state: Arc<ProxyState>, peer: SocketAddr, req: Request<Incoming>)
                 Err(e) => return Ok(bad_gateway(&e)),
             }
         }
-        None => return Ok(bad_gateway(&format!("no filter chain of listener {} takes {authority}", listener.name))),
+        None => {
+            return Ok(bad_gateway(&format!(
+                "no filter chain of listener {} takes {authority}",
+                listener.name
+            )));
+        }
     };
     let ctx = Arc::new(HttpContext {
         state,
@@ -149,7 +174,16 @@ fn connect(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>)
         match upgrade.await {
             Ok(upgraded) => {
                 let (_tx, drain) = watch::channel(0u64);
-                dispatch(state, listener, TokioIo::new(upgraded), peer, address, Some(target), drain).await;
+                dispatch(
+                    state,
+                    listener,
+                    TokioIo::new(upgraded),
+                    peer,
+                    address,
+                    Some(target),
+                    drain,
+                )
+                .await;
             }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
@@ -171,7 +205,9 @@ impl HttpManagerConfig {
     /// A connection manager that sends every request to one cluster (plain HTTP through the
     /// forward proxy to a port whose listener only proxies TCP).
     pub fn forward_to(cluster: &str) -> Result<Self, String> {
-        use envoy_types::pb::envoy::config::route::v3::{Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match};
+        use envoy_types::pb::envoy::config::route::v3::{
+            Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
+        };
         let config = RouteConfiguration {
             name: format!("forward:{cluster}"),
             virtual_hosts: vec![VirtualHost {
@@ -194,6 +230,8 @@ impl HttpManagerConfig {
             ..Default::default()
         };
         let routes = crate::routes::CompiledRoutes::compile(&config).map_err(|e| e.to_string())?;
-        Ok(HttpManagerConfig::with_routes(RouteSource::Inline(Arc::new(routes))))
+        Ok(HttpManagerConfig::with_routes(RouteSource::Inline(Arc::new(
+            routes,
+        ))))
     }
 }

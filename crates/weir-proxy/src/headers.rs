@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Append {
     /// Add another value (Envoy's default).
-    AppendOrAdd,
+    Accumulate,
     /// Add only when absent.
     AddIfAbsent,
     /// Replace, or add.
@@ -49,14 +49,18 @@ impl HeaderOps {
                 ));
             }
             let unescaped = String::from_utf8_lossy(raw).replace("%%", "%");
-            let value = HeaderValue::from_str(&unescaped)
-                .map_err(|_| format!("header {:?}: value {unescaped:?} is not a valid header value", header.key))?;
+            let value = HeaderValue::from_str(&unescaped).map_err(|_| {
+                format!(
+                    "header {:?}: value {unescaped:?} is not a valid header value",
+                    header.key
+                )
+            })?;
             #[allow(deprecated)]
             let append = match option.append.as_ref().map(|b| b.value) {
-                Some(true) => Append::AppendOrAdd,
+                Some(true) => Append::Accumulate,
                 Some(false) => Append::OverwriteOrAdd,
                 None => match HeaderAppendAction::try_from(option.append_action) {
-                    Ok(HeaderAppendAction::AppendIfExistsOrAdd) => Append::AppendOrAdd,
+                    Ok(HeaderAppendAction::AppendIfExistsOrAdd) => Append::Accumulate,
                     Ok(HeaderAppendAction::AddIfAbsent) => Append::AddIfAbsent,
                     Ok(HeaderAppendAction::OverwriteIfExistsOrAdd) => Append::OverwriteOrAdd,
                     Ok(HeaderAppendAction::OverwriteIfExists) => Append::OverwriteIfExists,
@@ -83,7 +87,7 @@ impl HeaderOps {
                 continue;
             }
             match append {
-                Append::AppendOrAdd => {
+                Append::Accumulate => {
                     headers.append(name.clone(), value.clone());
                 }
                 Append::AddIfAbsent => {
@@ -122,7 +126,8 @@ fn is_plain_percent(raw: &[u8]) -> bool {
 
 /// A header name, checked.
 pub fn header_name(name: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| format!("{name:?} is not a valid header name"))
+    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))
 }
 
 #[cfg(test)]
@@ -171,8 +176,15 @@ mod tests {
 
     #[test]
     fn command_operators_and_bad_names_are_errors() {
-        let e = HeaderOps::compile(&[option("x-a", "%DOWNSTREAM_REMOTE_ADDRESS%", HeaderAppendAction::AddIfAbsent)], &[])
-            .unwrap_err();
+        let e = HeaderOps::compile(
+            &[option(
+                "x-a",
+                "%DOWNSTREAM_REMOTE_ADDRESS%",
+                HeaderAppendAction::AddIfAbsent,
+            )],
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains("command operators"), "{e}");
         assert!(HeaderOps::compile(&[], &["bad name".into()]).is_err());
         assert!(HeaderOps::compile(&[option(":path", "/", HeaderAppendAction::AddIfAbsent)], &[]).is_err());

@@ -50,7 +50,8 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u16(&mut self) -> Option<usize> {
-        self.take(2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        self.take(2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
     }
     fn vec8(&mut self) -> Option<&'a [u8]> {
         let n = usize::from(self.u8()?);
@@ -82,7 +83,11 @@ pub fn parse_client_hello(data: &[u8]) -> Tls {
             return Tls::NotTls;
         }
         let Some(body) = r.take(len) else {
-            return if data.len() >= MAX_HELLO { Tls::NotTls } else { Tls::NeedMore };
+            return if data.len() >= MAX_HELLO {
+                Tls::NotTls
+            } else {
+                Tls::NeedMore
+            };
         };
         handshake.extend_from_slice(body);
         // Handshake header: type 1 (ClientHello), 24-bit length.
@@ -90,7 +95,9 @@ pub fn parse_client_hello(data: &[u8]) -> Tls {
             if handshake[0] != 1 {
                 return Tls::NotTls;
             }
-            let hello_len = (usize::from(handshake[1]) << 16) | (usize::from(handshake[2]) << 8) | usize::from(handshake[3]);
+            let hello_len = (usize::from(handshake[1]) << 16)
+                | (usize::from(handshake[2]) << 8)
+                | usize::from(handshake[3]);
             if handshake.len() >= 4 + hello_len {
                 return match hello(&handshake[4..4 + hello_len]) {
                     Some(h) => Tls::Hello(h),
@@ -179,7 +186,11 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub fn guess_http(data: &[u8]) -> HttpGuess {
     let n = data.len().min(H2_PREFACE.len());
     if data[..n] == H2_PREFACE[..n] {
-        return if n == H2_PREFACE.len() { HttpGuess::H2c } else { HttpGuess::NeedMore };
+        return if n == H2_PREFACE.len() {
+            HttpGuess::H2c
+        } else {
+            HttpGuess::NeedMore
+        };
     }
     let line_end = data.iter().position(|b| *b == b'\n');
     let line = &data[..line_end.unwrap_or(data.len())];
@@ -187,14 +198,20 @@ pub fn guess_http(data: &[u8]) -> HttpGuess {
     let method_len = line.iter().position(|b| *b == b' ');
     let is_token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     match method_len {
-        None if line.iter().all(is_token) && line_end.is_none() && line.len() < 16 => return HttpGuess::NeedMore,
+        None if line.iter().all(is_token) && line_end.is_none() && line.len() < 16 => {
+            return HttpGuess::NeedMore;
+        }
         None => return HttpGuess::NotHttp,
         Some(0) => return HttpGuess::NotHttp,
         Some(m) if !line[..m].iter().all(is_token) => return HttpGuess::NotHttp,
         Some(_) => {}
     }
     let Some(_) = line_end else {
-        return if data.len() > 8192 { HttpGuess::NotHttp } else { HttpGuess::NeedMore };
+        return if data.len() > 8192 {
+            HttpGuess::NotHttp
+        } else {
+            HttpGuess::NeedMore
+        };
     };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.ends_with(b" HTTP/1.1") {
@@ -221,7 +238,11 @@ impl<S> Rewind<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);

@@ -71,11 +71,17 @@ async fn tcp_connect(addr: SocketAddr, source: Option<SocketAddr>) -> io::Result
 }
 
 /// Connects to a target within `timeout` (from `source`, if given).
-pub async fn connect(target: &Target, timeout: Duration, source: Option<SocketAddr>) -> Result<Io, ConnectError> {
+pub async fn connect(
+    target: &Target,
+    timeout: Duration,
+    source: Option<SocketAddr>,
+) -> Result<Io, ConnectError> {
     let attempt = async {
         match target {
             Target::Socket(addr) => {
-                let s = tcp_connect(*addr, source).await.map_err(|e| ConnectError::Io(target.to_string(), e))?;
+                let s = tcp_connect(*addr, source)
+                    .await
+                    .map_err(|e| ConnectError::Io(target.to_string(), e))?;
                 let _ = s.set_nodelay(true);
                 Ok(Io::Tcp(s))
             }

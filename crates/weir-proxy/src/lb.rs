@@ -103,7 +103,11 @@ impl Picker {
             schedule: Vec::new(),
             // Start round robin at a random offset, as Envoy does, so that many proxies do
             // not all send their first request to the same host.
-            cursor: AtomicUsize::new(if hosts.is_empty() { 0 } else { fastrand::usize(..hosts.len()) }),
+            cursor: AtomicUsize::new(if hosts.is_empty() {
+                0
+            } else {
+                fastrand::usize(..hosts.len())
+            }),
             ring: Vec::new(),
             maglev: Vec::new(),
             hosts,
@@ -151,7 +155,8 @@ impl Picker {
                     let candidate = self.weighted_random();
                     best = match (best, candidate) {
                         (Some(b), Some(c))
-                            if c.active_requests.load(Ordering::Relaxed) < b.active_requests.load(Ordering::Relaxed) =>
+                            if c.active_requests.load(Ordering::Relaxed)
+                                < b.active_requests.load(Ordering::Relaxed) =>
                         {
                             Some(c)
                         }
@@ -187,7 +192,10 @@ fn smooth_wrr(hosts: &[Arc<Host>]) -> Vec<u32> {
     let mut total: u64 = weights.iter().sum();
     if total > 65_536 {
         let scale = total as f64 / 65_536.0;
-        weights = weights.iter().map(|w| ((*w as f64 / scale).round() as u64).max(1)).collect();
+        weights = weights
+            .iter()
+            .map(|w| ((*w as f64 / scale).round() as u64).max(1))
+            .collect();
         total = weights.iter().sum();
     }
     let mut current = vec![0i64; hosts.len()];
@@ -196,7 +204,11 @@ fn smooth_wrr(hosts: &[Arc<Host>]) -> Vec<u32> {
         for (c, w) in current.iter_mut().zip(&weights) {
             *c += i64::try_from(*w).unwrap_or(i64::MAX);
         }
-        let Some((best, _)) = current.iter().enumerate().max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i))) else {
+        let Some((best, _)) = current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+        else {
             break;
         };
         current[best] -= i64::try_from(total).unwrap_or(i64::MAX);
@@ -226,7 +238,10 @@ fn build_ring(hosts: &[Arc<Host>], min: u64, max: u64) -> Vec<(u64, u32)> {
         let address = h.target.to_string();
         while (placed as f64) < target && placed < max {
             let key = format!("{address}_{placed}");
-            ring.push((xxhash_rust::xxh64::xxh64(key.as_bytes(), 0), u32::try_from(i).unwrap_or(0)));
+            ring.push((
+                xxhash_rust::xxh64::xxh64(key.as_bytes(), 0),
+                u32::try_from(i).unwrap_or(0),
+            ));
             placed += 1;
         }
     }
@@ -257,7 +272,9 @@ fn build_maglev(hosts: &[Arc<Host>], size: u64) -> Vec<u32> {
     while filled < size_usize {
         for (i, h) in hosts.iter().enumerate() {
             // Weighted: a host takes its turn when its share of the iterations is due.
-            if u64::from(h.weight) * iteration < u64::from(max_weight) * (next[i] + 1) && h.weight != max_weight {
+            if u64::from(h.weight) * iteration < u64::from(max_weight) * (next[i] + 1)
+                && h.weight != max_weight
+            {
                 continue;
             }
             let (offset, skip) = prefs[i];
@@ -328,7 +345,12 @@ impl HostSet {
                     let reused = previous.and_then(|p| {
                         p.hosts
                             .iter()
-                            .find(|h| h.target == e.target && h.weight == e.weight && h.health == e.health && h.priority == priority)
+                            .find(|h| {
+                                h.target == e.target
+                                    && h.weight == e.weight
+                                    && h.health == e.health
+                                    && h.priority == priority
+                            })
                             .cloned()
                     });
                     let host = reused.unwrap_or_else(|| {
@@ -347,7 +369,13 @@ impl HostSet {
                 }
                 level_hosts.push(group_hosts);
             }
-            levels.push(build_level(groups, level_hosts, policy, panic_threshold, locality_weighted));
+            levels.push(build_level(
+                groups,
+                level_hosts,
+                policy,
+                panic_threshold,
+                locality_weighted,
+            ));
         }
         let loads = priority_loads(&levels);
         HostSet {
@@ -360,7 +388,9 @@ impl HostSet {
 
     /// Whether any host can take traffic.
     pub fn has_usable(&self) -> bool {
-        self.levels.iter().any(|l| l.pickers.iter().any(|(_, p)| !p.hosts.is_empty()))
+        self.levels
+            .iter()
+            .any(|l| l.pickers.iter().any(|(_, p)| !p.hosts.is_empty()))
     }
 
     /// Picks a host; `None` when there is none to use ("no healthy upstream").
@@ -385,7 +415,10 @@ impl HostSet {
                 Some(h) => (h % 10_000) as f64 / 100.0,
                 None => fastrand::f64() * 100.0,
             };
-            let i = self.loads.partition_point(|l| *l <= point).min(self.levels.len() - 1);
+            let i = self
+                .loads
+                .partition_point(|l| *l <= point)
+                .min(self.levels.len() - 1);
             &self.levels[i]
         };
         let picker = if level.pickers.len() == 1 {
@@ -416,8 +449,16 @@ fn build_level(
 ) -> Level {
     let all: Vec<&Arc<Host>> = level_hosts.iter().flatten().collect();
     let total_weight: u64 = all.iter().map(|h| u64::from(h.weight)).sum();
-    let healthy_weight: u64 = all.iter().filter(|h| h.health == Health::Healthy).map(|h| u64::from(h.weight)).sum();
-    let degraded_weight: u64 = all.iter().filter(|h| h.health == Health::Degraded).map(|h| u64::from(h.weight)).sum();
+    let healthy_weight: u64 = all
+        .iter()
+        .filter(|h| h.health == Health::Healthy)
+        .map(|h| u64::from(h.weight))
+        .sum();
+    let degraded_weight: u64 = all
+        .iter()
+        .filter(|h| h.health == Health::Degraded)
+        .map(|h| u64::from(h.weight))
+        .sum();
     let count = all.len();
     let healthy_count = all.iter().filter(|h| h.health == Health::Healthy).count();
     let health = if total_weight == 0 {
@@ -431,9 +472,17 @@ fn build_level(
         if panic {
             return hosts.to_vec();
         }
-        let healthy: Vec<Arc<Host>> = hosts.iter().filter(|h| h.health == Health::Healthy).cloned().collect();
+        let healthy: Vec<Arc<Host>> = hosts
+            .iter()
+            .filter(|h| h.health == Health::Healthy)
+            .cloned()
+            .collect();
         if healthy.is_empty() {
-            hosts.iter().filter(|h| h.health == Health::Degraded).cloned().collect()
+            hosts
+                .iter()
+                .filter(|h| h.health == Health::Degraded)
+                .cloned()
+                .collect()
         } else {
             healthy
         }
@@ -465,7 +514,10 @@ fn build_level(
 /// Envoy's priority loads: each level takes `min(100, health × 140%)` of what is left; when
 /// all levels together are below 100%, the loads are normalized. Returned cumulatively.
 fn priority_loads(levels: &[Level]) -> Vec<f64> {
-    let healths: Vec<f64> = levels.iter().map(|l| (l.health * OVERPROVISIONING * 100.0).min(100.0)).collect();
+    let healths: Vec<f64> = levels
+        .iter()
+        .map(|l| (l.health * OVERPROVISIONING * 100.0).min(100.0))
+        .collect();
     let total: f64 = healths.iter().sum::<f64>().min(100.0);
     let mut remaining = 100.0;
     let mut cumulative = 0.0;
@@ -521,7 +573,15 @@ mod tests {
     fn counts(hs: &HostSet, n: usize, hash: impl Fn(usize) -> Option<u64>) -> HashMap<String, usize> {
         let mut c = HashMap::new();
         for i in 0..n {
-            let h = hs.pick(&PickContext { hash: hash(i), avoid: &[] }, 1).unwrap();
+            let h = hs
+                .pick(
+                    &PickContext {
+                        hash: hash(i),
+                        avoid: &[],
+                    },
+                    1,
+                )
+                .unwrap();
             *c.entry(h.target.to_string()).or_default() += 1;
         }
         c
@@ -538,22 +598,38 @@ mod tests {
 
     #[test]
     fn unhealthy_hosts_are_skipped_until_panic() {
-        let s = set(&[(1, Health::Healthy), (1, Health::Unhealthy), (1, Health::Healthy)], |_| 0);
+        let s = set(
+            &[(1, Health::Healthy), (1, Health::Unhealthy), (1, Health::Healthy)],
+            |_| 0,
+        );
         let hs = HostSet::build(&s, LbPolicy::Random, 50.0, false, None);
         assert!(!counts(&hs, 300, |_| None).contains_key("10.0.0.1:80"));
         // Two of three unhealthy: below 50%, every host is used.
-        let s = set(&[(1, Health::Healthy), (1, Health::Unhealthy), (1, Health::Unhealthy)], |_| 0);
+        let s = set(
+            &[
+                (1, Health::Healthy),
+                (1, Health::Unhealthy),
+                (1, Health::Unhealthy),
+            ],
+            |_| 0,
+        );
         let hs = HostSet::build(&s, LbPolicy::Random, 50.0, false, None);
         assert_eq!(counts(&hs, 600, |_| None).len(), 3);
     }
 
     #[test]
     fn lower_priorities_take_traffic_only_when_needed() {
-        let s = set(&[(1, Health::Healthy), (1, Health::Healthy), (1, Health::Healthy)], |i| usize::from(i == 2));
+        let s = set(
+            &[(1, Health::Healthy), (1, Health::Healthy), (1, Health::Healthy)],
+            |i| usize::from(i == 2),
+        );
         let hs = HostSet::build(&s, LbPolicy::RoundRobin, 50.0, false, None);
         assert!(!counts(&hs, 300, |_| None).contains_key("10.0.0.2:80"));
         // Priority 0 at 50% health → 70% load, 30% spills to priority 1.
-        let s = set(&[(1, Health::Healthy), (1, Health::Unhealthy), (1, Health::Healthy)], |i| usize::from(i == 2));
+        let s = set(
+            &[(1, Health::Healthy), (1, Health::Unhealthy), (1, Health::Healthy)],
+            |i| usize::from(i == 2),
+        );
         let hs = HostSet::build(&s, LbPolicy::RoundRobin, 0.0, false, None);
         let c = counts(&hs, 10_000, |_| None);
         let spilled = c["10.0.0.2:80"] as f64 / 10_000.0;
@@ -563,18 +639,42 @@ mod tests {
     #[test]
     fn consistent_hashing_is_stable_and_spreads() {
         for policy in [
-            LbPolicy::RingHash { min_ring_size: 1024, max_ring_size: 8 << 20 },
+            LbPolicy::RingHash {
+                min_ring_size: 1024,
+                max_ring_size: 8 << 20,
+            },
             LbPolicy::Maglev { table_size: 65537 },
         ] {
-            let s = set(&[(1, Health::Healthy), (1, Health::Healthy), (1, Health::Healthy)], |_| 0);
+            let s = set(
+                &[(1, Health::Healthy), (1, Health::Healthy), (1, Health::Healthy)],
+                |_| 0,
+            );
             let hs = HostSet::build(&s, policy, 50.0, false, None);
             for k in 0..50u64 {
                 let h = xxhash_rust::xxh64::xxh64(&k.to_le_bytes(), 0);
-                let a = hs.pick(&PickContext { hash: Some(h), avoid: &[] }, 1).unwrap();
-                let b = hs.pick(&PickContext { hash: Some(h), avoid: &[] }, 1).unwrap();
+                let a = hs
+                    .pick(
+                        &PickContext {
+                            hash: Some(h),
+                            avoid: &[],
+                        },
+                        1,
+                    )
+                    .unwrap();
+                let b = hs
+                    .pick(
+                        &PickContext {
+                            hash: Some(h),
+                            avoid: &[],
+                        },
+                        1,
+                    )
+                    .unwrap();
                 assert!(Arc::ptr_eq(&a, &b));
             }
-            let c = counts(&hs, 3000, |i| Some(xxhash_rust::xxh64::xxh64(&i.to_le_bytes(), 7)));
+            let c = counts(&hs, 3000, |i| {
+                Some(xxhash_rust::xxh64::xxh64(&i.to_le_bytes(), 7))
+            });
             assert_eq!(c.len(), 3, "{policy:?}");
             assert!(c.values().all(|n| *n > 600), "{policy:?} {c:?}");
         }
@@ -588,7 +688,15 @@ mod tests {
         let c = counts(&hs, 1000, |_| None);
         assert!(c["10.0.0.1:80"] > 700, "{c:?}");
         let avoid = [hs.hosts[1].clone()];
-        let picked = hs.pick(&PickContext { hash: None, avoid: &avoid }, 10).unwrap();
+        let picked = hs
+            .pick(
+                &PickContext {
+                    hash: None,
+                    avoid: &avoid,
+                },
+                10,
+            )
+            .unwrap();
         assert!(Arc::ptr_eq(&picked, &hs.hosts[0]));
     }
 }

@@ -46,16 +46,19 @@ impl Cidr {
             .map_err(|_| format!("prefix {:?} is not an IP address", c.address_prefix))?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let len = c.prefix_len.as_ref().map_or(max, |l| l.value);
-        let len = u8::try_from(len).ok().filter(|l| u32::from(*l) <= max).ok_or_else(|| {
-            format!("prefix length {len} is out of range for {}", c.address_prefix)
-        })?;
+        let len = u8::try_from(len)
+            .ok()
+            .filter(|l| u32::from(*l) <= max)
+            .ok_or_else(|| format!("prefix length {len} is out of range for {}", c.address_prefix))?;
         Ok(Cidr { network, len })
     }
 
     /// Whether the prefix holds an address.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => mask_eq(u128::from(u32::from(n)), u128::from(u32::from(a)), self.len, 32),
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                mask_eq(u128::from(u32::from(n)), u128::from(u32::from(a)), self.len, 32)
+            }
             (IpAddr::V6(n), IpAddr::V6(a)) => mask_eq(u128::from(n), u128::from(a), self.len, 128),
             (IpAddr::V4(n), IpAddr::V6(a)) => a
                 .to_ipv4_mapped()
@@ -265,13 +268,16 @@ impl ListenerConfig {
 
     /// The route configurations this listener needs from RDS.
     pub fn rds_names(&self) -> impl Iterator<Item = &str> {
-        self.chains.iter().chain(&self.default_chain).filter_map(|c| match &c.kind {
-            ChainKind::Http(h) => match &h.routes {
-                RouteSource::Rds(name) => Some(name.as_str()),
-                RouteSource::Inline(_) => None,
-            },
-            ChainKind::Tcp(_) => None,
-        })
+        self.chains
+            .iter()
+            .chain(&self.default_chain)
+            .filter_map(|c| match &c.kind {
+                ChainKind::Http(h) => match &h.routes {
+                    RouteSource::Rds(name) => Some(name.as_str()),
+                    RouteSource::Inline(_) => None,
+                },
+                ChainKind::Tcp(_) => None,
+            })
     }
 
     /// Whether matching needs to look at the first bytes (SNI, ALPN, HTTP detection).
@@ -310,22 +316,26 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
     let mut http_inspector = false;
     for f in &l.listener_filters {
         if f.filter_disabled.is_some() {
-            return Err(format!("listener filter {:?}: filter_disabled is not supported", f.name));
+            return Err(format!(
+                "listener filter {:?}: filter_disabled is not supported",
+                f.name
+            ));
         }
         let kind = match &f.config_type {
-            Some(listener_filter::ConfigType::TypedConfig(a)) => a.type_url.rsplit('/').next().unwrap_or_default(),
+            Some(listener_filter::ConfigType::TypedConfig(a)) => {
+                a.type_url.rsplit('/').next().unwrap_or_default()
+            }
             _ => f.name.as_str(),
         };
         match kind {
-            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" | "envoy.filters.listener.tls_inspector" => {
-                tls_inspector = true
-            }
-            "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector" | "envoy.filters.listener.http_inspector" => {
-                http_inspector = true
-            }
+            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+            | "envoy.filters.listener.tls_inspector" => tls_inspector = true,
+            "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+            | "envoy.filters.listener.http_inspector" => http_inspector = true,
             // Original destination: how Weir reads it is the listener's business (the
             // hand-off or SO_ORIGINAL_DST); nothing more to configure.
-            "envoy.extensions.filters.listener.original_dst.v3.OriginalDst" | "envoy.filters.listener.original_dst" => {}
+            "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+            | "envoy.filters.listener.original_dst" => {}
             other => return Err(format!("listener filter {other:?} is not supported")),
         }
     }
@@ -402,11 +412,18 @@ fn compile_chain(c: &FilterChain) -> Result<Chain, String> {
             let destination_port = m
                 .destination_port
                 .as_ref()
-                .map(|p| u16::try_from(p.value).map_err(|_| format!("destination_port {} is out of range", p.value)))
+                .map(|p| {
+                    u16::try_from(p.value)
+                        .map_err(|_| format!("destination_port {} is out of range", p.value))
+                })
                 .transpose()?;
             ChainMatch {
                 destination_port,
-                prefix_ranges: m.prefix_ranges.iter().map(Cidr::compile).collect::<Result<_, _>>()?,
+                prefix_ranges: m
+                    .prefix_ranges
+                    .iter()
+                    .map(Cidr::compile)
+                    .collect::<Result<_, _>>()?,
                 server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
                 transport_protocol: (!m.transport_protocol.is_empty()).then(|| m.transport_protocol.clone()),
                 application_protocols: m.application_protocols.clone(),
@@ -437,7 +454,11 @@ fn compile_network_filter(f: &Filter) -> Result<ChainKind, String> {
     let any = typed(f)?;
     match any.type_url.rsplit('/').next().unwrap_or_default() {
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
-            let t: TcpProxy = decode_any(any, "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", &f.name)?;
+            let t: TcpProxy = decode_any(
+                any,
+                "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                &f.name,
+            )?;
             Ok(ChainKind::Tcp(compile_tcp_proxy(&t)?))
         }
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
@@ -459,7 +480,10 @@ fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
         (!t.access_log.is_empty(), "access_log"),
         (!t.hash_policy.is_empty(), "hash_policy"),
         (t.tunneling_config.is_some(), "tunneling_config"),
-        (t.max_downstream_connection_duration.is_some(), "max_downstream_connection_duration"),
+        (
+            t.max_downstream_connection_duration.is_some(),
+            "max_downstream_connection_duration",
+        ),
         (!t.proxy_protocol_tlvs.is_empty(), "proxy_protocol_tlvs"),
         (t.backoff_options.is_some(), "backoff_options"),
         (t.downstream_idle_timeout.is_some(), "downstream_idle_timeout"),
@@ -515,21 +539,45 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
         (h.tracing.is_some(), "tracing"),
         (h.http3_protocol_options.is_some(), "http3_protocol_options"),
         (!h.access_log.is_empty(), "access_log"),
-        (!h.original_ip_detection_extensions.is_empty(), "original_ip_detection_extensions"),
-        (!h.early_header_mutation_extensions.is_empty(), "early_header_mutation_extensions"),
-        (h.set_current_client_cert_details.is_some(), "set_current_client_cert_details"),
-        (h.forward_client_cert_matcher.is_some(), "forward_client_cert_matcher"),
+        (
+            !h.original_ip_detection_extensions.is_empty(),
+            "original_ip_detection_extensions",
+        ),
+        (
+            !h.early_header_mutation_extensions.is_empty(),
+            "early_header_mutation_extensions",
+        ),
+        (
+            h.set_current_client_cert_details.is_some(),
+            "set_current_client_cert_details",
+        ),
+        (
+            h.forward_client_cert_matcher.is_some(),
+            "forward_client_cert_matcher",
+        ),
         (h.request_id_extension.is_some(), "request_id_extension"),
         (h.local_reply_config.is_some(), "local_reply_config"),
-        (h.path_normalization_options.is_some(), "path_normalization_options"),
+        (
+            h.path_normalization_options.is_some(),
+            "path_normalization_options",
+        ),
         (h.normalize_path.is_some_and(|b| b.value), "normalize_path"),
         (h.merge_slashes, "merge_slashes"),
-        (h.path_with_escaped_slashes_action > 1, "path_with_escaped_slashes_action"),
+        (
+            h.path_with_escaped_slashes_action > 1,
+            "path_with_escaped_slashes_action",
+        ),
         (h.proxy_status_config.is_some(), "proxy_status_config"),
-        (h.typed_header_validation_config.is_some(), "typed_header_validation_config"),
+        (
+            h.typed_header_validation_config.is_some(),
+            "typed_header_validation_config",
+        ),
         (h.xff_num_trusted_hops > 0, "xff_num_trusted_hops"),
         (h.internal_address_config.is_some(), "internal_address_config"),
-        (h.scheme_header_transformation.is_some(), "scheme_header_transformation"),
+        (
+            h.scheme_header_transformation.is_some(),
+            "scheme_header_transformation",
+        ),
         (h.strip_matching_host_port, "strip_matching_host_port"),
         (h.forward_proto_config.is_some(), "forward_proto_config"),
     ];
@@ -538,7 +586,9 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
     }
     let routes = match &h.route_specifier {
         Some(R::Rds(rds)) => RouteSource::Rds(rds.route_config_name.clone()),
-        Some(R::RouteConfig(rc)) => RouteSource::Inline(Arc::new(CompiledRoutes::compile(rc).map_err(|e| e.to_string())?)),
+        Some(R::RouteConfig(rc)) => {
+            RouteSource::Inline(Arc::new(CompiledRoutes::compile(rc).map_err(|e| e.to_string())?))
+        }
         Some(R::ScopedRoutes(_)) => return Err("scoped_routes are not supported".into()),
         None => return Err("http_connection_manager without routes".into()),
     };
@@ -555,7 +605,9 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             Some(ConfigType::TypedConfig(a)) => Some(a),
             _ => None,
         };
-        let kind = any.map_or(f.name.as_str(), |a| a.type_url.rsplit('/').next().unwrap_or_default());
+        let kind = any.map_or(f.name.as_str(), |a| {
+            a.type_url.rsplit('/').next().unwrap_or_default()
+        });
         match kind {
             "envoy.extensions.filters.http.router.v3.Router" | "envoy.filters.http.router" => router = true,
             "envoy.extensions.filters.http.cors.v3.Cors" | "envoy.filters.http.cors" => cors_filter = true,
@@ -564,7 +616,11 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
                 if let Some(a) = any {
                     let f = decode_any(a, "envoy.extensions.filters.http.fault.v3.HTTPFault", &f.name)?;
                     let compiled = compile_fault(&f)?;
-                    if compiled.delay.is_some() || compiled.abort.is_some() || compiled.header_abort.is_some() || compiled.header_delay.is_some() {
+                    if compiled.delay.is_some()
+                        || compiled.abort.is_some()
+                        || compiled.header_abort.is_some()
+                        || compiled.header_delay.is_some()
+                    {
                         fault = Some(compiled);
                     }
                 }
@@ -582,13 +638,14 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
         Ok(CodecType::Http2) => Codec::Http2,
         _ => return Err(format!("codec_type {} is not supported", h.codec_type)),
     };
-    let timeout_or = |d: Option<&envoy_types::pb::google::protobuf::Duration>, field: &str, default: Option<Duration>| {
-        opt_duration(d, field).map(|t| match t {
-            None => default,
-            Some(t) if t.is_zero() => None,
-            Some(t) => Some(t),
-        })
-    };
+    let timeout_or =
+        |d: Option<&envoy_types::pb::google::protobuf::Duration>, field: &str, default: Option<Duration>| {
+            opt_duration(d, field).map(|t| match t {
+                None => default,
+                Some(t) if t.is_zero() => None,
+                Some(t) => Some(t),
+            })
+        };
     let upgrades = h
         .upgrade_configs
         .iter()
@@ -612,17 +669,38 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
         generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
         preserve_external_request_id: h.preserve_external_request_id,
         always_set_request_id_in_response: h.always_set_request_id_in_response,
-        server_name: if h.server_name.is_empty() { "envoy".into() } else { h.server_name.clone() },
+        server_name: if h.server_name.is_empty() {
+            "envoy".into()
+        } else {
+            h.server_name.clone()
+        },
         via: (!h.via.is_empty())
-            .then(|| http::HeaderValue::from_str(&h.via).map_err(|_| format!("via {:?} is not a header value", h.via)))
+            .then(|| {
+                http::HeaderValue::from_str(&h.via)
+                    .map_err(|_| format!("via {:?} is not a header value", h.via))
+            })
             .transpose()?,
-        sanitize_xfcc: matches!(Fcc::try_from(h.forward_client_cert_details), Ok(Fcc::Sanitize | Fcc::SanitizeSet) | Err(_)),
-        stream_idle_timeout: timeout_or(h.stream_idle_timeout.as_ref(), "stream_idle_timeout", Some(Duration::from_secs(300)))?,
+        sanitize_xfcc: matches!(
+            Fcc::try_from(h.forward_client_cert_details),
+            Ok(Fcc::Sanitize | Fcc::SanitizeSet) | Err(_)
+        ),
+        stream_idle_timeout: timeout_or(
+            h.stream_idle_timeout.as_ref(),
+            "stream_idle_timeout",
+            Some(Duration::from_secs(300)),
+        )?,
         request_timeout: timeout_or(h.request_timeout.as_ref(), "request_timeout", None)?,
-        idle_timeout: timeout_or(common.and_then(|c| c.idle_timeout.as_ref()), "idle_timeout", Some(Duration::from_secs(3600)))?,
+        idle_timeout: timeout_or(
+            common.and_then(|c| c.idle_timeout.as_ref()),
+            "idle_timeout",
+            Some(Duration::from_secs(3600)),
+        )?,
         upgrades,
         codec,
-        strip_any_host_port: matches!(h.strip_port_mode, Some(http_connection_manager::StripPortMode::StripAnyHostPort(true))),
+        strip_any_host_port: matches!(
+            h.strip_port_mode,
+            Some(http_connection_manager::StripPortMode::StripAnyHostPort(true))
+        ),
         max_request_headers: h.max_request_headers_kb.as_ref().map_or(60, |k| k.value as usize) * 1024,
         response_headers: HeaderOps::default(),
     })
@@ -633,16 +711,22 @@ fn select<'a>(chains: &'a [Chain], facts: &ConnectionFacts) -> Option<&'a Chain>
     let mut candidates: Vec<&Chain> = chains.iter().collect();
     // Destination port.
     let port = facts.destination.map(|d| d.port());
-    candidates = narrow(candidates, |m| m.destination_port.map(|p| (Some(p) == port).then_some(0)));
+    candidates = narrow(candidates, |m| {
+        m.destination_port.map(|p| (Some(p) == port).then_some(0))
+    });
     // Destination IP: the longest prefix containing it.
     let ip = facts.destination.map(|d| d.ip());
     candidates = narrow(candidates, |m| {
         if m.prefix_ranges.is_empty() {
             return None;
         }
-        Some(
-            ip.and_then(|ip| m.prefix_ranges.iter().filter(|c| c.contains(ip)).map(|c| u32::from(128 - c.len)).min()),
-        )
+        Some(ip.and_then(|ip| {
+            m.prefix_ranges
+                .iter()
+                .filter(|c| c.contains(ip))
+                .map(|c| u32::from(128 - c.len))
+                .min()
+        }))
     });
     // Server name: exact, then the longest wildcard.
     let sni = facts.server_name.as_deref().map(str::to_ascii_lowercase);
@@ -682,15 +766,17 @@ fn server_name_rank(pattern: &str, name: &str) -> Option<u32> {
         return Some(0);
     }
     let suffix = pattern.strip_prefix('*')?;
-    (name.len() > suffix.len() && name.ends_with(suffix)).then(|| 1_000_000 - u32::try_from(suffix.len()).unwrap_or(0))
+    (name.len() > suffix.len() && name.ends_with(suffix))
+        .then(|| 1_000_000 - u32::try_from(suffix.len()).unwrap_or(0))
 }
 
 /// Keeps the candidates whose condition at this level matches best; if none specify a matching
 /// condition, those with no condition at this level. `rank` returns `None` for "no condition",
 /// `Some(None)` for "condition not met", `Some(Some(r))` for "met with specificity r" (lower is
 /// more specific).
-fn narrow<'a>(candidates: Vec<&'a Chain>, rank: impl Fn(&ChainMatch) -> Option<Option<u32>>) -> Vec<&'a Chain> {
-    let ranked: Vec<(Option<Option<u32>>, &Chain)> = candidates.into_iter().map(|c| (rank(&c.matcher), c)).collect();
+fn narrow(candidates: Vec<&Chain>, rank: impl Fn(&ChainMatch) -> Option<Option<u32>>) -> Vec<&Chain> {
+    let ranked: Vec<(Option<Option<u32>>, &Chain)> =
+        candidates.into_iter().map(|c| (rank(&c.matcher), c)).collect();
     let best = ranked.iter().filter_map(|(r, _)| r.flatten()).min();
     match best {
         Some(best) => ranked
@@ -698,6 +784,10 @@ fn narrow<'a>(candidates: Vec<&'a Chain>, rank: impl Fn(&ChainMatch) -> Option<O
             .filter(|(r, _)| *r == Some(Some(best)))
             .map(|(_, c)| c)
             .collect(),
-        None => ranked.into_iter().filter(|(r, _)| r.is_none()).map(|(_, c)| c).collect(),
+        None => ranked
+            .into_iter()
+            .filter(|(r, _)| r.is_none())
+            .map(|(_, c)| c)
+            .collect(),
     }
 }

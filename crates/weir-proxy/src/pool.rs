@@ -5,8 +5,8 @@
 //! that retry policies can act on it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -81,7 +81,9 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("connect_timeout", &self.connect_timeout).finish_non_exhaustive()
+        f.debug_struct("Pool")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,7 +123,12 @@ impl Pool {
     }
 
     /// Sends a request to an endpoint.
-    pub async fn send(&self, target: &Target, protocol: Protocol, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(
+        &self,
+        target: &Target,
+        protocol: Protocol,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
         match protocol {
             Protocol::Http1 => self.send_http1(target, req).await,
             Protocol::Http2 => self.send_http2(target, req).await,
@@ -132,7 +139,8 @@ impl Pool {
         let mut idle = self.http1.lock().ok()?;
         let list = idle.get_mut(target)?;
         while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < self.idle_timeout && conn.sender.is_ready() && !conn.sender.is_closed() {
+            if conn.since.elapsed() < self.idle_timeout && conn.sender.is_ready() && !conn.sender.is_closed()
+            {
                 return Some(conn);
             }
         }
@@ -162,7 +170,9 @@ impl Pool {
         // A reused connection may have been closed by the upstream while idle; a request that
         // was not written is sent again on a fresh connection.
         for _ in 0..3 {
-            let Some(mut conn) = self.checkout_http1(target) else { break };
+            let Some(mut conn) = self.checkout_http1(target) else {
+                break;
+            };
             match conn.sender.try_send_request(req).await {
                 Ok(resp) => {
                     self.stats.rq_reused.fetch_add(1, Ordering::Relaxed);
@@ -186,7 +196,10 @@ impl Pool {
     }
 
     fn return_when_ready(&self, target: Target, mut conn: Idle) {
-        if self.max_requests_per_connection.is_some_and(|m| conn.used + 1 >= m) {
+        if self
+            .max_requests_per_connection
+            .is_some_and(|m| conn.used + 1 >= m)
+        {
             return;
         }
         // The connection takes another request once this response's body has been read.
@@ -243,10 +256,10 @@ impl Pool {
 fn classify(e: hyper::Error) -> SendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
-        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
-            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return SendError::RefusedStream;
-            }
+        if let Some(h2e) = s.downcast_ref::<h2::Error>()
+            && h2e.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return SendError::RefusedStream;
         }
         source = s.source();
     }

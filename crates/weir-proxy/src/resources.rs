@@ -43,7 +43,7 @@ pub struct Applied {
 enum Compiled {
     Listener(Arc<ListenerConfig>),
     Route(Arc<CompiledRoutes>),
-    Cluster(ClusterConfig),
+    Cluster(Box<ClusterConfig>),
     Endpoints(EndpointSet),
 }
 
@@ -52,15 +52,21 @@ fn compile_one(type_url: &str, name: &str, body: &[u8]) -> Result<Compiled, Stri
     match type_url {
         LISTENER_TYPE => {
             let l = Listener::decode(body).map_err(decode_error)?;
-            Ok(Compiled::Listener(Arc::new(ListenerConfig::compile(&l).map_err(|e| e.to_string())?)))
+            Ok(Compiled::Listener(Arc::new(
+                ListenerConfig::compile(&l).map_err(|e| e.to_string())?,
+            )))
         }
         ROUTE_TYPE => {
             let r = RouteConfiguration::decode(body).map_err(decode_error)?;
-            Ok(Compiled::Route(Arc::new(CompiledRoutes::compile(&r).map_err(|e| e.to_string())?)))
+            Ok(Compiled::Route(Arc::new(
+                CompiledRoutes::compile(&r).map_err(|e| e.to_string())?,
+            )))
         }
         CLUSTER_TYPE => {
             let c = Cluster::decode(body).map_err(decode_error)?;
-            Ok(Compiled::Cluster(ClusterConfig::compile(&c).map_err(|e| e.to_string())?))
+            Ok(Compiled::Cluster(Box::new(
+                ClusterConfig::compile(&c).map_err(|e| e.to_string())?,
+            )))
         }
         ENDPOINT_TYPE => {
             let a = ClusterLoadAssignment::decode(body).map_err(decode_error)?;
@@ -127,11 +133,11 @@ impl Resources {
                             self.routes.insert(name.clone(), (version, r));
                         }
                         Compiled::Cluster(c) => {
-                            let runtime = ClusterRuntime::start(c, version);
-                            if let Some(eds) = runtime.config.eds_name() {
-                                if let Some((_, set)) = self.endpoints.get(eds) {
-                                    runtime.set_endpoints(set);
-                                }
+                            let runtime = ClusterRuntime::start(*c, version);
+                            if let Some(eds) = runtime.config.eds_name()
+                                && let Some((_, set)) = self.endpoints.get(eds)
+                            {
+                                runtime.set_endpoints(set);
                             }
                             self.clusters.insert(name.clone(), runtime);
                         }
@@ -171,18 +177,26 @@ impl Resources {
     /// Adds static listeners and clusters (a bootstrap's `static_resources`).
     pub fn add_static(&mut self, listeners: Vec<ListenerConfig>, clusters: Vec<ClusterConfig>) {
         for l in listeners {
-            self.listeners.insert(l.name.clone(), ("static".into(), Arc::new(l)));
+            self.listeners
+                .insert(l.name.clone(), ("static".into(), Arc::new(l)));
         }
         for c in clusters {
-            self.clusters.insert(c.name.clone(), ClusterRuntime::start(c, "static".into()));
+            self.clusters
+                .insert(c.name.clone(), ClusterRuntime::start(c, "static".into()));
         }
     }
 
     /// The configuration to install.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::new(
-            self.listeners.iter().map(|(n, (_, l))| (n.clone(), l.clone())).collect(),
-            self.routes.iter().map(|(n, (_, r))| (n.clone(), r.clone())).collect(),
+            self.listeners
+                .iter()
+                .map(|(n, (_, l))| (n.clone(), l.clone()))
+                .collect(),
+            self.routes
+                .iter()
+                .map(|(n, (_, r))| (n.clone(), r.clone()))
+                .collect(),
             self.clusters.clone(),
         )
     }

@@ -142,9 +142,15 @@ impl RetryPolicy {
         let unsupported = [
             (p.retry_priority.is_some(), "retry_priority"),
             (!p.retry_options_predicates.is_empty(), "retry_options_predicates"),
-            (p.rate_limited_retry_back_off.is_some(), "rate_limited_retry_back_off"),
+            (
+                p.rate_limited_retry_back_off.is_some(),
+                "rate_limited_retry_back_off",
+            ),
             (!p.retriable_headers.is_empty(), "retriable_headers"),
-            (!p.retriable_request_headers.is_empty(), "retriable_request_headers"),
+            (
+                !p.retriable_request_headers.is_empty(),
+                "retriable_request_headers",
+            ),
             (p.per_try_idle_timeout.is_some(), "per_try_idle_timeout"),
         ];
         if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
@@ -155,7 +161,10 @@ impl RetryPolicy {
             if predicate.name == "envoy.retry_host_predicates.previous_hosts" {
                 avoid_previous_hosts = true;
             } else {
-                return Err(format!("retry host predicate {:?} is not supported", predicate.name));
+                return Err(format!(
+                    "retry host predicate {:?} is not supported",
+                    predicate.name
+                ));
             }
         }
         let base_interval = p
@@ -181,14 +190,16 @@ impl RetryPolicy {
         Ok(RetryPolicy {
             on: RetryOn::parse(&p.retry_on)?,
             num_retries: p.num_retries.as_ref().map_or(1, |n| n.value),
-            per_try_timeout: opt_duration(p.per_try_timeout.as_ref(), "per_try_timeout")?.filter(|d| !d.is_zero()),
+            per_try_timeout: opt_duration(p.per_try_timeout.as_ref(), "per_try_timeout")?
+                .filter(|d| !d.is_zero()),
             retriable_status_codes: p
                 .retriable_status_codes
                 .iter()
                 .map(|c| u16::try_from(*c).map_err(|_| format!("retriable status code {c} is out of range")))
                 .collect::<Result<_, _>>()?,
             avoid_previous_hosts,
-            host_selection_max_attempts: u32::try_from(p.host_selection_retry_max_attempts.max(1)).unwrap_or(u32::MAX),
+            host_selection_max_attempts: u32::try_from(p.host_selection_retry_max_attempts.max(1))
+                .unwrap_or(u32::MAX),
             base_interval,
             max_interval,
         })
@@ -211,7 +222,8 @@ impl RetryPolicy {
             })
             .fold(RetryOn::default(), RetryOn::union);
         let max = text("x-envoy-max-retries").and_then(|v| v.trim().parse::<u32>().ok());
-        let per_try = text("x-envoy-upstream-rq-per-try-timeout-ms").and_then(|v| v.trim().parse::<u64>().ok());
+        let per_try =
+            text("x-envoy-upstream-rq-per-try-timeout-ms").and_then(|v| v.trim().parse::<u64>().ok());
         if route.is_none() && header_on == RetryOn::default() {
             return None;
         }
@@ -233,7 +245,9 @@ impl RetryPolicy {
             Outcome::ConnectFailure => {
                 on.has(RetryOn::CONNECT_FAILURE) || on.has(RetryOn::FIVE_XX) || on.has(RetryOn::GATEWAY_ERROR)
             }
-            Outcome::Reset => on.has(RetryOn::RESET) || on.has(RetryOn::FIVE_XX) || on.has(RetryOn::GATEWAY_ERROR),
+            Outcome::Reset => {
+                on.has(RetryOn::RESET) || on.has(RetryOn::FIVE_XX) || on.has(RetryOn::GATEWAY_ERROR)
+            }
             Outcome::RefusedStream => on.has(RetryOn::REFUSED_STREAM) || on.has(RetryOn::FIVE_XX),
             // A per-try timeout counts as a 504 (Envoy retries it under 5xx and gateway-error).
             Outcome::PerTryTimeout => on.has(RetryOn::FIVE_XX) || on.has(RetryOn::GATEWAY_ERROR),
@@ -241,7 +255,8 @@ impl RetryPolicy {
                 (on.has(RetryOn::FIVE_XX) && status >= 500)
                     || (on.has(RetryOn::GATEWAY_ERROR) && matches!(status, 502..=504))
                     || (on.has(RetryOn::RETRIABLE_4XX) && status == 409)
-                    || (on.has(RetryOn::RETRIABLE_STATUS_CODES) && self.retriable_status_codes.contains(&status))
+                    || (on.has(RetryOn::RETRIABLE_STATUS_CODES)
+                        && self.retriable_status_codes.contains(&status))
                     || grpc.is_some_and(|g| self.retries_grpc(g))
             }
         }
@@ -309,7 +324,10 @@ mod tests {
     #[test]
     fn backoff_is_bounded_and_grows() {
         let p = RetryPolicy::default();
-        assert_eq!(p.backoff(1, 0.999_999), Duration::from_millis(25).mul_f64(0.999_999));
+        assert_eq!(
+            p.backoff(1, 0.999_999),
+            Duration::from_millis(25).mul_f64(0.999_999)
+        );
         assert!(p.backoff(10, 0.999_999) <= Duration::from_millis(250));
         assert_eq!(p.backoff(3, 0.0), Duration::ZERO);
     }

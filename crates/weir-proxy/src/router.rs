@@ -61,24 +61,39 @@ fn request_timeout(forward: &Forward, headers: &http::HeaderMap) -> Option<Durat
     {
         return (ms > 0).then(|| Duration::from_millis(ms));
     }
-    if let Some(max) = forward.grpc_timeout_max {
-        if let Some(t) = headers.get("grpc-timeout").and_then(grpc_timeout) {
-            return Some(match max {
-                Some(m) => t.min(m),
-                None => t,
-            });
-        }
+    if let Some(max) = forward.grpc_timeout_max
+        && let Some(t) = headers.get("grpc-timeout").and_then(grpc_timeout)
+    {
+        return Some(match max {
+            Some(m) => t.min(m),
+            None => t,
+        });
     }
     forward.timeout
 }
 
-fn hash_for(policies: &[crate::action::HashPolicyEntry], req: &Request<Incoming>, ctx: &HttpContext) -> Option<u64> {
+fn hash_for(
+    policies: &[crate::action::HashPolicyEntry],
+    req: &Request<Incoming>,
+    ctx: &HttpContext,
+) -> Option<u64> {
     let mut hash: Option<u64> = None;
     for p in policies {
         let value: Option<String> = match &p.policy {
             HashPolicy::Header(h) => {
-                let values: Vec<&[u8]> = req.headers().get_all(h).iter().map(HeaderValue::as_bytes).collect();
-                (!values.is_empty()).then(|| values.iter().map(|v| String::from_utf8_lossy(v)).collect::<Vec<_>>().join(","))
+                let values: Vec<&[u8]> = req
+                    .headers()
+                    .get_all(h)
+                    .iter()
+                    .map(HeaderValue::as_bytes)
+                    .collect();
+                (!values.is_empty()).then(|| {
+                    values
+                        .iter()
+                        .map(|v| String::from_utf8_lossy(v))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
             }
             HashPolicy::Cookie(name) => req
                 .headers()
@@ -137,34 +152,60 @@ pub async fn forward(
     let snapshot = ctx.state.snapshot();
     let Some((cluster_name, target)) = forward.clusters.pick(fastrand::u64(..), req.headers()) else {
         ctx.state.counters.no_cluster.fetch_add(1, Ordering::Relaxed);
-        return (finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, "", flags::NO_CLUSTER, None), false);
+        return (
+            finish_local(
+                ctx,
+                started,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                flags::NO_CLUSTER,
+                None,
+            ),
+            false,
+        );
     };
     let Some(cluster) = snapshot.clusters.get(&cluster_name).cloned() else {
         ctx.state.counters.no_cluster.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(cluster = %cluster_name, "route points at a cluster this proxy does not have");
         return (
-            finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, "", flags::NO_CLUSTER, Some(&cluster_name)),
+            finish_local(
+                ctx,
+                started,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                flags::NO_CLUSTER,
+                Some(&cluster_name),
+            ),
             false,
         );
     };
     let destination = Destination::from_cluster(&cluster_name);
     let upgrade = is_upgrade(&req);
     if let Some(kind) = &upgrade {
-        let allowed = forward
-            .upgrades
-            .iter()
-            .find(|(k, _)| k == kind)
-            .map_or_else(|| ctx.manager.upgrades.iter().any(|u| u == kind), |(_, enabled)| *enabled);
+        let allowed = forward.upgrades.iter().find(|(k, _)| k == kind).map_or_else(
+            || ctx.manager.upgrades.iter().any(|u| u == kind),
+            |(_, enabled)| *enabled,
+        );
         if !allowed {
             return (
-                finish_local(ctx, started, StatusCode::FORBIDDEN, "upgrade not allowed", flags::INVALID, Some(&cluster_name)),
+                finish_local(
+                    ctx,
+                    started,
+                    StatusCode::FORBIDDEN,
+                    "upgrade not allowed",
+                    flags::INVALID,
+                    Some(&cluster_name),
+                ),
                 false,
             );
         }
     }
     cluster.warmed(cluster.config.connect_timeout).await;
     let timeout = request_timeout(forward, req.headers());
-    let policy = RetryPolicy::for_request(forward.retry.as_ref().or(matched.vhost.retry.as_ref()), req.headers());
+    let policy = RetryPolicy::for_request(
+        forward.retry.as_ref().or(matched.vhost.retry.as_ref()),
+        req.headers(),
+    );
     let hash = hash_for(&forward.hash_policies, &req, ctx);
     let downstream_h2 = req.version() == Version::HTTP_2;
     let protocol = cluster.protocol(downstream_h2);
@@ -172,19 +213,34 @@ pub async fn forward(
 
     // Request headers as Envoy sets them.
     let (mut parts, incoming) = req.into_parts();
-    prepare_headers(ctx, matched, forward, target, &mut parts, authority, timeout, upgrade.is_some());
+    prepare_headers(
+        ctx,
+        matched,
+        forward,
+        target,
+        &mut parts,
+        authority,
+        timeout,
+        upgrade.is_some(),
+    );
     let path = rewritten_path(&parts.uri, matched.route, forward)
         .or_else(|| parts.uri.path_and_query().map(|p| p.as_str().to_string()))
         .unwrap_or_else(|| "/".into());
-    if path != parts.uri.path_and_query().map_or("/", |p| p.as_str()) {
-        if let Ok(v) = HeaderValue::from_str(parts.uri.path()) {
-            parts.headers.insert("x-envoy-original-path", v);
-        }
+    if path != parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        && let Ok(v) = HeaderValue::from_str(parts.uri.path())
+    {
+        parts.headers.insert("x-envoy-original-path", v);
     }
-    let upstream_authority = forward.host_rewrite.clone().unwrap_or_else(|| authority.to_string());
+    let upstream_authority = forward
+        .host_rewrite
+        .clone()
+        .unwrap_or_else(|| authority.to_string());
     parts.uri = match protocol {
-        crate::pool::Protocol::Http1 => Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
-        crate::pool::Protocol::Http2 => Uri::try_from(format!("http://{upstream_authority}{path}")).unwrap_or_else(|_| Uri::from_static("/")),
+        crate::pool::Protocol::Http1 => {
+            Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"))
+        }
+        crate::pool::Protocol::Http2 => Uri::try_from(format!("http://{upstream_authority}{path}"))
+            .unwrap_or_else(|_| Uri::from_static("/")),
     };
     match protocol {
         crate::pool::Protocol::Http1 => {
@@ -209,7 +265,14 @@ pub async fn forward(
             Err(e) => {
                 tracing::debug!(error = %e, "downstream request body failed");
                 return (
-                    finish_local(ctx, started, StatusCode::BAD_REQUEST, "", flags::DOWNSTREAM_TERMINATION, Some(&cluster_name)),
+                    finish_local(
+                        ctx,
+                        started,
+                        StatusCode::BAD_REQUEST,
+                        "",
+                        flags::DOWNSTREAM_TERMINATION,
+                        Some(&cluster_name),
+                    ),
                     false,
                 );
             }
@@ -224,28 +287,63 @@ pub async fn forward(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let avoid: &[Arc<Host>] = if policy.as_ref().is_some_and(|p| p.avoid_previous_hosts) { &tried } else { &[] };
+        let avoid: &[Arc<Host>] = if policy.as_ref().is_some_and(|p| p.avoid_previous_hosts) {
+            &tried
+        } else {
+            &[]
+        };
         let selection_attempts = policy.as_ref().map_or(1, |p| p.host_selection_max_attempts);
-        let host = match cluster.pick(&PickContext { hash, avoid }, selection_attempts, ctx.downstream.original_dst.as_ref()) {
+        let host = match cluster.pick(
+            &PickContext { hash, avoid },
+            selection_attempts,
+            ctx.downstream.original_dst.as_ref(),
+        ) {
             Ok(h) => h,
             Err(NoHost::NoneHealthy) => {
-                cluster.stats.upstream_cx_none_healthy.fetch_add(1, Ordering::Relaxed);
+                cluster
+                    .stats
+                    .upstream_cx_none_healthy
+                    .fetch_add(1, Ordering::Relaxed);
                 return (
-                    finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", flags::NO_HEALTHY_UPSTREAM, Some(&cluster_name)),
+                    finish_local(
+                        ctx,
+                        started,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no healthy upstream",
+                        flags::NO_HEALTHY_UPSTREAM,
+                        Some(&cluster_name),
+                    ),
                     false,
                 );
             }
             Err(e @ NoHost::NoOriginalDestination(_)) => {
                 return (
-                    finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), flags::NO_HEALTHY_UPSTREAM, Some(&cluster_name)),
+                    finish_local(
+                        ctx,
+                        started,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &e.to_string(),
+                        flags::NO_HEALTHY_UPSTREAM,
+                        Some(&cluster_name),
+                    ),
                     false,
                 );
             }
         };
         if ctx.state.is_own(&host.target) {
-            let text = format!("refusing to pass the request through to {}, an address of this proxy (it would loop)", host.target);
+            let text = format!(
+                "refusing to pass the request through to {}, an address of this proxy (it would loop)",
+                host.target
+            );
             return (
-                finish_local(ctx, started, StatusCode::BAD_GATEWAY, &text, flags::UPSTREAM_CONNECTION_FAILURE, Some(&cluster_name)),
+                finish_local(
+                    ctx,
+                    started,
+                    StatusCode::BAD_GATEWAY,
+                    &text,
+                    flags::UPSTREAM_CONNECTION_FAILURE,
+                    Some(&cluster_name),
+                ),
                 false,
             );
         }
@@ -256,7 +354,9 @@ pub async fn forward(
         };
         let mut upstream_req = Request::from_parts(parts.clone(), body);
         if matched.vhost.include_attempt_count {
-            upstream_req.headers_mut().insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+            upstream_req
+                .headers_mut()
+                .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
         }
         let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -264,7 +364,8 @@ pub async fn forward(
             (Some(r), Some(p)) => Some(r.min(p)),
             (r, p) => r.or(p),
         };
-        let per_try_bound = matches!((remaining, per_try), (Some(r), Some(p)) if p < r) || (remaining.is_none() && per_try.is_some());
+        let per_try_bound = matches!((remaining, per_try), (Some(r), Some(p)) if p < r)
+            || (remaining.is_none() && per_try.is_some());
         cluster.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         host.active_requests.fetch_add(1, Ordering::Relaxed);
@@ -281,7 +382,14 @@ pub async fn forward(
                 cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
                 host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
                 return (
-                    finish_local(ctx, started, StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", flags::UPSTREAM_TIMEOUT, Some(&cluster_name)),
+                    finish_local(
+                        ctx,
+                        started,
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream request timeout",
+                        flags::UPSTREAM_TIMEOUT,
+                        Some(&cluster_name),
+                    ),
                     false,
                 );
             }
@@ -300,12 +408,17 @@ pub async fn forward(
             Ok(Err(SendError::Reset(_) | SendError::Handshake(_))) => Outcome::Reset,
         };
         if outcome == Outcome::PerTryTimeout {
-            cluster.stats.upstream_rq_per_try_timeout.fetch_add(1, Ordering::Relaxed);
+            cluster
+                .stats
+                .upstream_rq_per_try_timeout
+                .fetch_add(1, Ordering::Relaxed);
         }
-        let retriable = policy.as_ref().is_some_and(|p| p.retries(outcome))
-            && (replay.is_some() || stream.is_some());
+        let retriable =
+            policy.as_ref().is_some_and(|p| p.retries(outcome)) && (replay.is_some() || stream.is_some());
         if retriable && attempt <= max_retries {
-            let wait = policy.as_ref().map_or(Duration::ZERO, |p| p.backoff(attempt, fastrand::f64()));
+            let wait = policy
+                .as_ref()
+                .map_or(Duration::ZERO, |p| p.backoff(attempt, fastrand::f64()));
             let past_deadline = deadline.is_some_and(|d| Instant::now() + wait >= d);
             if !past_deadline {
                 cluster.stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
@@ -315,39 +428,80 @@ pub async fn forward(
                 continue;
             }
         } else if retriable {
-            cluster.stats.upstream_rq_retry_limit_exceeded.fetch_add(1, Ordering::Relaxed);
+            cluster
+                .stats
+                .upstream_rq_retry_limit_exceeded
+                .fetch_add(1, Ordering::Relaxed);
         }
         let retried = attempt > 1;
         return match result {
             Ok(Ok(resp)) => {
                 if retried && resp.status().as_u16() < 500 {
-                    cluster.stats.upstream_rq_retry_success.fetch_add(1, Ordering::Relaxed);
+                    cluster
+                        .stats
+                        .upstream_rq_retry_success
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 if resp.status().is_server_error() {
                     host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
                 }
                 cluster.stats.count_status(resp.status().as_u16());
                 let service_time = sent_at.elapsed();
-                let resp = finish_upstream(ctx, resp, target, &destination, started, service_time, injected, downstream_upgrade);
+                let resp = finish_upstream(
+                    ctx,
+                    resp,
+                    target,
+                    &destination,
+                    started,
+                    service_time,
+                    injected,
+                    downstream_upgrade,
+                );
                 (resp, true)
             }
             Ok(Err(e)) => {
                 host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
                 cluster.stats.upstream_rq_reset.fetch_add(1, Ordering::Relaxed);
                 let (flag, reason) = match &e {
-                    SendError::Connect(c) => (flags::UPSTREAM_CONNECTION_FAILURE, format!("connection failure, transport failure reason: {c}")),
-                    SendError::RefusedStream => (flags::UPSTREAM_RESET, "remote refused stream reset".to_string()),
-                    SendError::Reset(r) | SendError::Handshake(r) => (flags::UPSTREAM_RESET, format!("connection termination: {r}")),
+                    SendError::Connect(c) => (
+                        flags::UPSTREAM_CONNECTION_FAILURE,
+                        format!("connection failure, transport failure reason: {c}"),
+                    ),
+                    SendError::RefusedStream => {
+                        (flags::UPSTREAM_RESET, "remote refused stream reset".to_string())
+                    }
+                    SendError::Reset(r) | SendError::Handshake(r) => {
+                        (flags::UPSTREAM_RESET, format!("connection termination: {r}"))
+                    }
                 };
                 let flag = if retried { flags::RETRY_LIMIT } else { flag };
-                let text = format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}");
-                (finish_local(ctx, started, StatusCode::SERVICE_UNAVAILABLE, &text, flag, Some(&cluster_name)), false)
+                let text = format!(
+                    "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
+                );
+                (
+                    finish_local(
+                        ctx,
+                        started,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &text,
+                        flag,
+                        Some(&cluster_name),
+                    ),
+                    false,
+                )
             }
             Err(()) => {
                 // A per-try timeout that is not retried answers like Envoy: 504.
                 cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
                 (
-                    finish_local(ctx, started, StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", flags::UPSTREAM_TIMEOUT, Some(&cluster_name)),
+                    finish_local(
+                        ctx,
+                        started,
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream request timeout",
+                        flags::UPSTREAM_TIMEOUT,
+                        Some(&cluster_name),
+                    ),
                     false,
                 )
             }
@@ -374,10 +528,11 @@ fn prepare_headers(
     }
     // x-request-id.
     let external = manager.use_remote_address && !manager.preserve_external_request_id;
-    if manager.generate_request_id && (external || !h.contains_key("x-request-id")) {
-        if let Ok(v) = HeaderValue::from_str(&uuid4()) {
-            h.insert("x-request-id", v);
-        }
+    if manager.generate_request_id
+        && (external || !h.contains_key("x-request-id"))
+        && let Ok(v) = HeaderValue::from_str(&uuid4())
+    {
+        h.insert("x-request-id", v);
     }
     // x-forwarded-for / -proto.
     let scheme = if ctx.downstream.tls { "https" } else { "http" };
@@ -392,9 +547,15 @@ fn prepare_headers(
                 h.insert("x-forwarded-for", v);
             }
         }
-        h.insert("x-forwarded-proto", HeaderValue::from_static(if ctx.downstream.tls { "https" } else { "http" }));
+        h.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if ctx.downstream.tls { "https" } else { "http" }),
+        );
     } else if !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }));
+        h.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+        );
     }
     if manager.sanitize_xfcc {
         h.remove("x-forwarded-client-cert");
@@ -403,7 +564,10 @@ fn prepare_headers(
         h.append(http::header::VIA, via.clone());
     }
     if let Some(t) = timeout {
-        h.insert("x-envoy-expected-rq-timeout-ms", HeaderValue::from(t.as_millis() as u64));
+        h.insert(
+            "x-envoy-expected-rq-timeout-ms",
+            HeaderValue::from(t.as_millis() as u64),
+        );
     }
     // Header operations: weighted cluster, route, virtual host, configuration.
     if let Some(t) = target {
@@ -430,31 +594,30 @@ fn finish_upstream(
     let (mut parts, incoming) = resp.into_parts();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, switching);
-    parts
-        .headers
-        .insert("x-envoy-upstream-service-time", HeaderValue::from(service_time.as_millis() as u64));
+    parts.headers.insert(
+        "x-envoy-upstream-service-time",
+        HeaderValue::from(service_time.as_millis() as u64),
+    );
     if let Some(t) = target {
         t.response_headers.apply(&mut parts.headers);
     }
-    if switching {
-        if let Some(downstream) = downstream_upgrade {
-            let upstream_resp = Response::from_parts(parts.clone(), ());
-            let mut upstream_resp = upstream_resp;
-            let upstream = hyper::upgrade::on(&mut upstream_resp);
-            let _ = incoming;
-            tokio::spawn(async move {
-                match tokio::try_join!(downstream, upstream) {
-                    Ok((d, u)) => {
-                        let mut d = hyper_util::rt::TokioIo::new(d);
-                        let mut u = hyper_util::rt::TokioIo::new(u);
-                        let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    if switching && let Some(downstream) = downstream_upgrade {
+        let upstream_resp = Response::from_parts(parts.clone(), ());
+        let mut upstream_resp = upstream_resp;
+        let upstream = hyper::upgrade::on(&mut upstream_resp);
+        let _ = incoming;
+        tokio::spawn(async move {
+            match tokio::try_join!(downstream, upstream) {
+                Ok((d, u)) => {
+                    let mut d = hyper_util::rt::TokioIo::new(d);
+                    let mut u = hyper_util::rt::TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
                 }
-            });
-            record(ctx, started, destination, status.as_u16(), None, injected, 0);
-            return Response::from_parts(parts, body::empty());
-        }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        record(ctx, started, destination, status.as_u16(), None, injected, 0);
+        return Response::from_parts(parts, body::empty());
     }
     let grpc_status = parts
         .headers
@@ -465,7 +628,11 @@ fn finish_upstream(
     let inbound = ctx.inbound;
     let destination = destination.clone();
     let code = status.as_u16();
-    let flag = if injected == flags::NONE { flags::NONE } else { injected };
+    let flag = if injected == flags::NONE {
+        flags::NONE
+    } else {
+        injected
+    };
     let metered = body::Metered::body(body::incoming(incoming), move |bytes| {
         state.metrics.record_request(&crate::stats::RequestRecord {
             destination: &destination,

@@ -32,7 +32,10 @@ pub trait Headers {
 
 impl Headers for [(&str, &str)] {
     fn value(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
-        let mut values = self.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
+        let mut values = self
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v);
         let first = values.next()?;
         match values.next() {
             None => Some(std::borrow::Cow::Borrowed(first)),
@@ -77,7 +80,10 @@ fn compile_vhost(vh: &VirtualHost, routes: Vec<CompiledRoute>) -> Result<Compile
         (!vh.rate_limits.is_empty(), "rate_limits"),
         (vh.cors.is_some(), "cors (use typed_per_filter_config)"),
         (vh.hedge_policy.is_some(), "hedge_policy"),
-        (vh.retry_policy_typed_config.is_some(), "retry_policy_typed_config"),
+        (
+            vh.retry_policy_typed_config.is_some(),
+            "retry_policy_typed_config",
+        ),
         (vh.matcher.is_some(), "matcher"),
         (!vh.request_mirror_policies.is_empty(), "request_mirror_policies"),
     ];
@@ -92,7 +98,11 @@ fn compile_vhost(vh: &VirtualHost, routes: Vec<CompiledRoute>) -> Result<Compile
         response_headers: HeaderOps::compile(&vh.response_headers_to_add, &vh.response_headers_to_remove)?,
         require_tls: matches!(Tls::try_from(vh.require_tls), Ok(Tls::All | Tls::ExternalOnly)),
         include_attempt_count: vh.include_request_attempt_count,
-        retry: vh.retry_policy.as_ref().map(crate::retry::RetryPolicy::compile).transpose()?,
+        retry: vh
+            .retry_policy
+            .as_ref()
+            .map(crate::retry::RetryPolicy::compile)
+            .transpose()?,
     })
 }
 
@@ -270,10 +280,11 @@ impl QueryRule {
     }
 
     fn holds(&self, query: &[(&str, &str)]) -> bool {
-        query
-            .iter()
-            .find(|(n, _)| *n == self.name)
-            .is_some_and(|(_, v)| self.condition.as_ref().is_none_or(|(t, ic)| t.matches_folded(v, *ic)))
+        query.iter().find(|(n, _)| *n == self.name).is_some_and(|(_, v)| {
+            self.condition
+                .as_ref()
+                .is_none_or(|(t, ic)| t.matches_folded(v, *ic))
+        })
     }
 }
 
@@ -463,14 +474,25 @@ impl CompiledRoutes {
         };
         let mut out = CompiledRoutes {
             name: config.name.clone(),
-            request_headers: HeaderOps::compile(&config.request_headers_to_add, &config.request_headers_to_remove)
-                .map_err(config_err)?,
-            response_headers: HeaderOps::compile(&config.response_headers_to_add, &config.response_headers_to_remove)
-                .map_err(config_err)?,
+            request_headers: HeaderOps::compile(
+                &config.request_headers_to_add,
+                &config.request_headers_to_remove,
+            )
+            .map_err(config_err)?,
+            response_headers: HeaderOps::compile(
+                &config.response_headers_to_add,
+                &config.response_headers_to_remove,
+            )
+            .map_err(config_err)?,
             ..Default::default()
         };
-        if !config.typed_per_filter_config.is_empty() || config.vhds.is_some() || !config.cluster_specifier_plugins.is_empty() {
-            return Err(config_err("typed_per_filter_config, vhds and cluster_specifier_plugins are not supported".into()));
+        if !config.typed_per_filter_config.is_empty()
+            || config.vhds.is_some()
+            || !config.cluster_specifier_plugins.is_empty()
+        {
+            return Err(config_err(
+                "typed_per_filter_config, vhds and cluster_specifier_plugins are not supported".into(),
+            ));
         }
         for (i, vh) in config.virtual_hosts.iter().enumerate() {
             let routes = vh

@@ -65,7 +65,9 @@ impl RunningProxy {
         let mut tasks = Vec::new();
         let mut admin_addr = None;
         if let Some(address) = options.admin {
-            let socket = admin::bind(address).await.map_err(|e| StartError::Admin(address, e))?;
+            let socket = admin::bind(address)
+                .await
+                .map_err(|e| StartError::Admin(address, e))?;
             admin_addr = socket.local_addr().ok();
             let admin = Admin {
                 state: state.clone(),

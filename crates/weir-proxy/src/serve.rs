@@ -54,7 +54,11 @@ impl BindPolicy {
                     return None;
                 }
                 let port = u16::try_from(i32::from(l.address.port()) + port_offset).ok()?;
-                let address = if l.address.ip().is_unspecified() { *ip } else { l.address.ip() };
+                let address = if l.address.ip().is_unspecified() {
+                    *ip
+                } else {
+                    l.address.ip()
+                };
                 Some(SocketAddr::new(address, port))
             }
         }
@@ -86,7 +90,9 @@ pub struct Listeners {
 
 impl std::fmt::Debug for Listeners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listeners").field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("Listeners")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -221,7 +227,11 @@ impl Listeners {
                     }
                     keep
                 });
-                wanted.iter().filter(|a| !current.contains_key(a)).copied().collect()
+                wanted
+                    .iter()
+                    .filter(|a| !current.contains_key(a))
+                    .copied()
+                    .collect()
             }
             Err(_) => return Vec::new(),
         };
@@ -243,7 +253,11 @@ impl Listeners {
 
     /// The addresses accepted as redirected.
     pub fn redirected(&self) -> Vec<SocketAddr> {
-        let mut out: Vec<SocketAddr> = self.redirected.lock().map(|r| r.keys().copied().collect()).unwrap_or_default();
+        let mut out: Vec<SocketAddr> = self
+            .redirected
+            .lock()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default();
         out.sort();
         out
     }
@@ -281,7 +295,9 @@ async fn redirect_loop(state: Arc<ProxyState>, socket: TcpListener, destination:
     // Connections to a redirected address are drained only when the proxy stops.
     let (_drain, drain_rx) = watch::channel(0u64);
     loop {
-        let Ok((stream, peer)) = socket.accept().await else { continue };
+        let Ok((stream, peer)) = socket.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let drain = drain_rx.clone();
@@ -289,10 +305,24 @@ async fn redirect_loop(state: Arc<ProxyState>, socket: TcpListener, destination:
             let snapshot = state.snapshot();
             let listener = snapshot
                 .listener_for(destination)
-                .or_else(|| snapshot.listeners.values().find(|l| l.use_original_dst && l.traffic_direction_outbound()))
+                .or_else(|| {
+                    snapshot
+                        .listeners
+                        .values()
+                        .find(|l| l.use_original_dst && l.traffic_direction_outbound())
+                })
                 .cloned();
             let Some(listener) = listener else { return };
-            dispatch(state, listener, stream, peer, destination, Some(Target::Socket(destination)), drain).await;
+            dispatch(
+                state,
+                listener,
+                stream,
+                peer,
+                destination,
+                Some(Target::Socket(destination)),
+                drain,
+            )
+            .await;
         });
     }
 }
@@ -309,9 +339,17 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
     addr.as_socket()
 }
 
-async fn accept_connection(state: Arc<ProxyState>, name: &str, stream: TcpStream, peer: SocketAddr, drain: watch::Receiver<u64>) {
+async fn accept_connection(
+    state: Arc<ProxyState>,
+    name: &str,
+    stream: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<u64>,
+) {
     let snapshot = state.snapshot();
-    let Some(listener) = snapshot.listeners.get(name).cloned() else { return };
+    let Some(listener) = snapshot.listeners.get(name).cloned() else {
+        return;
+    };
     let Ok(local) = stream.local_addr() else { return };
     let (listener, destination) = if listener.use_original_dst {
         let destination = original_destination(&stream).unwrap_or(local);
@@ -346,7 +384,10 @@ pub async fn dispatch<S>(
 {
     use std::sync::atomic::Ordering;
     state.counters.downstream_cx_total.fetch_add(1, Ordering::Relaxed);
-    state.counters.downstream_cx_active.fetch_add(1, Ordering::Relaxed);
+    state
+        .counters
+        .downstream_cx_active
+        .fetch_add(1, Ordering::Relaxed);
     let mut facts = ConnectionFacts {
         destination: Some(destination),
         transport: "raw_buffer",
@@ -359,17 +400,28 @@ pub async fn dispatch<S>(
             inspection.await;
             true
         } else {
-            tokio::time::timeout(listener.inspect_timeout, inspection).await.is_ok()
+            tokio::time::timeout(listener.inspect_timeout, inspection)
+                .await
+                .is_ok()
         };
         if !finished && !listener.continue_on_timeout {
-            state.counters.downstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+            state
+                .counters
+                .downstream_cx_active
+                .fetch_sub(1, Ordering::Relaxed);
             return;
         }
     }
     let Some(chain) = listener.select(&facts) else {
         tracing::debug!(listener = %listener.name, ?facts, "no filter chain matches; closing");
-        state.counters.no_filter_chain_match.fetch_add(1, Ordering::Relaxed);
-        state.counters.downstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+        state
+            .counters
+            .no_filter_chain_match
+            .fetch_add(1, Ordering::Relaxed);
+        state
+            .counters
+            .downstream_cx_active
+            .fetch_sub(1, Ordering::Relaxed);
         return;
     };
     let stream = Rewind::new(seen.freeze(), stream);
@@ -390,11 +442,19 @@ pub async fn dispatch<S>(
             serve_http(ctx, stream, drain).await;
         }
     }
-    state.counters.downstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+    state
+        .counters
+        .downstream_cx_active
+        .fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Reads until the inspectors have decided (or the peer stops sending).
-async fn inspect<S: AsyncRead + Unpin>(listener: &ListenerConfig, stream: &mut S, seen: &mut BytesMut, facts: &mut ConnectionFacts) {
+async fn inspect<S: AsyncRead + Unpin>(
+    listener: &ListenerConfig,
+    stream: &mut S,
+    seen: &mut BytesMut,
+    facts: &mut ConnectionFacts,
+) {
     let mut tls_pending = listener.tls_inspector;
     let mut http_pending = listener.http_inspector;
     while tls_pending || http_pending {
@@ -445,7 +505,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(60))
         .max_buf_size(manager.max_request_headers.max(8192) * 2);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(manager.max_request_headers).unwrap_or(u32::MAX));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(manager.max_request_headers).unwrap_or(u32::MAX));
     let builder = match manager.codec {
         Codec::Auto => builder,
         Codec::Http1 => builder.http1_only(),

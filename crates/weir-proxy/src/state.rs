@@ -56,7 +56,10 @@ impl Snapshot {
         };
         self.by_address
             .get(&destination)
-            .or_else(|| self.by_address.get(&SocketAddr::new(wildcard, destination.port())))
+            .or_else(|| {
+                self.by_address
+                    .get(&SocketAddr::new(wildcard, destination.port()))
+            })
             .and_then(|name| self.listeners.get(name))
     }
 }
@@ -108,7 +111,8 @@ impl ProxyState {
 
     /// Records the addresses this proxy accepts on.
     pub fn set_own_addresses(&self, addresses: impl IntoIterator<Item = SocketAddr>) {
-        self.own_addresses.store(Arc::new(addresses.into_iter().collect()));
+        self.own_addresses
+            .store(Arc::new(addresses.into_iter().collect()));
     }
 
     /// Whether a target is one of this proxy's own addresses (a passthrough there would loop).

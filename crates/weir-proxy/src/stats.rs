@@ -124,7 +124,9 @@ fn duration_histogram() -> Histogram {
 }
 
 fn size_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 10.0, 9))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1.0, 10.0, 9,
+    ))
 }
 
 /// What is known about the destination of a request from its cluster name
@@ -198,26 +200,53 @@ impl IstioMetrics {
     /// Metrics for a proxy with this identity.
     pub fn new(identity: Identity) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
-        let duration = Family::<RequestLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
-        let request_bytes = Family::<RequestLabels, Histogram>::new_with_constructor(size_histogram as fn() -> Histogram);
-        let response_bytes = Family::<RequestLabels, Histogram>::new_with_constructor(size_histogram as fn() -> Histogram);
+        let duration =
+            Family::<RequestLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let request_bytes =
+            Family::<RequestLabels, Histogram>::new_with_constructor(size_histogram as fn() -> Histogram);
+        let response_bytes =
+            Family::<RequestLabels, Histogram>::new_with_constructor(size_histogram as fn() -> Histogram);
         let tcp_opened = Family::<TcpLabels, Counter>::default();
         let tcp_closed = Family::<TcpLabels, Counter>::default();
         let tcp_sent = Family::<TcpLabels, Counter>::default();
         let tcp_received = Family::<TcpLabels, Counter>::default();
         let mut registry = Registry::default();
-        registry.register("istio_requests", "Requests handled by the proxy", requests.clone());
+        registry.register(
+            "istio_requests",
+            "Requests handled by the proxy",
+            requests.clone(),
+        );
         registry.register(
             "istio_request_duration_milliseconds",
             "Request durations",
             duration.clone(),
         );
         registry.register("istio_request_bytes", "Request body sizes", request_bytes.clone());
-        registry.register("istio_response_bytes", "Response body sizes", response_bytes.clone());
-        registry.register("istio_tcp_connections_opened", "TCP connections opened", tcp_opened.clone());
-        registry.register("istio_tcp_connections_closed", "TCP connections closed", tcp_closed.clone());
-        registry.register("istio_tcp_sent_bytes", "Bytes sent to the peer (TCP)", tcp_sent.clone());
-        registry.register("istio_tcp_received_bytes", "Bytes received from the peer (TCP)", tcp_received.clone());
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes",
+            response_bytes.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            tcp_closed.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the peer (TCP)",
+            tcp_sent.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the peer (TCP)",
+            tcp_received.clone(),
+        );
         IstioMetrics {
             identity,
             requests,
@@ -235,17 +264,28 @@ impl IstioMetrics {
     fn request_labels(&self, r: &RequestRecord<'_>) -> RequestLabels {
         let me = &self.identity;
         let d = r.destination;
-        let (source, destination_workload, destination_namespace, destination_app, destination_version) = if r.inbound {
-            (None, me.workload.clone(), me.namespace.clone(), me.app.clone(), me.version.clone())
-        } else {
-            (
-                Some(me),
-                "unknown".to_string(),
-                d.namespace.clone(),
-                "unknown".to_string(),
-                if d.subset.is_empty() { "unknown".to_string() } else { d.subset.clone() },
-            )
-        };
+        let (source, destination_workload, destination_namespace, destination_app, destination_version) =
+            if r.inbound {
+                (
+                    None,
+                    me.workload.clone(),
+                    me.namespace.clone(),
+                    me.app.clone(),
+                    me.version.clone(),
+                )
+            } else {
+                (
+                    Some(me),
+                    "unknown".to_string(),
+                    d.namespace.clone(),
+                    "unknown".to_string(),
+                    if d.subset.is_empty() {
+                        "unknown".to_string()
+                    } else {
+                        d.subset.clone()
+                    },
+                )
+            };
         let unknown = || "unknown".to_string();
         RequestLabels {
             reporter: if r.inbound { "destination" } else { "source" },
@@ -277,8 +317,12 @@ impl IstioMetrics {
         let labels = self.request_labels(r);
         self.requests.get_or_create(&labels).inc();
         self.duration.get_or_create(&labels).observe(r.duration_ms);
-        self.request_bytes.get_or_create(&labels).observe(r.request_bytes as f64);
-        self.response_bytes.get_or_create(&labels).observe(r.response_bytes as f64);
+        self.request_bytes
+            .get_or_create(&labels)
+            .observe(r.request_bytes as f64);
+        self.response_bytes
+            .get_or_create(&labels)
+            .observe(r.response_bytes as f64);
     }
 
     /// Labels for a TCP connection to a cluster.
@@ -327,10 +371,16 @@ mod tests {
     #[test]
     fn destinations_come_from_cluster_names() {
         let d = Destination::from_cluster("outbound|9080|v2|reviews.shop.svc.cluster.local");
-        assert_eq!((d.name.as_str(), d.namespace.as_str(), d.subset.as_str()), ("reviews", "shop", "v2"));
+        assert_eq!(
+            (d.name.as_str(), d.namespace.as_str(), d.subset.as_str()),
+            ("reviews", "shop", "v2")
+        );
         let d = Destination::from_cluster("outbound|443||api.example.com");
         assert_eq!(d.namespace, "unknown");
-        assert_eq!(Destination::from_cluster("PassthroughCluster").service, "PassthroughCluster");
+        assert_eq!(
+            Destination::from_cluster("PassthroughCluster").service,
+            "PassthroughCluster"
+        );
     }
 
     #[test]
@@ -353,8 +403,14 @@ mod tests {
             inbound: false,
         });
         let text = m.encode();
-        assert!(text.contains("istio_requests_total{reporter=\"source\",source_workload=\"sleep\""), "{text}");
+        assert!(
+            text.contains("istio_requests_total{reporter=\"source\",source_workload=\"sleep\""),
+            "{text}"
+        );
         assert!(text.contains("destination_service_name=\"httpbin\""), "{text}");
-        assert!(text.contains("istio_request_duration_milliseconds_bucket"), "{text}");
+        assert!(
+            text.contains("istio_request_duration_milliseconds_bucket"),
+            "{text}"
+        );
     }
 }

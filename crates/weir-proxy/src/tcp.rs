@@ -16,8 +16,12 @@ use crate::state::ProxyState;
 use crate::stats::Destination;
 
 /// Proxies one downstream connection.
-pub async fn proxy<S>(state: &ProxyState, config: &TcpProxyConfig, downstream: S, original_dst: Option<Target>)
-where
+pub async fn proxy<S>(
+    state: &ProxyState,
+    config: &TcpProxyConfig,
+    downstream: S,
+    original_dst: Option<Target>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let snapshot = state.snapshot();
@@ -34,11 +38,21 @@ where
     let mut tried = Vec::new();
     let mut upstream = None;
     for _ in 0..config.max_connect_attempts {
-        let host = match cluster.pick(&PickContext { hash: None, avoid: &tried }, 2, original_dst.as_ref()) {
+        let host = match cluster.pick(
+            &PickContext {
+                hash: None,
+                avoid: &tried,
+            },
+            2,
+            original_dst.as_ref(),
+        ) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(cluster = %cluster_name, error = %e, "tcp_proxy: no upstream");
-                cluster.stats.upstream_cx_none_healthy.fetch_add(1, Ordering::Relaxed);
+                cluster
+                    .stats
+                    .upstream_cx_none_healthy
+                    .fetch_add(1, Ordering::Relaxed);
                 let labels = state.metrics.tcp_labels(&destination, "UH");
                 state.metrics.tcp_opened(&labels);
                 state.metrics.tcp_closed(&labels, 0, 0);
@@ -49,7 +63,13 @@ where
             tracing::warn!(target = %host.target, "refusing a passthrough to this proxy's own address (it would loop)");
             return;
         }
-        match connect(&host.target, cluster.config.connect_timeout, cluster.config.source_address).await {
+        match connect(
+            &host.target,
+            cluster.config.connect_timeout,
+            cluster.config.source_address,
+        )
+        .await
+        {
             Ok(io) => {
                 host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
                 cluster.pool.stats.cx_total.fetch_add(1, Ordering::Relaxed);
@@ -75,8 +95,14 @@ where
     host.active_requests.fetch_add(1, Ordering::Relaxed);
     let (sent, received) = splice(downstream, upstream, config.idle_timeout).await;
     host.active_requests.fetch_sub(1, Ordering::Relaxed);
-    cluster.stats.upstream_cx_tx_bytes_total.fetch_add(received, Ordering::Relaxed);
-    cluster.stats.upstream_cx_rx_bytes_total.fetch_add(sent, Ordering::Relaxed);
+    cluster
+        .stats
+        .upstream_cx_tx_bytes_total
+        .fetch_add(received, Ordering::Relaxed);
+    cluster
+        .stats
+        .upstream_cx_rx_bytes_total
+        .fetch_add(sent, Ordering::Relaxed);
     // Istio: sent = bytes sent to the downstream peer… reported from the proxy's side:
     // received from downstream, sent back to it.
     state.metrics.tcp_closed(&labels, sent, received);
@@ -105,7 +131,9 @@ where
             let watchdog = async {
                 loop {
                     tokio::time::sleep(idle / 4 + Duration::from_millis(1)).await;
-                    let quiet = started.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                    let quiet = started
+                        .elapsed()
+                        .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
                     if quiet >= idle {
                         break;
                     }

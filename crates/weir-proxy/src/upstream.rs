@@ -84,16 +84,18 @@ pub struct ClusterRuntime {
 
 impl std::fmt::Debug for ClusterRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterRuntime").field("name", &self.config.name).finish_non_exhaustive()
+        f.debug_struct("ClusterRuntime")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl Drop for ClusterRuntime {
     fn drop(&mut self) {
-        if let Ok(mut dns) = self.dns.lock() {
-            if let Some(task) = dns.take() {
-                task.abort();
-            }
+        if let Ok(mut dns) = self.dns.lock()
+            && let Some(task) = dns.take()
+        {
+            task.abort();
         }
     }
 }
@@ -170,11 +172,18 @@ impl ClusterRuntime {
     }
 
     /// Picks a host for a request or connection.
-    pub fn pick(&self, ctx: &PickContext<'_>, attempts: u32, original_dst: Option<&Target>) -> Result<Arc<Host>, NoHost> {
+    pub fn pick(
+        &self,
+        ctx: &PickContext<'_>,
+        attempts: u32,
+        original_dst: Option<&Target>,
+    ) -> Result<Arc<Host>, NoHost> {
         match &self.config.discovery {
             Discovery::OriginalDst { port_override } => {
                 let target = match (original_dst, port_override) {
-                    (Some(Target::Socket(a)), Some(p)) => Target::Socket(std::net::SocketAddr::new(a.ip(), *p)),
+                    (Some(Target::Socket(a)), Some(p)) => {
+                        Target::Socket(std::net::SocketAddr::new(a.ip(), *p))
+                    }
                     (Some(Target::Name(h, _)), Some(p)) => Target::Name(h.clone(), *p),
                     (Some(t), _) => t.clone(),
                     (None, _) => return Err(NoHost::NoOriginalDestination(self.config.name.clone())),
@@ -225,7 +234,13 @@ fn by_preference(family: Family, mut addrs: Vec<std::net::SocketAddr>) -> Vec<st
 
 /// Resolves a DNS cluster's names every `refresh`. Failures keep the previous hosts (as Envoy
 /// does) and are counted.
-async fn refresh_dns(cluster: Weak<ClusterRuntime>, strict: bool, names: EndpointSet, refresh: Duration, family: Family) {
+async fn refresh_dns(
+    cluster: Weak<ClusterRuntime>,
+    strict: bool,
+    names: EndpointSet,
+    refresh: Duration,
+    family: Family,
+) {
     loop {
         let mut resolved = EndpointSet::default();
         let mut failed = false;

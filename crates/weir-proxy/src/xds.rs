@@ -79,7 +79,9 @@ impl Agent {
         clusters: Vec<crate::cluster::ClusterConfig>,
     ) -> Vec<String> {
         let snapshot = {
-            let Ok(mut r) = self.resources.lock() else { return vec!["state poisoned".into()] };
+            let Ok(mut r) = self.resources.lock() else {
+                return vec!["state poisoned".into()];
+            };
             r.add_static(listeners, clusters);
             r.snapshot()
         };
@@ -101,7 +103,9 @@ impl Agent {
         loop {
             match self.clone().stream(&address, &mut client, &mut backoff).await {
                 Ok(()) => tracing::warn!(%address, "the control plane closed the ADS stream; reconnecting"),
-                Err(e) => tracing::warn!(%address, error = %e, "ADS stream failed; serving the last good configuration"),
+                Err(e) => {
+                    tracing::warn!(%address, error = %e, "ADS stream failed; serving the last good configuration")
+                }
             }
             if let Ok(mut s) = self.status.lock() {
                 s.connected = false;
@@ -110,7 +114,12 @@ impl Agent {
         }
     }
 
-    async fn stream(self: Arc<Self>, address: &str, client: &mut DeltaClient, backoff: &mut Backoff) -> Result<(), String> {
+    async fn stream(
+        self: Arc<Self>,
+        address: &str,
+        client: &mut DeltaClient,
+        backoff: &mut Backoff,
+    ) -> Result<(), String> {
         let channel = tonic::transport::Endpoint::from_shared(address.to_string())
             .map_err(|e| format!("discovery address {address:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
@@ -132,7 +141,11 @@ impl Agent {
             s.connected = true;
         }
         tracing::info!(%address, "connected to the control plane");
-        while let Some(response) = responses.message().await.map_err(|s| format!("{} ({:?})", s.message(), s.code()))? {
+        while let Some(response) = responses
+            .message()
+            .await
+            .map_err(|s| format!("{} ({:?})", s.message(), s.code()))?
+        {
             backoff.reset();
             let pending = match client.on_response(&response) {
                 Ok(p) => p,
@@ -157,12 +170,23 @@ impl Agent {
                     return Err("resource state poisoned".into());
                 };
                 let applied = resources.apply(&pending);
-                (applied, resources.snapshot(), resources.eds_names(), resources.rds_names())
+                (
+                    applied,
+                    resources.snapshot(),
+                    resources.eds_names(),
+                    resources.rds_names(),
+                )
             };
             let mut errors = applied.errors;
             self.state.install(snapshot.clone());
             if type_url == LISTENER_TYPE {
-                errors.extend(self.listeners.reconcile(&snapshot).await.into_iter().map(|e| e.to_string()));
+                errors.extend(
+                    self.listeners
+                        .reconcile(&snapshot)
+                        .await
+                        .into_iter()
+                        .map(|e| e.to_string()),
+                );
             }
             let request = if errors.is_empty() {
                 client.ack(applied.accepted)
@@ -210,7 +234,11 @@ impl Agent {
     }
 }
 
-fn subscription_changes(client: &mut DeltaClient, type_url: &str, wanted: &BTreeSet<String>) -> Vec<DeltaDiscoveryRequest> {
+fn subscription_changes(
+    client: &mut DeltaClient,
+    type_url: &str,
+    wanted: &BTreeSet<String>,
+) -> Vec<DeltaDiscoveryRequest> {
     let current = client.subscribed(type_url);
     let add: Vec<String> = wanted.difference(&current).cloned().collect();
     let drop: Vec<String> = current.difference(wanted).cloned().collect();
@@ -224,6 +252,8 @@ fn subscription_changes(client: &mut DeltaClient, type_url: &str, wanted: &BTree
     out
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::UnboundedReceiver<T>) -> impl futures_util::Stream<Item = T> + Send + 'static {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -273,7 +273,10 @@ impl DeltaClient {
 
     /// The names subscribed to for a type (empty for none or the wildcard alone).
     pub fn subscribed(&self, type_url: &str) -> BTreeSet<String> {
-        self.types.get(type_url).map(|s| s.names.clone()).unwrap_or_default()
+        self.types
+            .get(type_url)
+            .map(|s| s.names.clone())
+            .unwrap_or_default()
     }
 
     /// Rejects a staged response: the held configuration stays.
@@ -534,12 +537,19 @@ mod tests {
     fn named_subscriptions_send_their_names_and_partial_applies_what_was_accepted() {
         let mut c = DeltaClient::new(node());
         let first = c.subscribe(CLUSTER_TYPE, &["a".into(), "b".into()]);
-        assert_eq!(first.resource_names_subscribe, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            first.resource_names_subscribe,
+            vec!["a".to_string(), "b".to_string()]
+        );
         let more = c.subscribe(CLUSTER_TYPE, &["b".into(), "c".into()]);
         assert_eq!(more.resource_names_subscribe, vec!["c".to_string()]);
         assert_eq!(c.subscribed(CLUSTER_TYPE).len(), 3);
         let reconnect = c.on_connect();
-        assert_eq!(reconnect[0].resource_names_subscribe.len(), 3, "no wildcard for named subscriptions");
+        assert_eq!(
+            reconnect[0].resource_names_subscribe.len(),
+            3,
+            "no wildcard for named subscriptions"
+        );
         let mut p = c
             .on_response(&delta_response("1", &[("a", "v1"), ("b", "v1")], &[]))
             .unwrap();

@@ -99,7 +99,12 @@ pub fn run(args: &Args) -> ExitCode {
 
 /// Applies folder changes to the server: waits for a change, then keeps collecting until the
 /// folder has been quiet for [`DEBOUNCE`] (or [`DEBOUNCE_CAP`] has passed), then applies the batch.
-pub fn watch_loop(source: &FolderSource, watch: &weir_model::FolderWatch, server: &DiscoveryServer, changed: &dyn Fn()) {
+pub fn watch_loop(
+    source: &FolderSource,
+    watch: &weir_model::FolderWatch,
+    server: &DiscoveryServer,
+    changed: &dyn Fn(),
+) {
     loop {
         let Some(first) = watch.next_batch(Duration::from_secs(3600)) else {
             continue;

@@ -27,7 +27,12 @@ pub struct Args {
 }
 
 fn control(req: &Request<Incoming>) -> (StatusCode, Duration) {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
     let mut segments = req.uri().path().trim_start_matches('/').split('/');
     let (first, second) = (segments.next().unwrap_or_default(), segments.next());
     let path_number = second.and_then(|s| s.parse::<u64>().ok());
@@ -46,7 +51,11 @@ fn control(req: &Request<Incoming>) -> (StatusCode, Duration) {
     (status, delay)
 }
 
-async fn answer(name: String, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    name: String,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, delay) = control(&req);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -54,12 +63,22 @@ async fn answer(name: String, peer: SocketAddr, req: Request<Incoming>) -> Resul
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                json!(String::from_utf8_lossy(v.as_bytes())),
+            )
+        })
         .collect();
     let method = req.method().to_string();
     let uri = req.uri().to_string();
     let version = format!("{:?}", req.version());
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let reply = json!({
         "server": name,
         "method": method,
@@ -71,8 +90,10 @@ async fn answer(name: String, peer: SocketAddr, req: Request<Incoming>) -> Resul
     });
     let mut resp = Response::new(Full::new(Bytes::from(format!("{reply:#}\n"))));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = hyper::header::HeaderValue::from_str(&name) {
         resp.headers_mut().insert("x-echo-server", v);
     }
@@ -82,7 +103,11 @@ async fn answer(name: String, peer: SocketAddr, req: Request<Incoming>) -> Resul
 /// Runs the command.
 pub fn run(args: &Args) -> ExitCode {
     crate::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("weir echo: cannot start the runtime: {e}");

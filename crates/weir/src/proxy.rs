@@ -17,7 +17,11 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", conflicts_with = "bootstrap")]
     discovery: Option<String>,
     /// The node id (Istio's form `sidecar~<ip>~<name>.<namespace>~<namespace>.svc.cluster.local`).
-    #[arg(long, value_name = "ID", default_value = "sidecar~127.0.0.1~weir-proxy.default~default.svc.cluster.local")]
+    #[arg(
+        long,
+        value_name = "ID",
+        default_value = "sidecar~127.0.0.1~weir-proxy.default~default.svc.cluster.local"
+    )]
     node: String,
     /// An Envoy v3 bootstrap (YAML or JSON): static listeners and clusters, and/or
     /// `dynamic_resources` pointing at an ADS server.
@@ -80,13 +84,19 @@ fn read_bootstrap(path: &str) -> Result<weir_proxy::bootstrap::BootstrapConfig, 
         serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?
     } else {
         let docs = weir_api::yaml::parse_documents(&text);
-        let doc = docs.into_iter().next().ok_or_else(|| format!("{path}: empty file"))?;
+        let doc = docs
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{path}: empty file"))?;
         if let Some(e) = doc.errors.first() {
             return Err(format!("{path}:{e}"));
         }
-        doc.root.map(|r| r.to_json()).ok_or_else(|| format!("{path}: empty document"))?
+        doc.root
+            .map(|r| r.to_json())
+            .ok_or_else(|| format!("{path}: empty document"))?
     };
-    let bytes = weir_xds::json::from_json("envoy.config.bootstrap.v3.Bootstrap", &json).map_err(|e| format!("{path}: {e}"))?;
+    let bytes = weir_xds::json::from_json("envoy.config.bootstrap.v3.Bootstrap", &json)
+        .map_err(|e| format!("{path}: {e}"))?;
     weir_proxy::bootstrap::from_encoded(&bytes).map_err(|e| format!("{path}: {e}"))
 }
 

@@ -55,7 +55,13 @@ fn gateway_selectors(server: &DiscoveryServer) -> BTreeMap<Vec<(String, String)>
                     let selector: Vec<(String, String)> = g
                         .spec
                         .as_ref()
-                        .map(|s| s.selector.or_empty().iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                        .map(|s| {
+                            s.selector
+                                .or_empty()
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     Some((selector, o.key.namespace.clone()))
                 }
@@ -75,7 +81,9 @@ fn local_service_addresses(server: &DiscoveryServer) -> Vec<(SocketAddr, String)
                 (None, Some(v4)) => Some(IpAddr::V4(v4)),
                 _ => None,
             };
-            let Some(ip) = ip.filter(IpAddr::is_loopback) else { continue };
+            let Some(ip) = ip.filter(IpAddr::is_loopback) else {
+                continue;
+            };
             for p in &s.ports {
                 if let Ok(port) = u16::try_from(p.number) {
                     out.push((SocketAddr::new(ip, port), s.hostname.clone()));
@@ -90,7 +98,11 @@ fn local_service_addresses(server: &DiscoveryServer) -> Vec<(SocketAddr, String)
 
 fn gateway_name(selector: &[(String, String)]) -> String {
     let values: Vec<&str> = selector.iter().map(|(_, v)| v.as_str()).collect();
-    if values.is_empty() { "gateway".into() } else { values.join("-") }
+    if values.is_empty() {
+        "gateway".into()
+    } else {
+        values.join("-")
+    }
 }
 
 async fn start_gateway(
@@ -158,7 +170,10 @@ pub fn run(args: &Args) -> ExitCode {
         let listener = match tokio::net::TcpListener::bind(args.discovery).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("weir run: cannot serve ADS on {}: {e} (choose another with --discovery)", args.discovery);
+                eprintln!(
+                    "weir run: cannot serve ADS on {}: {e} (choose another with --discovery)",
+                    args.discovery
+                );
                 return ExitCode::from(2);
             }
         };
@@ -166,11 +181,18 @@ pub fn run(args: &Args) -> ExitCode {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let service = server.service();
         tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+            {
                 eprintln!("weir run: the control plane stopped: {e}");
             }
         });
-        println!("weir run: control plane (ADS) on {discovery_addr} for {}", args.config);
+        println!(
+            "weir run: control plane (ADS) on {discovery_addr} for {}",
+            args.config
+        );
         let discovery = discovery_url(&discovery_addr.to_string());
 
         // The local sidecar stands for this machine as a client; it is given an address no
@@ -241,7 +263,10 @@ pub fn run(args: &Args) -> ExitCode {
             for (selector, p) in &gateways {
                 for (name, address) in p.listeners.bound() {
                     if announced.insert(format!("gw {name} {address}")) {
-                        println!("weir run: gateway {} listener {name} on {address}", gateway_name(selector));
+                        println!(
+                            "weir run: gateway {} listener {name} on {address}",
+                            gateway_name(selector)
+                        );
                     }
                 }
             }

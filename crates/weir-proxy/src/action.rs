@@ -222,6 +222,8 @@ pub struct FilterSettings {
 /// A compiled CORS policy.
 #[derive(Clone, Debug)]
 pub struct Cors {
+    /// Share of requests the policy applies to (`filter_enabled`).
+    pub enabled: Fraction,
     /// Allowed origins.
     pub origins: Vec<crate::routes::Text>,
     /// `access-control-allow-methods`.
@@ -242,6 +244,11 @@ impl Cors {
     /// Whether an origin is allowed.
     pub fn allows(&self, origin: &str) -> bool {
         self.origins.iter().any(|t| t.matches(origin))
+    }
+
+    /// Whether the policy applies to this request (its `filter_enabled` share).
+    pub fn applies(&self) -> bool {
+        self.enabled.hit(fastrand::u64(..))
     }
 }
 
@@ -534,12 +541,16 @@ pub fn compile_filter_settings(
 }
 
 fn compile_cors(p: &CorsPolicy) -> Result<Cors, String> {
-    if p.filter_enabled.is_some() || p.shadow_enabled.is_some() || p.allow_private_network_access.is_some() {
-        return Err(
-            "cors: filter_enabled, shadow_enabled and allow_private_network_access are not supported".into(),
-        );
+    if p.shadow_enabled.is_some() || p.allow_private_network_access.is_some() {
+        return Err("cors: shadow_enabled and allow_private_network_access are not supported".into());
     }
+    // `filter_enabled` is a runtime fraction; Weir has no runtime, so its default applies.
+    let enabled = p
+        .filter_enabled
+        .as_ref()
+        .map_or(Fraction::from_pb(None), |f| Fraction::from_pb(f.default_value.as_ref()));
     Ok(Cors {
+        enabled,
         origins: p
             .allow_origin_string_match
             .iter()

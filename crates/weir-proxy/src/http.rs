@@ -275,7 +275,8 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Result<Res
         .manager
         .cors_filter
         .then(|| route.filters.cors.as_ref().or(vhost.filters.cors.as_ref()))
-        .flatten();
+        .flatten()
+        .filter(|c| c.applies());
     let origin = req
         .headers()
         .get(http::header::ORIGIN)

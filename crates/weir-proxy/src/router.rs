@@ -474,7 +474,11 @@ pub async fn forward(
                         (flags::UPSTREAM_RESET, format!("connection termination: {r}"))
                     }
                 };
-                let flag = if retried { flags::RETRY_LIMIT } else { flag };
+                let flag = match (retried, flag) {
+                    (false, f) => f,
+                    (true, flags::UPSTREAM_CONNECTION_FAILURE) => "UF,URX",
+                    (true, _) => "UR,URX",
+                };
                 let text = format!(
                     "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
                 );

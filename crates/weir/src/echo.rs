@@ -1,7 +1,8 @@
 //! `weir echo`: a small HTTP/1.1 and h2c backend for demos and tests. It answers every request
 //! with what it received (method, path, headers, its own name), and has a few controls:
-//! `/status/<code>` answers with that status, `/delay/<ms>` waits first, and the headers
-//! `x-echo-status` / `x-echo-delay-ms` do the same on any path.
+//! `/status/<code>` answers with that status, `/delay/<ms>` waits first, `/flaky/<key>/<n>`
+//! answers 503 to the first `n` requests for `key` and 200 afterwards, and the headers
+//! `x-echo-status` / `x-echo-delay-ms` do the same as the first two on any path.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +27,24 @@ pub struct Args {
     name: String,
 }
 
+/// Requests seen per `/flaky/<key>` key.
+static FLAKY: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, u64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn flaky(path: &str) -> Option<StatusCode> {
+    let rest = path.strip_prefix("/flaky/")?;
+    let (key, n) = rest.rsplit_once('/')?;
+    let failures: u64 = n.parse().ok()?;
+    let mut seen = FLAKY.lock().ok()?;
+    let count = seen.entry(key.to_string()).or_insert(0);
+    *count += 1;
+    Some(if *count <= failures { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK })
+}
+
 fn control(req: &Request<Incoming>) -> (StatusCode, Duration) {
+    if let Some(status) = flaky(req.uri().path()) {
+        return (status, Duration::ZERO);
+    }
     let header = |name: &str| {
         req.headers()
             .get(name)

@@ -1,0 +1,205 @@
+//! `weir run` end to end over real sockets: `weir echo` backends, the embedded control plane,
+//! the local sidecar's forward-proxy port, and hyper's HTTP client. Routing (weighted, by
+//! header), configuration edits while running, route actions, timeouts and retries, failure
+//! paths, and the admin endpoint.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Mesh, echo, http_service, subsets};
+
+const VS_HEAD: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: hello}\nspec:\n  hosts: [hello.test]\n  http:\n";
+
+fn weighted(v1: u32, v2: u32) -> String {
+    format!(
+        "{VS_HEAD}  - match:\n    - headers:\n        end-user: {{exact: jason}}\n    route:\n    - destination: {{host: hello.test, subset: v2}}\n  - route:\n    - destination: {{host: hello.test, subset: v1}}\n      weight: {v1}\n    - destination: {{host: hello.test, subset: v2}}\n      weight: {v2}\n"
+    )
+}
+
+#[test]
+fn weighted_and_header_routing_follow_the_virtual_service_and_its_edits() {
+    let (_e1, a1) = echo("hello-v1");
+    let (_e2, a2) = echo("hello-v2");
+    let svc = http_service("hello.test", 80, "hello", &[("v1", a1), ("v2", a2)]);
+    let dr = subsets("hello.test", "hello", &["v1", "v2"]);
+    let mesh = Mesh::start(
+        "weighted",
+        &[("svc.yaml", &svc), ("dr.yaml", &dr), ("vs.yaml", &weighted(75, 25))],
+        &[],
+    );
+    let n = 400;
+    let v1 = (0..n)
+        .filter(|_| {
+            let r = mesh.get("http://hello.test/", &[]);
+            assert_eq!(r.status, 200, "{r:?}");
+            r.server() == Some("hello-v1")
+        })
+        .count();
+    let share = v1 as f64 / n as f64;
+    // 75% ± 4.5 standard deviations of a binomial(400, 0.75).
+    assert!((0.65..=0.85).contains(&share), "v1 share {share}");
+    for _ in 0..20 {
+        assert_eq!(mesh.get("http://hello.test/", &[("end-user", "jason")]).server(), Some("hello-v2"));
+    }
+    // The echo saw the request as Envoy forwards it.
+    let seen = mesh.get("http://hello.test/some/path?q=1", &[]).json();
+    assert_eq!(seen["uri"], "/some/path?q=1");
+    assert_eq!(seen["headers"]["host"], "hello.test");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["x-request-id"].as_str().unwrap().len(), 36);
+    assert!(seen["headers"]["proxy-connection"].is_null());
+
+    // An edit is applied while running: everything to v1.
+    mesh.write("vs.yaml", &weighted(100, 0));
+    mesh.eventually("all traffic on v1", || {
+        (0..20).all(|_| mesh.get("http://hello.test/", &[]).server() == Some("hello-v1"))
+    });
+}
+
+#[test]
+fn route_actions_rewrite_redirect_answer_and_edit_headers() {
+    let (_e, a) = echo("actions");
+    let svc = http_service("web.test", 80, "web", &[("v1", a)]);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\nspec:\n  hosts: [web.test]\n  http:\n  - match: [{uri: {prefix: /old}}]\n    rewrite: {uri: /new, authority: rewritten.test}\n    route: [{destination: {host: web.test}}]\n  - match: [{uri: {exact: /moved}}]\n    redirect: {uri: /elsewhere, authority: other.test, redirectCode: 308}\n  - match: [{uri: {prefix: /teapot}}]\n    directResponse: {status: 418, body: {string: short and stout}}\n  - match: [{uri: {prefix: /cors}}]\n    corsPolicy:\n      allowOrigins: [{exact: 'https://app.test'}]\n      allowMethods: [GET, POST]\n      allowHeaders: [x-custom]\n      maxAge: 60s\n    route: [{destination: {host: web.test}}]\n  - headers:\n      request:\n        set: {x-set: by-mesh}\n        remove: [x-secret]\n      response:\n        add: {x-added: 'yes'}\n        remove: [x-echo-server]\n    route: [{destination: {host: web.test}}]\n";
+    let mesh = Mesh::start("actions", &[("svc.yaml", &svc), ("vs.yaml", vs)], &[]);
+
+    let r = mesh.get("http://web.test/old/page?x=1", &[]);
+    let seen = r.json();
+    assert_eq!(seen["uri"], "/new/page?x=1");
+    assert_eq!(seen["headers"]["host"], "rewritten.test");
+    assert_eq!(seen["headers"]["x-envoy-original-path"], "/old/page");
+
+    let r = mesh.get("http://web.test/moved?keep=1", &[]);
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("http://other.test/elsewhere?keep=1"));
+
+    let r = mesh.get("http://web.test/teapot", &[]);
+    assert_eq!((r.status, r.body.as_str()), (418, "short and stout"));
+
+    let pre = mesh.client.via_proxy(
+        mesh.proxy,
+        "OPTIONS",
+        "http://web.test/cors",
+        &[("origin", "https://app.test"), ("access-control-request-method", "POST")],
+        "",
+    );
+    assert_eq!(pre.status, 200);
+    assert_eq!(pre.header("access-control-allow-origin"), Some("https://app.test"));
+    assert_eq!(pre.header("access-control-allow-methods"), Some("GET,POST"));
+    assert_eq!(pre.header("access-control-max-age"), Some("60"));
+    let simple = mesh.get("http://web.test/cors", &[("origin", "https://app.test")]);
+    assert_eq!(simple.header("access-control-allow-origin"), Some("https://app.test"));
+    let other = mesh.get("http://web.test/cors", &[("origin", "https://evil.test")]);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+
+    let r = mesh.get("http://web.test/plain", &[("x-secret", "s3cret"), ("x-set", "client")]);
+    let seen = r.json();
+    assert_eq!(seen["headers"]["x-set"], "by-mesh");
+    assert!(seen["headers"]["x-secret"].is_null());
+    assert_eq!(r.header("x-added"), Some("yes"));
+    assert_eq!(r.server(), None, "x-echo-server is removed from the response");
+}
+
+#[test]
+fn timeouts_retries_and_istio_default_retry_policy() {
+    let (_e, a) = echo("slow");
+    let svc = http_service("slow.test", 80, "slow", &[("v1", a)]);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: slow}\nspec:\n  hosts: [slow.test]\n  http:\n  - match: [{uri: {prefix: /delay}}]\n    timeout: 0.5s\n    route: [{destination: {host: slow.test}}]\n  - match: [{uri: {prefix: /flaky/retried}}]\n    retries: {attempts: 3, retryOn: 5xx}\n    route: [{destination: {host: slow.test}}]\n  - match: [{uri: {prefix: /flaky/never}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: slow.test}}]\n  - route: [{destination: {host: slow.test}}]\n";
+    let mesh = Mesh::start("timeouts", &[("svc.yaml", &svc), ("vs.yaml", vs)], &[]);
+
+    let r = mesh.get("http://slow.test/delay/3000", &[]);
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(r.body, "upstream request timeout");
+    assert!(r.elapsed < Duration::from_millis(2500), "{:?}", r.elapsed);
+    assert_eq!(mesh.get("http://slow.test/delay/10", &[]).status, 200);
+    // `x-envoy-upstream-rq-timeout-ms` overrides the route's timeout.
+    let r = mesh.get("http://slow.test/delay/800", &[("x-envoy-upstream-rq-timeout-ms", "2000")]);
+    assert_eq!(r.status, 200);
+
+    // attempts: 3 → fails twice, then succeeds.
+    assert_eq!(mesh.get("http://slow.test/flaky/retried-a/2", &[]).status, 200);
+    // … and 4 failures exhaust them.
+    assert_eq!(mesh.get("http://slow.test/flaky/retried-b/4", &[]).status, 503);
+    // attempts: 0 → no retry.
+    assert_eq!(mesh.get("http://slow.test/flaky/never-a/1", &[]).status, 503);
+    // Istio's default policy retries a 503 twice (retriable-status-codes 503).
+    assert_eq!(mesh.get("http://slow.test/flaky/default-a/2", &[]).status, 200);
+    assert_eq!(mesh.get("http://slow.test/flaky/default-b/3", &[]).status, 503);
+    let stats = mesh.admin("/stats").body;
+    assert!(stats.contains("cluster.outbound|80||slow.test.upstream_rq_retry: "), "{stats}");
+    assert!(!stats.contains("cluster.outbound|80||slow.test.upstream_rq_retry: 0\n"), "{stats}");
+}
+
+#[test]
+fn failures_are_answered_with_envoys_statuses_and_reasons() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_e, a) = echo("ok");
+    let refused = http_service("refused.test", 80, "refused", &[("v1", closed)]);
+    let ok = http_service("ok.test", 80, "ok", &[("v1", a)]);
+    let dns = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: nowhere}\nspec:\n  hosts: [nowhere.test]\n  ports: [{number: 8080, name: http, protocol: HTTP}]\n  resolution: DNS\n  endpoints: [{address: no-such-host.invalid}]\n";
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ok}\nspec:\n  hosts: [ok.test]\n  http:\n  - match: [{uri: {prefix: /api}}]\n    route: [{destination: {host: ok.test}}]\n";
+    let mesh = Mesh::start(
+        "failures",
+        &[("refused.yaml", &refused), ("ok.yaml", &ok), ("dns.yaml", dns), ("vs.yaml", vs)],
+        &[],
+    );
+    let r = mesh.get("http://refused.test/", &[]);
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("upstream connect error") && r.body.contains("connection failure"), "{}", r.body);
+    let r = mesh.get("http://nowhere.test:8080/", &[]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("no healthy upstream") || r.body.contains("DNS"), "{}", r.body);
+    assert_eq!(mesh.get("http://ok.test/api/x", &[]).status, 200);
+    assert_eq!(mesh.get("http://ok.test/other", &[]).status, 404);
+    let metrics = mesh.admin("/stats/prometheus").body;
+    assert!(
+        metrics.contains("destination_service=\"refused.test\"") && metrics.contains("response_flags=\"UF,URX\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("response_flags=\"NR\""), "{metrics}");
+}
+
+#[test]
+fn registry_only_blocks_unknown_hosts_with_502() {
+    let (_e, a) = echo("known");
+    let svc = http_service("known.test", 80, "known", &[("v1", a)]);
+    let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n";
+    let mesh = Mesh::start("registry-only", &[("svc.yaml", &svc), ("sidecar.yaml", sidecar)], &[]);
+    assert_eq!(mesh.get("http://known.test/", &[]).status, 200);
+    let blocked = mesh.get("http://unknown.test/", &[]);
+    assert_eq!(blocked.status, 502, "{blocked:?}");
+}
+
+#[test]
+fn the_admin_endpoint_reports_readiness_configuration_hosts_and_metrics() {
+    let (_e, a) = echo("adm");
+    let svc = http_service("adm.test", 80, "adm", &[("v1", a)]);
+    let mesh = Mesh::start("admin", &[("svc.yaml", &svc)], &[]);
+    assert_eq!(mesh.get("http://adm.test/", &[]).status, 200);
+    let ready = mesh.admin("/ready");
+    assert_eq!((ready.status, ready.body.trim()), (200, "LIVE"));
+    let dump: serde_json::Value = serde_json::from_str(&mesh.admin("/config_dump").body).unwrap();
+    let configs = dump["configs"].as_array().unwrap();
+    let clusters = &configs[0]["dynamic_active_clusters"];
+    assert!(
+        clusters.as_array().unwrap().iter().any(|c| c["cluster"]["name"] == "outbound|80||adm.test"),
+        "{clusters}"
+    );
+    assert!(configs[1]["dynamic_listeners"].as_array().unwrap().iter().any(|l| l["name"] == "0.0.0.0_80"));
+    let hosts = mesh.admin("/clusters").body;
+    assert!(hosts.contains(&format!("outbound|80||adm.test::{a}::health_flags::healthy")), "{hosts}");
+    assert!(hosts.contains(&format!("outbound|80||adm.test::{a}::rq_total::1")), "{hosts}");
+    let metrics = mesh.admin("/stats/prometheus").body;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("destination_service=\"adm.test\""))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    for label in ["reporter=\"source\"", "source_workload=\"weir-local\"", "response_code=\"200\"", "request_protocol=\"http\""] {
+        assert!(line.contains(label), "{label} missing in {line}");
+    }
+    assert!(line.ends_with(" 1"), "{line}");
+    assert!(metrics.contains("istio_request_duration_milliseconds_bucket{"), "{metrics}");
+}

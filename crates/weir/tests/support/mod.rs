@@ -1,0 +1,316 @@
+//! Shared by the end-to-end tests: real `weir` processes (`run`, `proxy`, `discovery`, `echo`)
+//! on real sockets, and an HTTP client (hyper's) that talks through the forward proxy.
+
+#![allow(dead_code)] // each test file uses part of this
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+
+/// A child process, killed when dropped, whose output is collected.
+pub struct Proc {
+    child: Child,
+    output: Arc<(Mutex<Vec<String>>, Condvar)>,
+    pub label: String,
+}
+
+impl Proc {
+    /// Starts `weir` with these arguments.
+    pub fn weir(label: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("weir starts");
+        let output = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let (lines, cv) = &*output;
+                    lines.lock().unwrap().push(line);
+                    cv.notify_all();
+                }
+            });
+        }
+        Proc {
+            child,
+            output,
+            label: label.to_string(),
+        }
+    }
+
+    /// Waits for an output line containing `needle`; returns it.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lines, cv) = &*self.output;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(l) = guard.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "{}: no line with {needle:?} within {timeout:?}; output:\n{}",
+                self.label,
+                guard.join("\n")
+            );
+            guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.output.0.lock().unwrap().join("\n")
+    }
+
+    /// Stops the process (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the process with Ctrl-C (SIGINT) and returns its exit code.
+    pub fn interrupt(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The address at the end of a line such as `weir echo: v1 listening on 127.0.0.1:1234`.
+pub fn address_in(line: &str, after: &str) -> SocketAddr {
+    let rest = &line[line.find(after).expect("marker") + after.len()..];
+    let token = rest.split_whitespace().next().unwrap().trim_start_matches("http://");
+    token.parse().unwrap_or_else(|e| panic!("{token:?} in {line:?}: {e}"))
+}
+
+/// A `weir echo` backend.
+pub fn echo(name: &str) -> (Proc, SocketAddr) {
+    let p = Proc::weir(&format!("echo {name}"), &["echo", "--listen", "127.0.0.1:0", "--name", name]);
+    let line = p.wait_line("listening on", Duration::from_secs(10));
+    let address = address_in(&line, "listening on ");
+    (p, address)
+}
+
+/// A fresh folder under the target directory.
+pub fn folder(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `weir run` on a folder, with its ports.
+pub struct Mesh {
+    pub run: Proc,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub discovery: SocketAddr,
+    pub dir: PathBuf,
+    pub client: Client,
+}
+
+impl Mesh {
+    /// Writes the files and starts `weir run` with free ports (and service addresses outside
+    /// the loopback range unless `extra` says otherwise).
+    pub fn start(name: &str, files: &[(&str, &str)], extra: &[&str]) -> Mesh {
+        let dir = folder(name);
+        for (file, content) in files {
+            std::fs::write(dir.join(file), content).unwrap();
+        }
+        let mut args = vec![
+            "run",
+            dir.to_str().unwrap(),
+            "--http-proxy",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--discovery",
+            "127.0.0.1:0",
+        ];
+        if !extra.iter().any(|a| *a == "--allocation-range") {
+            args.extend(["--allocation-range", "240.240.0.0/16"]);
+        }
+        args.extend_from_slice(extra);
+        let run = Proc::weir(&format!("run {name}"), &args);
+        let discovery = address_in(&run.wait_line("control plane (ADS) on", Duration::from_secs(20)), "(ADS) on ");
+        let proxy = address_in(&run.wait_line("HTTP proxy on", Duration::from_secs(20)), "HTTP proxy on ");
+        let admin = address_in(&run.wait_line("admin on", Duration::from_secs(20)), "admin on ");
+        run.wait_line("weir run: ready", Duration::from_secs(20));
+        Mesh {
+            run,
+            proxy,
+            admin,
+            discovery,
+            dir,
+            client: Client::new(),
+        }
+    }
+
+    /// Replaces a file of the folder.
+    pub fn write(&self, file: &str, content: &str) {
+        std::fs::write(self.dir.join(file), content).unwrap();
+    }
+
+    /// A request through the forward proxy.
+    pub fn get(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        self.client.via_proxy(self.proxy, "GET", url, headers, "")
+    }
+
+    /// An admin endpoint's body.
+    pub fn admin(&self, path: &str) -> Reply {
+        self.client.direct(self.admin, "GET", path, &[], "")
+    }
+
+    /// Retries `check` until it holds (configuration changes propagate asynchronously).
+    pub fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
+        eventually(what, Duration::from_secs(15), &mut check);
+    }
+}
+
+/// Waits until `check` holds.
+pub fn eventually(what: &str, timeout: Duration, check: &mut dyn FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("not within {timeout:?}: {what}");
+}
+
+/// A response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub elapsed: Duration,
+}
+
+impl Reply {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The backend that answered (`x-echo-server`).
+    pub fn server(&self) -> Option<&str> {
+        self.header("x-echo-server")
+    }
+
+    /// The body as JSON (what `weir echo` returns).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// hyper's HTTP/1.1 client on a private runtime.
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+}
+
+impl Client {
+    pub fn new() -> Client {
+        Client {
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+        }
+    }
+
+    /// Sends `method target` to `address` (absolute-form when `target` is a URL).
+    pub fn send(&self, address: SocketAddr, method: &str, target: &str, host: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        self.rt.block_on(async {
+            let started = Instant::now();
+            let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            let mut req = hyper::Request::builder().method(method).uri(target).header("host", host);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+                .await
+                .expect("response within 30 s")
+                .expect("response");
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            Reply {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                elapsed: started.elapsed(),
+            }
+        })
+    }
+
+    /// Through a forward proxy: `GET http://host/path`.
+    pub fn via_proxy(&self, proxy: SocketAddr, method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let host = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+        self.send(proxy, method, url, &host, headers, body)
+    }
+
+    /// Straight to a server: `GET /path`.
+    pub fn direct(&self, address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        self.send(address, method, path, &address.to_string(), headers, body)
+    }
+}
+
+/// A ServiceEntry for `host` on `port` (protocol HTTP) with STATIC endpoints selected by
+/// `app: <app>`, plus one WorkloadEntry per (version, address).
+pub fn http_service(host: &str, port: u16, app: &str, backends: &[(&str, SocketAddr)]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {app}}}\nspec:\n  hosts: [{host}]\n  location: MESH_INTERNAL\n  ports:\n  - {{number: {port}, name: http, protocol: HTTP}}\n  resolution: STATIC\n  workloadSelector:\n    labels: {{app: {app}}}\n"
+    );
+    for (version, address) in backends {
+        out.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {app}-{version}}}\nspec:\n  address: {ip}\n  ports: {{http: {p}}}\n  labels: {{app: {app}, version: {version}}}\n",
+            ip = address.ip(),
+            p = address.port()
+        ));
+    }
+    out
+}
+
+/// A DestinationRule with one subset per version.
+pub fn subsets(host: &str, name: &str, versions: &[&str]) -> String {
+    let mut out = format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec:\n  host: {host}\n  subsets:\n");
+    for v in versions {
+        out.push_str(&format!("  - name: {v}\n    labels: {{version: {v}}}\n"));
+    }
+    out
+}

@@ -545,10 +545,9 @@ fn compile_cors(p: &CorsPolicy) -> Result<Cors, String> {
         return Err("cors: shadow_enabled and allow_private_network_access are not supported".into());
     }
     // `filter_enabled` is a runtime fraction; Weir has no runtime, so its default applies.
-    let enabled = p
-        .filter_enabled
-        .as_ref()
-        .map_or(Fraction::from_pb(None), |f| Fraction::from_pb(f.default_value.as_ref()));
+    let enabled = p.filter_enabled.as_ref().map_or(Fraction::from_pb(None), |f| {
+        Fraction::from_pb(f.default_value.as_ref())
+    });
     Ok(Cors {
         enabled,
         origins: p

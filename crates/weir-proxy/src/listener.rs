@@ -110,6 +110,8 @@ pub struct TcpProxyConfig {
     pub idle_timeout: Option<Duration>,
     /// Connect attempts (Envoy's default 1).
     pub max_connect_attempts: u32,
+    /// The cluster is the connection's SNI (`sni_cluster` before the TCP proxy).
+    pub cluster_from_sni: bool,
 }
 
 /// Where an HTTP connection manager gets its routes.
@@ -430,17 +432,39 @@ fn compile_chain(c: &FilterChain) -> Result<Chain, String> {
             }
         }
     };
-    let [network_filter] = c.filters.as_slice() else {
-        return Err(format!(
-            "expected exactly one network filter (tcp_proxy or http_connection_manager), found {}",
-            c.filters.len()
-        ));
+    // `envoy.filters.network.sni_cluster` may come before a TCP proxy: the cluster is then
+    // named by the SNI (Istio's AUTO_PASSTHROUGH gateways).
+    let (sni_cluster, terminal) = match c.filters.as_slice() {
+        [only] => (false, only),
+        [first, second] if is_sni_cluster(first) => (true, second),
+        filters => {
+            return Err(format!(
+                "expected one network filter (tcp_proxy or http_connection_manager), optionally after sni_cluster; found {}",
+                filters
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
     };
+    let mut kind = compile_network_filter(terminal)?;
+    if sni_cluster {
+        match &mut kind {
+            ChainKind::Tcp(t) => t.cluster_from_sni = true,
+            ChainKind::Http(_) => return Err("sni_cluster must come before a tcp_proxy".into()),
+        }
+    }
     Ok(Chain {
         name: c.name.clone(),
         matcher,
-        kind: compile_network_filter(network_filter)?,
+        kind,
     })
+}
+
+fn is_sni_cluster(f: &Filter) -> bool {
+    f.name == "envoy.filters.network.sni_cluster"
+        || matches!(&f.config_type, Some(filter::ConfigType::TypedConfig(a)) if a.type_url.ends_with("envoy.extensions.filters.network.sni_cluster.v3.SniCluster"))
 }
 
 fn typed(f: &Filter) -> Result<&Any, String> {
@@ -528,6 +552,7 @@ fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
         clusters,
         idle_timeout,
         max_connect_attempts: t.max_connect_attempts.as_ref().map_or(1, |m| m.value.max(1)),
+        cluster_from_sni: false,
     })
 }
 

@@ -520,26 +520,18 @@ impl CompiledRoutes {
                     route: "-".into(),
                     problem,
                 };
+                // Envoy's rules: `*` alone, a leading `*` (suffix wildcard, the rest literal),
+                // a trailing `*` (prefix wildcard); any other `*` is a literal character.
                 let taken = if d == "*" {
                     out.any.replace(i).is_some()
                 } else if let Some(suffix) = d.strip_prefix('*') {
-                    if suffix.contains('*') {
-                        return Err(err(format!("domain {domain:?} has more than one wildcard")));
-                    }
                     let dup = out.suffixes.iter().any(|(s, _)| s == suffix);
                     out.suffixes.push((suffix.to_string(), i));
                     dup
                 } else if let Some(prefix) = d.strip_suffix('*') {
-                    if prefix.contains('*') {
-                        return Err(err(format!("domain {domain:?} has more than one wildcard")));
-                    }
                     let dup = out.prefixes.iter().any(|(p, _)| p == prefix);
                     out.prefixes.push((prefix.to_string(), i));
                     dup
-                } else if d.contains('*') {
-                    return Err(err(format!(
-                        "domain {domain:?}: a wildcard must be first or last"
-                    )));
                 } else {
                     out.exact.insert(d, i).is_some()
                 };

@@ -426,7 +426,9 @@ pub async fn dispatch<S>(
     };
     let stream = Rewind::new(seen.freeze(), stream);
     match &chain.kind {
-        ChainKind::Tcp(tcp) => crate::tcp::proxy(&state, tcp, stream, original_dst).await,
+        ChainKind::Tcp(tcp) => {
+            crate::tcp::proxy(&state, tcp, stream, original_dst, facts.server_name.as_deref()).await
+        }
         ChainKind::Http(manager) => {
             let ctx = Arc::new(HttpContext {
                 state: state.clone(),

@@ -21,11 +21,19 @@ pub async fn proxy<S>(
     config: &TcpProxyConfig,
     downstream: S,
     original_dst: Option<Target>,
+    server_name: Option<&str>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let snapshot = state.snapshot();
-    let Some((cluster_name, _)) = config.clusters.pick(fastrand::u64(..), &http::HeaderMap::new()) else {
+    let picked = match (config.cluster_from_sni, server_name) {
+        (true, Some(sni)) => Some(sni.to_string()),
+        _ => config
+            .clusters
+            .pick(fastrand::u64(..), &http::HeaderMap::new())
+            .map(|(c, _)| c),
+    };
+    let Some(cluster_name) = picked else {
         return;
     };
     let destination = Destination::from_cluster(&cluster_name);

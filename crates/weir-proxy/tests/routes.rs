@@ -260,33 +260,3 @@ fn what_cannot_be_honoured_is_an_error_naming_where() {
         .to_string();
     assert!(e.contains("without an action"), "{e}");
 }
-
-#[test]
-fn everything_weir_generates_for_its_scenarios_compiles() {
-    use weir_model::registry::RegistryOptions;
-    use weir_model::registry::alloc::AddressAllocator;
-    use weir_model::{ConfigStore, FolderSource, Proxy};
-    let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../weir-xds/tests/scenarios");
-    let cases = [
-        ("mesh", "sidecar:shop/productpage:app=productpage"),
-        ("mesh", "proxyless:shop/client"),
-        ("gateway", "router:edge/ingress:istio=ingressgateway"),
-        ("egress", "sidecar:default/app:app=app"),
-    ];
-    let mut compiled = 0;
-    for (folder, proxy) in cases {
-        let mut store = ConfigStore::new();
-        FolderSource::new(scenarios.join(folder), "default")
-            .unwrap()
-            .load_all(&mut store)
-            .unwrap();
-        let model =
-            weir_xds::model::Model::new(store, AddressAllocator::default(), RegistryOptions::default());
-        let (_, resources) = model.generate(&Proxy::parse(proxy).unwrap());
-        for config in resources.routes.values() {
-            CompiledRoutes::compile(config).unwrap_or_else(|e| panic!("{folder} {proxy}: {e}"));
-            compiled += 1;
-        }
-    }
-    assert!(compiled >= 8, "compiled {compiled} route configurations");
-}

@@ -38,7 +38,11 @@ fn flaky(path: &str) -> Option<StatusCode> {
     let mut seen = FLAKY.lock().ok()?;
     let count = seen.entry(key.to_string()).or_insert(0);
     *count += 1;
-    Some(if *count <= failures { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK })
+    Some(if *count <= failures {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    })
 }
 
 fn control(req: &Request<Incoming>) -> (StatusCode, Duration) {

@@ -27,7 +27,11 @@ fn weighted_and_header_routing_follow_the_virtual_service_and_its_edits() {
     let dr = subsets("hello.test", "hello", &["v1", "v2"]);
     let mesh = Mesh::start(
         "weighted",
-        &[("svc.yaml", &svc), ("dr.yaml", &dr), ("vs.yaml", &weighted(75, 25))],
+        &[
+            ("svc.yaml", &svc),
+            ("dr.yaml", &dr),
+            ("vs.yaml", &weighted(75, 25)),
+        ],
         &[],
     );
     let n = 400;
@@ -42,7 +46,10 @@ fn weighted_and_header_routing_follow_the_virtual_service_and_its_edits() {
     // 75% ± 4.5 standard deviations of a binomial(400, 0.75).
     assert!((0.65..=0.85).contains(&share), "v1 share {share}");
     for _ in 0..20 {
-        assert_eq!(mesh.get("http://hello.test/", &[("end-user", "jason")]).server(), Some("hello-v2"));
+        assert_eq!(
+            mesh.get("http://hello.test/", &[("end-user", "jason")]).server(),
+            Some("hello-v2")
+        );
     }
     // The echo saw the request as Envoy forwards it.
     let seen = mesh.get("http://hello.test/some/path?q=1", &[]).json();
@@ -83,19 +90,31 @@ fn route_actions_rewrite_redirect_answer_and_edit_headers() {
         mesh.proxy,
         "OPTIONS",
         "http://web.test/cors",
-        &[("origin", "https://app.test"), ("access-control-request-method", "POST")],
+        &[
+            ("origin", "https://app.test"),
+            ("access-control-request-method", "POST"),
+        ],
         "",
     );
     assert_eq!(pre.status, 200);
-    assert_eq!(pre.header("access-control-allow-origin"), Some("https://app.test"));
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.test")
+    );
     assert_eq!(pre.header("access-control-allow-methods"), Some("GET,POST"));
     assert_eq!(pre.header("access-control-max-age"), Some("60"));
     let simple = mesh.get("http://web.test/cors", &[("origin", "https://app.test")]);
-    assert_eq!(simple.header("access-control-allow-origin"), Some("https://app.test"));
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("https://app.test")
+    );
     let other = mesh.get("http://web.test/cors", &[("origin", "https://evil.test")]);
     assert_eq!(other.header("access-control-allow-origin"), None);
 
-    let r = mesh.get("http://web.test/plain", &[("x-secret", "s3cret"), ("x-set", "client")]);
+    let r = mesh.get(
+        "http://web.test/plain",
+        &[("x-secret", "s3cret"), ("x-set", "client")],
+    );
     let seen = r.json();
     assert_eq!(seen["headers"]["x-set"], "by-mesh");
     assert!(seen["headers"]["x-secret"].is_null());
@@ -116,7 +135,10 @@ fn timeouts_retries_and_istio_default_retry_policy() {
     assert!(r.elapsed < Duration::from_millis(2500), "{:?}", r.elapsed);
     assert_eq!(mesh.get("http://slow.test/delay/10", &[]).status, 200);
     // `x-envoy-upstream-rq-timeout-ms` overrides the route's timeout.
-    let r = mesh.get("http://slow.test/delay/800", &[("x-envoy-upstream-rq-timeout-ms", "2000")]);
+    let r = mesh.get(
+        "http://slow.test/delay/800",
+        &[("x-envoy-upstream-rq-timeout-ms", "2000")],
+    );
     assert_eq!(r.status, 200);
 
     // attempts: 3 → fails twice, then succeeds.
@@ -129,13 +151,22 @@ fn timeouts_retries_and_istio_default_retry_policy() {
     assert_eq!(mesh.get("http://slow.test/flaky/default-a/2", &[]).status, 200);
     assert_eq!(mesh.get("http://slow.test/flaky/default-b/3", &[]).status, 503);
     let stats = mesh.admin("/stats").body;
-    assert!(stats.contains("cluster.outbound|80||slow.test.upstream_rq_retry: "), "{stats}");
-    assert!(!stats.contains("cluster.outbound|80||slow.test.upstream_rq_retry: 0\n"), "{stats}");
+    assert!(
+        stats.contains("cluster.outbound|80||slow.test.upstream_rq_retry: "),
+        "{stats}"
+    );
+    assert!(
+        !stats.contains("cluster.outbound|80||slow.test.upstream_rq_retry: 0\n"),
+        "{stats}"
+    );
 }
 
 #[test]
 fn failures_are_answered_with_envoys_statuses_and_reasons() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (_e, a) = echo("ok");
     let refused = http_service("refused.test", 80, "refused", &[("v1", closed)]);
     let ok = http_service("ok.test", 80, "ok", &[("v1", a)]);
@@ -143,20 +174,34 @@ fn failures_are_answered_with_envoys_statuses_and_reasons() {
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ok}\nspec:\n  hosts: [ok.test]\n  http:\n  - match: [{uri: {prefix: /api}}]\n    route: [{destination: {host: ok.test}}]\n";
     let mesh = Mesh::start(
         "failures",
-        &[("refused.yaml", &refused), ("ok.yaml", &ok), ("dns.yaml", dns), ("vs.yaml", vs)],
+        &[
+            ("refused.yaml", &refused),
+            ("ok.yaml", &ok),
+            ("dns.yaml", dns),
+            ("vs.yaml", vs),
+        ],
         &[],
     );
     let r = mesh.get("http://refused.test/", &[]);
     assert_eq!(r.status, 503);
-    assert!(r.body.contains("upstream connect error") && r.body.contains("connection failure"), "{}", r.body);
+    assert!(
+        r.body.contains("upstream connect error") && r.body.contains("connection failure"),
+        "{}",
+        r.body
+    );
     let r = mesh.get("http://nowhere.test:8080/", &[]);
     assert_eq!(r.status, 503, "{r:?}");
-    assert!(r.body.contains("no healthy upstream") || r.body.contains("DNS"), "{}", r.body);
+    assert!(
+        r.body.contains("no healthy upstream") || r.body.contains("DNS"),
+        "{}",
+        r.body
+    );
     assert_eq!(mesh.get("http://ok.test/api/x", &[]).status, 200);
     assert_eq!(mesh.get("http://ok.test/other", &[]).status, 404);
     let metrics = mesh.admin("/stats/prometheus").body;
     assert!(
-        metrics.contains("destination_service=\"refused.test\"") && metrics.contains("response_flags=\"UF,URX\""),
+        metrics.contains("destination_service=\"refused.test\"")
+            && metrics.contains("response_flags=\"UF,URX\""),
         "{metrics}"
     );
     assert!(metrics.contains("response_flags=\"NR\""), "{metrics}");
@@ -167,7 +212,11 @@ fn registry_only_blocks_unknown_hosts_with_502() {
     let (_e, a) = echo("known");
     let svc = http_service("known.test", 80, "known", &[("v1", a)]);
     let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n";
-    let mesh = Mesh::start("registry-only", &[("svc.yaml", &svc), ("sidecar.yaml", sidecar)], &[]);
+    let mesh = Mesh::start(
+        "registry-only",
+        &[("svc.yaml", &svc), ("sidecar.yaml", sidecar)],
+        &[],
+    );
     assert_eq!(mesh.get("http://known.test/", &[]).status, 200);
     let blocked = mesh.get("http://unknown.test/", &[]);
     assert_eq!(blocked.status, 502, "{blocked:?}");
@@ -185,21 +234,45 @@ fn the_admin_endpoint_reports_readiness_configuration_hosts_and_metrics() {
     let configs = dump["configs"].as_array().unwrap();
     let clusters = &configs[0]["dynamic_active_clusters"];
     assert!(
-        clusters.as_array().unwrap().iter().any(|c| c["cluster"]["name"] == "outbound|80||adm.test"),
+        clusters
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["cluster"]["name"] == "outbound|80||adm.test"),
         "{clusters}"
     );
-    assert!(configs[1]["dynamic_listeners"].as_array().unwrap().iter().any(|l| l["name"] == "0.0.0.0_80"));
+    assert!(
+        configs[1]["dynamic_listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "0.0.0.0_80")
+    );
     let hosts = mesh.admin("/clusters").body;
-    assert!(hosts.contains(&format!("outbound|80||adm.test::{a}::health_flags::healthy")), "{hosts}");
-    assert!(hosts.contains(&format!("outbound|80||adm.test::{a}::rq_total::1")), "{hosts}");
+    assert!(
+        hosts.contains(&format!("outbound|80||adm.test::{a}::health_flags::healthy")),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains(&format!("outbound|80||adm.test::{a}::rq_total::1")),
+        "{hosts}"
+    );
     let metrics = mesh.admin("/stats/prometheus").body;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("istio_requests_total{") && l.contains("destination_service=\"adm.test\""))
         .unwrap_or_else(|| panic!("{metrics}"));
-    for label in ["reporter=\"source\"", "source_workload=\"weir-local\"", "response_code=\"200\"", "request_protocol=\"http\""] {
+    for label in [
+        "reporter=\"source\"",
+        "source_workload=\"weir-local\"",
+        "response_code=\"200\"",
+        "request_protocol=\"http\"",
+    ] {
         assert!(line.contains(label), "{label} missing in {line}");
     }
     assert!(line.ends_with(" 1"), "{line}");
-    assert!(metrics.contains("istio_request_duration_milliseconds_bucket{"), "{metrics}");
+    assert!(
+        metrics.contains("istio_request_duration_milliseconds_bucket{"),
+        "{metrics}"
+    );
 }

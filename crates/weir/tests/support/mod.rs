@@ -85,7 +85,9 @@ impl Proc {
 
     /// Stops the process with Ctrl-C (SIGINT) and returns its exit code.
     pub fn interrupt(&mut self) -> Option<i32> {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -106,13 +108,22 @@ impl Drop for Proc {
 /// The address at the end of a line such as `weir echo: v1 listening on 127.0.0.1:1234`.
 pub fn address_in(line: &str, after: &str) -> SocketAddr {
     let rest = &line[line.find(after).expect("marker") + after.len()..];
-    let token = rest.split_whitespace().next().unwrap().trim_start_matches("http://");
-    token.parse().unwrap_or_else(|e| panic!("{token:?} in {line:?}: {e}"))
+    let token = rest
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches("http://");
+    token
+        .parse()
+        .unwrap_or_else(|e| panic!("{token:?} in {line:?}: {e}"))
 }
 
 /// A `weir echo` backend.
 pub fn echo(name: &str) -> (Proc, SocketAddr) {
-    let p = Proc::weir(&format!("echo {name}"), &["echo", "--listen", "127.0.0.1:0", "--name", name]);
+    let p = Proc::weir(
+        &format!("echo {name}"),
+        &["echo", "--listen", "127.0.0.1:0", "--name", name],
+    );
     let line = p.wait_line("listening on", Duration::from_secs(10));
     let address = address_in(&line, "listening on ");
     (p, address)
@@ -159,8 +170,14 @@ impl Mesh {
         }
         args.extend_from_slice(extra);
         let run = Proc::weir(&format!("run {name}"), &args);
-        let discovery = address_in(&run.wait_line("control plane (ADS) on", Duration::from_secs(20)), "(ADS) on ");
-        let proxy = address_in(&run.wait_line("HTTP proxy on", Duration::from_secs(20)), "HTTP proxy on ");
+        let discovery = address_in(
+            &run.wait_line("control plane (ADS) on", Duration::from_secs(20)),
+            "(ADS) on ",
+        );
+        let proxy = address_in(
+            &run.wait_line("HTTP proxy on", Duration::from_secs(20)),
+            "HTTP proxy on ",
+        );
         let admin = address_in(&run.wait_line("admin on", Duration::from_secs(20)), "admin on ");
         run.wait_line("weir run: ready", Duration::from_secs(20));
         Mesh {
@@ -218,7 +235,10 @@ pub struct Reply {
 impl Reply {
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The backend that answered (`x-echo-server`).
@@ -240,20 +260,35 @@ pub struct Client {
 impl Client {
     pub fn new() -> Client {
         Client {
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
         }
     }
 
     /// Sends `method target` to `address` (absolute-form when `target` is a URL).
-    pub fn send(&self, address: SocketAddr, method: &str, target: &str, host: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    pub fn send(
+        &self,
+        address: SocketAddr,
+        method: &str,
+        target: &str,
+        host: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
         self.rt.block_on(async {
             let started = Instant::now();
             let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("handshake");
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
             tokio::spawn(conn);
-            let mut req = hyper::Request::builder().method(method).uri(target).header("host", host);
+            let mut req = hyper::Request::builder()
+                .method(method)
+                .uri(target)
+                .header("host", host);
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
@@ -268,7 +303,12 @@ impl Client {
                 .iter()
                 .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             Reply {
                 status,
                 headers,
@@ -279,13 +319,32 @@ impl Client {
     }
 
     /// Through a forward proxy: `GET http://host/path`.
-    pub fn via_proxy(&self, proxy: SocketAddr, method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        let host = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    pub fn via_proxy(
+        &self,
+        proxy: SocketAddr,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let host = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
         self.send(proxy, method, url, &host, headers, body)
     }
 
     /// Straight to a server: `GET /path`.
-    pub fn direct(&self, address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    pub fn direct(
+        &self,
+        address: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
         self.send(address, method, path, &address.to_string(), headers, body)
     }
 }
@@ -308,7 +367,9 @@ pub fn http_service(host: &str, port: u16, app: &str, backends: &[(&str, SocketA
 
 /// A DestinationRule with one subset per version.
 pub fn subsets(host: &str, name: &str, versions: &[&str]) -> String {
-    let mut out = format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec:\n  host: {host}\n  subsets:\n");
+    let mut out = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec:\n  host: {host}\n  subsets:\n"
+    );
     for v in versions {
         out.push_str(&format!("  - name: {v}\n    labels: {{version: {v}}}\n"));
     }

@@ -113,6 +113,7 @@ pub fn address_in(line: &str, after: &str) -> SocketAddr {
         .next()
         .unwrap()
         .trim_start_matches("http://");
+    let token = token.split('/').next().unwrap();
     token
         .parse()
         .unwrap_or_else(|e| panic!("{token:?} in {line:?}: {e}"))

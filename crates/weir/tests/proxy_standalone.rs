@@ -1,0 +1,290 @@
+//! `weir proxy` on its own: against `weir discovery` (the control plane stopped and restarted
+//! while traffic flows), from an Envoy v3 bootstrap with static resources, TCP through a
+//! CONNECT tunnel, and a resource the proxy cannot honour (NACKed, the rest applied).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use support::{Client, Proc, address_in, echo, eventually, folder, http_service};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn discovery(dir: &str, port: u16) -> (Proc, SocketAddr) {
+    let listen = format!("127.0.0.1:{port}");
+    let p = Proc::weir(
+        "discovery",
+        &[
+            "discovery",
+            "--config",
+            dir,
+            "--listen",
+            &listen,
+            "--monitoring",
+            "127.0.0.1:0",
+        ],
+    );
+    let line = p.wait_line("serving ADS on", Duration::from_secs(20));
+    let monitoring = address_in(&p.wait_line("metrics on", Duration::from_secs(20)), "metrics on ");
+    assert!(line.contains(&listen), "{line}");
+    (p, monitoring)
+}
+
+fn proxy(discovery: u16) -> (Proc, SocketAddr, SocketAddr) {
+    let d = format!("127.0.0.1:{discovery}");
+    let p = Proc::weir(
+        "proxy",
+        &[
+            "proxy",
+            "--discovery",
+            &d,
+            "--node",
+            "sidecar~192.0.2.10~client.default~default.svc.cluster.local",
+            "--admin",
+            "127.0.0.1:0",
+            "--http-proxy",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = address_in(&p.wait_line("admin on", Duration::from_secs(20)), "admin on ");
+    let http = address_in(
+        &p.wait_line("HTTP proxy on", Duration::from_secs(20)),
+        "HTTP proxy on ",
+    );
+    (p, admin, http)
+}
+
+#[test]
+fn the_last_good_configuration_serves_while_the_control_plane_is_away() {
+    let (_e1, a1) = echo("one");
+    let (_e2, a2) = echo("two");
+    let dir = folder("restart");
+    std::fs::write(
+        dir.join("svc.yaml"),
+        http_service("svc.test", 80, "svc", &[("v1", a1)]),
+    )
+    .unwrap();
+    let port = free_port();
+    let (mut cp, _) = discovery(dir.to_str().unwrap(), port);
+    let (_p, admin, http) = proxy(port);
+    let client = Client::new();
+    eventually("proxy ready", Duration::from_secs(15), &mut || {
+        client.direct(admin, "GET", "/ready", &[], "").status == 200
+    });
+    assert_eq!(
+        client
+            .via_proxy(http, "GET", "http://svc.test/", &[], "")
+            .server(),
+        Some("one")
+    );
+
+    cp.kill();
+    for _ in 0..20 {
+        let r = client.via_proxy(http, "GET", "http://svc.test/", &[], "");
+        assert_eq!(
+            (r.status, r.server()),
+            (200, Some("one")),
+            "served from the last good configuration"
+        );
+    }
+    // The configuration changes while the control plane is down; when it is back the proxy
+    // reconnects (with back-off) and applies it.
+    std::fs::write(
+        dir.join("svc.yaml"),
+        http_service("svc.test", 80, "svc", &[("v1", a2)]),
+    )
+    .unwrap();
+    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
+    eventually("the new endpoint is used", Duration::from_secs(40), &mut || {
+        client
+            .via_proxy(http, "GET", "http://svc.test/", &[], "")
+            .server()
+            == Some("two")
+    });
+}
+
+#[test]
+fn a_resource_the_proxy_cannot_honour_is_nacked_and_the_rest_applies() {
+    let (_e1, a1) = echo("good");
+    let (_e2, a2) = echo("guarded");
+    let dir = folder("nack");
+    std::fs::write(
+        dir.join("good.yaml"),
+        http_service("good.test", 80, "good", &[("v1", a1)]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("guarded.yaml"),
+        http_service("guarded.test", 80, "guarded", &[("v1", a2)]),
+    )
+    .unwrap();
+    // Outlier detection is not honoured by the proxy yet: its cluster must be refused, not
+    // served without it.
+    std::fs::write(
+        dir.join("dr.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: guarded}\nspec:\n  host: guarded.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let (_cp, monitoring) = discovery(dir.to_str().unwrap(), port);
+    let (_p, admin, http) = proxy(port);
+    let client = Client::new();
+    eventually("good.test served", Duration::from_secs(15), &mut || {
+        client
+            .via_proxy(http, "GET", "http://good.test/", &[], "")
+            .server()
+            == Some("good")
+    });
+    let guarded = client.via_proxy(http, "GET", "http://guarded.test/", &[], "");
+    assert_eq!(guarded.status, 503, "{guarded:?}");
+    let rejections = client
+        .direct(monitoring, "GET", "/debug/rejections", &[], "")
+        .body;
+    assert!(
+        rejections.contains("outlier_detection is not supported")
+            && rejections.contains("outbound|80||guarded.test"),
+        "{rejections}"
+    );
+    assert_eq!(client.direct(admin, "GET", "/ready", &[], "").status, 200);
+}
+
+#[test]
+fn an_envoy_bootstrap_with_static_resources_drives_the_proxy() {
+    let (_e, backend) = echo("static");
+    let port = free_port();
+    let dir = folder("bootstrap");
+    let bootstrap = format!(
+        r#"node: {{id: "sidecar~192.0.2.20~static.default~default.svc.cluster.local", cluster: static}}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: /health}}
+                direct_response: {{status: 200, body: {{inline_string: ok}}}}
+              - match: {{prefix: /}}
+                route: {{cluster: backend, timeout: 5s}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {bport}}}}}}}
+"#,
+        ip = backend.ip(),
+        bport = backend.port()
+    );
+    let file = dir.join("envoy.yaml");
+    std::fs::write(&file, bootstrap).unwrap();
+    let p = Proc::weir("bootstrap", &["proxy", "--bootstrap", file.to_str().unwrap()]);
+    p.wait_line(
+        &format!("listener ingress on 127.0.0.1:{port}"),
+        Duration::from_secs(20),
+    );
+    let client = Client::new();
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = client.direct(listener, "GET", "/health", &[], "");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    let r = client.direct(listener, "GET", "/hello", &[], "");
+    assert_eq!(r.server(), Some("static"), "{r:?}");
+
+    // What the proxy cannot honour is refused with the field named.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "static_resources:\n  clusters:\n  - name: c\n    type: STATIC\n    lb_policy: RING_HASH\n    ring_hash_lb_config: {hash_function: MURMUR_HASH_2}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["proxy", "--bootstrap", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster \"c\"") && err.contains("XX_HASH"), "{err}");
+}
+
+#[test]
+fn tcp_services_are_proxied_through_connect_tunnels() {
+    let (_e, backend) = echo("tcp-backend");
+    let dir = folder("tcp");
+    std::fs::write(
+        dir.join("tcp.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: db}}\nspec:\n  hosts: [db.test]\n  ports: [{{number: 7000, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints: [{{address: {}, ports: {{tcp: {}}}}}]\n",
+            backend.ip(),
+            backend.port()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
+    let (_p, admin, http) = proxy(port);
+    let client = Client::new();
+    eventually("proxy ready", Duration::from_secs(15), &mut || {
+        client.direct(admin, "GET", "/ready", &[], "").status == 200
+    });
+    let mut s = TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"CONNECT db.test:7000 HTTP/1.1\r\nHost: db.test:7000\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"GET /inside HTTP/1.1\r\nHost: db.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains("\"server\": \"tcp-backend\"") && body.contains("/inside"),
+        "{body}"
+    );
+    // Half-closes are passed on (as Envoy's TCP proxy does); the connection ends when the
+    // client closes too.
+    drop(s);
+    let metrics = client.direct(admin, "GET", "/stats/prometheus", &[], "").body;
+    eventually("TCP metrics", Duration::from_secs(5), &mut || {
+        client
+            .direct(admin, "GET", "/stats/prometheus", &[], "")
+            .body
+            .contains("istio_tcp_connections_closed_total{")
+    });
+    assert!(
+        metrics.contains("istio_tcp_connections_opened_total{"),
+        "{metrics}"
+    );
+}

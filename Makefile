@@ -49,20 +49,21 @@ bench-e2e: release
 	$(CARGO) build --release -p weir-api --example gen_config
 	python3 bench/validate.py --weir target/release/weir --gen target/release/examples/gen_config
 
-## fuzz: run a fuzz target (needs `cargo install cargo-fuzz`): FUZZ_TARGET=parse_and_validate, model or xds
+## fuzz: run a fuzz target (needs `cargo install cargo-fuzz`): FUZZ_TARGET=parse_and_validate, model, xds or proxy
 FUZZ_TARGET ?= parse_and_validate
 fuzz: fuzz-seed
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_TARGET) corpus/$(FUZZ_TARGET) -- \
 		-max_total_time=$(FUZZ_SECONDS) -max_len=8192
 
 fuzz-seed:
-	@mkdir -p fuzz/corpus/parse_and_validate fuzz/corpus/model fuzz/corpus/xds
+	@mkdir -p fuzz/corpus/parse_and_validate fuzz/corpus/model fuzz/corpus/xds fuzz/corpus/proxy
 	@i=0; for f in $$(find $(CORPUS) crates/weir-api/tests/rules -name '*.yaml'); do \
 		cp "$$f" fuzz/corpus/parse_and_validate/seed-$$i.yaml; i=$$((i+1)); done
 	@i=0; for f in $$(find crates/weir-model/tests/fixtures $(CORPUS)/bookinfo-networking $(CORPUS)/tests-testdata-config -name '*.yaml'); do \
 		cp "$$f" fuzz/corpus/model/seed-$$i.yaml; i=$$((i+1)); done
 	@i=0; for f in $$(find crates/weir-xds/tests/scenarios $(CORPUS)/bookinfo-networking $(CORPUS)/samples-istio-kinds -name '*.yaml'); do \
 		cp "$$f" fuzz/corpus/xds/seed-$$i.yaml; i=$$((i+1)); done
+	@$(CARGO) run -q -p weir-proxy --example fuzz_seeds -- fuzz/corpus/proxy
 
 clean:
 	$(CARGO) clean

@@ -128,6 +128,8 @@ pub struct ClusterConfig {
     pub panic_threshold: f64,
     /// Locality weights apply (`locality_weighted_lb_config`).
     pub locality_weighted: bool,
+    /// TLS origination (`envoy.transport_sockets.tls`).
+    pub tls: Option<crate::tls::UpstreamTls>,
     /// Source address for upstream connections (`upstream_bind_config`).
     pub source_address: Option<std::net::SocketAddr>,
     /// The cluster as received (for `/config_dump`).
@@ -185,13 +187,12 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
     if let Some(field) = unsupported(c) {
         return Err(format!("{field} is not supported"));
     }
-    if let Some(t) = &c.transport_socket {
-        let raw = t.name == "envoy.transport_sockets.raw_buffer"
-            || matches!(&t.config_type, Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(a)) if a.type_url.ends_with(".RawBuffer"));
-        if !raw {
-            return Err(format!("transport socket {:?} is not supported", t.name));
-        }
-    }
+    let tls = c
+        .transport_socket
+        .as_ref()
+        .map(transport_socket)
+        .transpose()?
+        .flatten();
     check_circuit_breakers(c)?;
     let family = match cluster::DnsLookupFamily::try_from(c.dns_lookup_family) {
         Ok(cluster::DnsLookupFamily::Auto) => Family::Auto,
@@ -246,6 +247,7 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
     };
     Ok(ClusterConfig {
         name: c.name.clone(),
+        tls,
         source_address,
         discovery,
         lb,
@@ -257,6 +259,21 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
         locality_weighted,
         source: c.clone(),
     })
+}
+
+/// A transport socket: raw buffer (`None`) or TLS.
+pub(crate) fn transport_socket(
+    t: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+) -> Result<Option<crate::tls::UpstreamTls>, String> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    match &t.config_type {
+        Some(ConfigType::TypedConfig(a)) if a.type_url.ends_with(".RawBuffer") => Ok(None),
+        Some(ConfigType::TypedConfig(a)) if a.type_url.ends_with(".UpstreamTlsContext") => {
+            crate::tls::upstream(a).map(Some).map_err(|e| format!("TLS: {e}"))
+        }
+        None if t.name == "envoy.transport_sockets.raw_buffer" => Ok(None),
+        _ => Err(format!("transport socket {:?} is not supported", t.name)),
+    }
 }
 
 fn check_circuit_breakers(c: &Cluster) -> Result<(), String> {

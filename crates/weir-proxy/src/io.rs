@@ -24,6 +24,9 @@ pub enum ConnectError {
     /// The name did not resolve.
     #[error("DNS resolution of {0} failed: {1}")]
     Resolve(String, String),
+    /// The TLS handshake failed (bad certificate, no common protocol…).
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(String, io::Error),
 }
 
 /// A connected stream.
@@ -33,6 +36,8 @@ pub enum Io {
     Tcp(TcpStream),
     /// Unix-domain socket.
     Unix(UnixStream),
+    /// TLS over one of the others.
+    Tls(Box<tokio_rustls::client::TlsStream<Io>>),
 }
 
 impl Io {
@@ -41,6 +46,7 @@ impl Io {
         match self {
             Io::Tcp(t) => t.peer_addr().ok(),
             Io::Unix(_) => None,
+            Io::Tls(t) => t.get_ref().0.peer(),
         }
     }
 }
@@ -116,11 +122,37 @@ pub async fn connect(
     }
 }
 
+/// Connects and, when `tls` is given, originates TLS over the connection.
+pub async fn connect_with(
+    target: &Target,
+    timeout: Duration,
+    source: Option<SocketAddr>,
+    tls: Option<&crate::tls::UpstreamTls>,
+) -> Result<Io, ConnectError> {
+    let io = connect(target, timeout, source).await?;
+    let Some(tls) = tls else { return Ok(io) };
+    let name = match (&tls.sni, io.peer()) {
+        (Some(sni), _) => sni.clone(),
+        // No SNI configured: none is sent (an IP address name sends none).
+        (None, Some(peer)) => rustls::pki_types::ServerName::IpAddress(peer.ip().into()),
+        (None, None) => {
+            rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into())
+        }
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    match tokio::time::timeout(timeout, connector.connect(name, io)).await {
+        Ok(Ok(stream)) => Ok(Io::Tls(Box::new(stream))),
+        Ok(Err(e)) => Err(ConnectError::Tls(target.to_string(), e)),
+        Err(_) => Err(ConnectError::Timeout(target.to_string(), timeout)),
+    }
+}
+
 impl AsyncRead for Io {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -130,6 +162,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Io::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -137,6 +170,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_flush(cx),
             Io::Unix(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -144,6 +178,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -155,6 +190,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -162,6 +198,7 @@ impl AsyncWrite for Io {
         match self {
             Io::Tcp(s) => s.is_write_vectored(),
             Io::Unix(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod serve;
 pub mod state;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;
 pub mod xds;
 

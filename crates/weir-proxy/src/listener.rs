@@ -229,6 +229,8 @@ pub struct Chain {
     pub matcher: ChainMatch,
     /// What it does.
     pub kind: ChainKind,
+    /// TLS termination.
+    pub tls: Option<crate::tls::DownstreamTls>,
 }
 
 /// A compiled listener.
@@ -393,9 +395,18 @@ fn check_duplicate_matches(chains: &[Chain]) -> Result<(), String> {
 
 #[allow(deprecated)]
 fn compile_chain(c: &FilterChain) -> Result<Chain, String> {
-    if c.transport_socket.is_some() {
-        return Err("downstream TLS (transport_socket) is not supported yet".into());
-    }
+    let tls = match c.transport_socket.as_ref().map(|t| &t.config_type) {
+        None => None,
+        Some(Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+            a,
+        ))) if a.type_url.ends_with(".DownstreamTlsContext") => {
+            Some(crate::tls::downstream(a).map_err(|e| format!("TLS: {e}"))?)
+        }
+        Some(Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+            a,
+        ))) if a.type_url.ends_with(".RawBuffer") => None,
+        Some(_) => return Err("downstream transport socket: only TLS and raw buffer are supported".into()),
+    };
     if c.use_proxy_proto.is_some_and(|b| b.value) {
         return Err("use_proxy_proto is not supported".into());
     }
@@ -459,6 +470,7 @@ fn compile_chain(c: &FilterChain) -> Result<Chain, String> {
         name: c.name.clone(),
         matcher,
         kind,
+        tls,
     })
 }
 

@@ -17,7 +17,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::convert::Target;
-use crate::io::{ConnectError, connect};
+use crate::io::{ConnectError, connect_with};
 
 /// Errors inside bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -73,6 +73,7 @@ pub struct Pool {
     http2: Mutex<HashMap<Target, http2::SendRequest<Body>>>,
     connect_timeout: Duration,
     source: Option<std::net::SocketAddr>,
+    tls: Option<crate::tls::UpstreamTls>,
     idle_timeout: Duration,
     max_requests_per_connection: Option<u32>,
     /// Counters.
@@ -95,11 +96,13 @@ impl Pool {
     pub fn new(
         connect_timeout: Duration,
         source: Option<std::net::SocketAddr>,
+        tls: Option<crate::tls::UpstreamTls>,
         idle_timeout: Duration,
         max_requests_per_connection: Option<u32>,
     ) -> Self {
         Pool {
             source,
+            tls,
             http1: Arc::new(Mutex::new(HashMap::new())),
             http2: Mutex::new(HashMap::new()),
             connect_timeout,
@@ -110,7 +113,7 @@ impl Pool {
     }
 
     async fn open(&self, target: &Target) -> Result<crate::io::Io, SendError> {
-        match connect(target, self.connect_timeout, self.source).await {
+        match connect_with(target, self.connect_timeout, self.source, self.tls.as_ref()).await {
             Ok(io) => {
                 self.stats.cx_total.fetch_add(1, Ordering::Relaxed);
                 Ok(io)

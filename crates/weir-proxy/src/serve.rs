@@ -425,10 +425,74 @@ pub async fn dispatch<S>(
         return;
     };
     let stream = Rewind::new(seen.freeze(), stream);
-    match &chain.kind {
-        ChainKind::Tcp(tcp) => {
-            crate::tcp::proxy(&state, tcp, stream, original_dst, facts.server_name.as_deref()).await
+    let sni = facts.server_name.clone();
+    match &chain.tls {
+        None => {
+            run_chain(
+                &state,
+                &listener,
+                chain,
+                stream,
+                peer,
+                destination,
+                original_dst,
+                sni,
+                false,
+                drain,
+            )
+            .await
         }
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    run_chain(
+                        &state,
+                        &listener,
+                        chain,
+                        tls_stream,
+                        peer,
+                        destination,
+                        original_dst,
+                        sni,
+                        true,
+                        drain,
+                    )
+                    .await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = %listener.name, %peer, error = %e, "downstream TLS handshake failed")
+                }
+                Err(_) => {
+                    tracing::debug!(listener = %listener.name, %peer, "downstream TLS handshake timed out")
+                }
+            }
+        }
+    }
+    state
+        .counters
+        .downstream_cx_active
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Runs a filter chain's work on a (possibly decrypted) stream.
+#[allow(clippy::too_many_arguments)]
+async fn run_chain<S>(
+    state: &Arc<ProxyState>,
+    listener: &ListenerConfig,
+    chain: &crate::listener::Chain,
+    stream: S,
+    peer: SocketAddr,
+    destination: SocketAddr,
+    original_dst: Option<Target>,
+    sni: Option<String>,
+    tls: bool,
+    drain: watch::Receiver<u64>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match &chain.kind {
+        ChainKind::Tcp(tcp) => crate::tcp::proxy(state, tcp, stream, original_dst, sni.as_deref()).await,
         ChainKind::Http(manager) => {
             let ctx = Arc::new(HttpContext {
                 state: state.clone(),
@@ -436,7 +500,7 @@ pub async fn dispatch<S>(
                 downstream: Downstream {
                     peer,
                     local: destination,
-                    tls: false,
+                    tls,
                     original_dst,
                 },
                 inbound: listener.name == "virtualInbound" || listener.source.traffic_direction == 1,
@@ -444,10 +508,6 @@ pub async fn dispatch<S>(
             serve_http(ctx, stream, drain).await;
         }
     }
-    state
-        .counters
-        .downstream_cx_active
-        .fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Reads until the inspectors have decided (or the peer stops sending).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::convert::Target;
-use crate::io::connect;
+use crate::io::connect_with;
 use crate::lb::PickContext;
 use crate::listener::TcpProxyConfig;
 use crate::state::ProxyState;
@@ -71,10 +71,11 @@ pub async fn proxy<S>(
             tracing::warn!(target = %host.target, "refusing a passthrough to this proxy's own address (it would loop)");
             return;
         }
-        match connect(
+        match connect_with(
             &host.target,
             cluster.config.connect_timeout,
             cluster.config.source_address,
+            cluster.config.tls.as_ref(),
         )
         .await
         {

@@ -107,6 +107,7 @@ impl ClusterRuntime {
         let pool = Pool::new(
             config.connect_timeout,
             config.source_address,
+            config.tls.clone(),
             config.idle_timeout,
             config.max_requests_per_connection,
         );

@@ -141,6 +141,7 @@ impl Agent {
             s.connected = true;
         }
         tracing::info!(%address, "connected to the control plane");
+        let connected_at = std::time::Instant::now();
         while let Some(response) = responses
             .message()
             .await
@@ -212,7 +213,7 @@ impl Agent {
                     }
                 }
             }
-            if self.is_complete(client) {
+            if self.is_complete(client, connected_at) {
                 self.ready.send_replace(true);
             }
         }
@@ -220,17 +221,23 @@ impl Agent {
     }
 
     /// Clusters and listeners applied, and whatever they name received at least once.
-    fn is_complete(&self, client: &DeltaClient) -> bool {
-        let held = |t: &str| client.held(t).map(|h| h.keys().cloned().collect::<BTreeSet<_>>());
-        let applied = |t: &str| client.held(t).is_some();
-        if !applied(CLUSTER_TYPE) || !applied(LISTENER_TYPE) {
+    /// Like Envoy's `initial_fetch_timeout` (15 s), endpoints or routes that never arrive do
+    /// not hold readiness back forever.
+    fn is_complete(&self, client: &DeltaClient, since: std::time::Instant) -> bool {
+        if !client.applied(CLUSTER_TYPE) || !client.applied(LISTENER_TYPE) {
             return false;
         }
-        let has_all = |t: &str| {
+        if since.elapsed() > Duration::from_secs(15) {
+            return true;
+        }
+        [ENDPOINT_TYPE, ROUTE_TYPE].into_iter().all(|t| {
             let wanted = client.subscribed(t);
-            wanted.is_empty() || held(t).is_some_and(|h| wanted.iter().all(|n| h.contains(n)))
-        };
-        client.is_ready() || (has_all(ENDPOINT_TYPE) && has_all(ROUTE_TYPE))
+            wanted.is_empty()
+                || (client.applied(t)
+                    && client
+                        .held(t)
+                        .is_some_and(|h| wanted.iter().all(|n| h.contains_key(n))))
+        })
     }
 }
 

@@ -17,11 +17,13 @@ use weir_proxy::listener::ListenerConfig;
 use weir_proxy::routes::CompiledRoutes;
 use weir_xds::model::Model;
 
-/// Refusals that are expected today, by the text they contain.
+/// Refusals that are expected, by the text they contain: features still to come, and test
+/// data that no proxy could load.
 const KNOWN_GAPS: &[&str] = &[
-    // Upstream TLS origination and downstream TLS termination.
-    "transport socket",
-    "downstream TLS",
+    // Certificates named by file that do not exist on this machine, or placeholder certificate
+    // data in the scenarios' Secrets (Envoy refuses both too).
+    "No such file or directory",
+    "is not valid PEM",
     // Resilience (outlier detection, finite circuit breakers, mirroring).
     "outlier_detection",
     "circuit breaker",

@@ -271,6 +271,11 @@ impl DeltaClient {
         request
     }
 
+    /// Whether a response of this type has been applied (ACKed, or partly applied).
+    pub fn applied(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|s| s.applied)
+    }
+
     /// The names subscribed to for a type (empty for none or the wildcard alone).
     pub fn subscribed(&self, type_url: &str) -> BTreeSet<String> {
         self.types

@@ -166,7 +166,7 @@ impl Mesh {
             "--discovery",
             "127.0.0.1:0",
         ];
-        if !extra.iter().any(|a| *a == "--allocation-range") {
+        if !extra.contains(&"--allocation-range") {
             args.extend(["--allocation-range", "240.240.0.0/16"]);
         }
         args.extend_from_slice(extra);

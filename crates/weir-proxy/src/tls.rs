@@ -1,0 +1,431 @@
+//! TLS with rustls, configured as Envoy's TLS transport sockets are: origination to upstreams
+//! (`UpstreamTlsContext`: SNI, client certificate for MUTUAL, trusted CA, SAN matchers, ALPN)
+//! and termination for filter chains (`DownstreamTlsContext`: certificate, client certificate
+//! verification when required, ALPN). As in Envoy, an upstream context without a validation
+//! context does not verify the server; with one, the chain must lead to its CA and, when SAN
+//! matchers are given, the certificate must carry one of them (the host name is not checked
+//! otherwise).
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, UpstreamTlsContext,
+    common_tls_context, subject_alt_name_matcher::SanType,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher;
+use envoy_types::pb::google::protobuf::Any;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::convert::decode_any;
+
+const UPSTREAM: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+const DOWNSTREAM: &str = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+
+/// TLS origination for a cluster.
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    /// The client configuration.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The SNI to send (`None`: none).
+    pub sni: Option<ServerName<'static>>,
+}
+
+/// TLS termination for a filter chain.
+#[derive(Clone, Debug)]
+pub struct DownstreamTls {
+    /// The server configuration.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn read(source: Option<&DataSource>, what: &str) -> Result<Vec<u8>, String> {
+    match source.and_then(|s| s.specifier.as_ref()) {
+        Some(data_source::Specifier::Filename(f)) => {
+            std::fs::read(f).map_err(|e| format!("{what} file {f:?}: {e}"))
+        }
+        Some(data_source::Specifier::InlineBytes(b)) => Ok(b.clone()),
+        Some(data_source::Specifier::InlineString(s)) => Ok(s.as_bytes().to_vec()),
+        Some(data_source::Specifier::EnvironmentVariable(v)) => std::env::var(v)
+            .map(String::into_bytes)
+            .map_err(|_| format!("{what}: variable {v:?} is not set")),
+        None => Err(format!("{what} is missing")),
+    }
+}
+
+fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{what} is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{what} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn private_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, String> {
+    use rustls::pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("{what} is not a valid PEM private key: {e}"))
+}
+
+fn check_common(c: &CommonTlsContext) -> Result<(), String> {
+    let unsupported = [
+        (c.tls_params.is_some(), "tls_params"),
+        (
+            !c.tls_certificate_sds_secret_configs.is_empty(),
+            "tls_certificate_sds_secret_configs (SDS)",
+        ),
+        (
+            c.tls_certificate_provider_instance.is_some(),
+            "tls_certificate_provider_instance",
+        ),
+        (
+            c.custom_tls_certificate_selector.is_some(),
+            "custom_tls_certificate_selector",
+        ),
+        (c.custom_handshaker.is_some(), "custom_handshaker"),
+        (c.key_log.is_some(), "key_log"),
+    ];
+    #[allow(deprecated)]
+    let unsupported_deprecated = [
+        (
+            c.tls_certificate_certificate_provider.is_some(),
+            "tls_certificate_certificate_provider",
+        ),
+        (
+            c.tls_certificate_certificate_provider_instance.is_some(),
+            "tls_certificate_certificate_provider_instance",
+        ),
+    ];
+    if let Some((_, f)) = unsupported
+        .iter()
+        .chain(&unsupported_deprecated)
+        .find(|(set, _)| *set)
+    {
+        return Err(format!("common_tls_context.{f} is not supported"));
+    }
+    Ok(())
+}
+
+fn validation(c: &CommonTlsContext) -> Result<Option<&CertificateValidationContext>, String> {
+    use common_tls_context::ValidationContextType as V;
+    match &c.validation_context_type {
+        None => Ok(None),
+        Some(V::ValidationContext(v)) => Ok(Some(v)),
+        Some(_) => Err("only an inline validation_context is supported (no SDS, no combined context)".into()),
+    }
+}
+
+/// What a certificate must carry: DNS names or IPs, one of which must match.
+#[derive(Clone, Debug)]
+struct SanRule(Vec<ServerName<'static>>);
+
+fn compile_validation(v: &CertificateValidationContext) -> Result<(RootCertStore, SanRule), String> {
+    #[allow(deprecated)]
+    let unsupported = [
+        (
+            v.ca_certificate_provider_instance.is_some(),
+            "ca_certificate_provider_instance",
+        ),
+        (v.watched_directory.is_some(), "watched_directory"),
+        (!v.verify_certificate_spki.is_empty(), "verify_certificate_spki"),
+        (!v.verify_certificate_hash.is_empty(), "verify_certificate_hash"),
+        (
+            !v.match_subject_alt_names.is_empty(),
+            "match_subject_alt_names (use match_typed_subject_alt_names)",
+        ),
+        (v.crl.is_some(), "crl"),
+        (v.allow_expired_certificate, "allow_expired_certificate"),
+        (v.trust_chain_verification != 0, "trust_chain_verification"),
+        (v.custom_validator_config.is_some(), "custom_validator_config"),
+    ];
+    if let Some((_, f)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("validation_context.{f} is not supported"));
+    }
+    let mut roots = RootCertStore::empty();
+    if v.trusted_ca.is_some() {
+        for cert in certificates(&read(v.trusted_ca.as_ref(), "trusted_ca")?, "trusted_ca")? {
+            roots.add(cert).map_err(|e| format!("trusted_ca: {e}"))?;
+        }
+    } else if v.system_root_certs.is_some() {
+        return Err("validation_context.system_root_certs is not supported (give trusted_ca)".into());
+    } else {
+        return Err("validation_context without trusted_ca".into());
+    }
+    let mut names = Vec::new();
+    for m in &v.match_typed_subject_alt_names {
+        let kind = SanType::try_from(m.san_type).unwrap_or(SanType::Unspecified);
+        let exact = match m.matcher.as_ref().and_then(|s| s.match_pattern.as_ref()) {
+            Some(string_matcher::MatchPattern::Exact(e))
+                if !m.matcher.as_ref().is_some_and(|s| s.ignore_case) =>
+            {
+                e.clone()
+            }
+            _ => return Err("SAN matchers must be exact (case-sensitive) matches".into()),
+        };
+        let name = match kind {
+            SanType::Dns | SanType::IpAddress => ServerName::try_from(exact.clone())
+                .map_err(|_| format!("SAN {exact:?} is not a DNS name or IP"))?,
+            other => {
+                return Err(format!(
+                    "SAN type {} is not supported (DNS and IP_ADDRESS are)",
+                    other.as_str_name()
+                ));
+            }
+        };
+        names.push(name);
+    }
+    Ok((roots, SanRule(names)))
+}
+
+/// Envoy's verification for upstreams: chain to the CA; one of the SANs when matchers exist.
+#[derive(Debug)]
+struct EnvoyServerVerifier {
+    roots: Arc<RootCertStore>,
+    sans: SanRule,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for EnvoyServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|e| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                e,
+            ))))
+        })?;
+        cert.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.roots.roots,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                e,
+            ))))
+        })?;
+        if !self.sans.0.is_empty()
+            && !self
+                .sans
+                .0
+                .iter()
+                .any(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
+        {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Envoy without a validation context: any server certificate is accepted.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn identity(
+    c: &CommonTlsContext,
+) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
+    match c.tls_certificates.as_slice() {
+        [] => Ok(None),
+        [t] => {
+            if t.pkcs12.is_some()
+                || t.private_key_provider.is_some()
+                || t.password.is_some()
+                || t.watched_directory.is_some()
+            {
+                return Err("tls_certificates: only certificate_chain and private_key are supported".into());
+            }
+            let chain = certificates(
+                &read(t.certificate_chain.as_ref(), "certificate_chain")?,
+                "certificate_chain",
+            )?;
+            let key = private_key(&read(t.private_key.as_ref(), "private_key")?, "private_key")?;
+            Ok(Some((chain, key)))
+        }
+        _ => Err("more than one tls_certificate is not supported".into()),
+    }
+}
+
+/// Compiles a cluster's `envoy.transport_sockets.tls` config.
+pub fn upstream(any: &Any) -> Result<UpstreamTls, String> {
+    let ctx: UpstreamTlsContext = decode_any(any, UPSTREAM, "transport_socket")?;
+    if ctx.auto_host_sni || ctx.auto_sni_san_validation || ctx.allow_renegotiation {
+        return Err(
+            "auto_host_sni, auto_sni_san_validation and allow_renegotiation are not supported".into(),
+        );
+    }
+    let common = ctx.common_tls_context.unwrap_or_default();
+    check_common(&common)?;
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let verifier: Arc<dyn ServerCertVerifier> = match validation(&common)? {
+        Some(v) => {
+            let (roots, sans) = compile_validation(v)?;
+            Arc::new(EnvoyServerVerifier {
+                roots: Arc::new(roots),
+                sans,
+                provider: provider.clone(),
+            })
+        }
+        None => Arc::new(AcceptAny(provider.clone())),
+    };
+    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    let mut config = match identity(&common)? {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("client certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = common
+        .alpn_protocols
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    let sni = (!ctx.sni.is_empty())
+        .then(|| {
+            ServerName::try_from(ctx.sni.clone())
+                .map_err(|_| format!("sni {:?} is not a valid server name", ctx.sni))
+        })
+        .transpose()?;
+    Ok(UpstreamTls {
+        config: Arc::new(config),
+        sni,
+    })
+}
+
+/// Compiles a filter chain's `envoy.transport_sockets.tls` config.
+pub fn downstream(any: &Any) -> Result<DownstreamTls, String> {
+    let ctx: DownstreamTlsContext = decode_any(any, DOWNSTREAM, "transport_socket")?;
+    if ctx.require_sni.is_some_and(|b| b.value)
+        || ctx.ocsp_staple_policy != 0
+        || ctx.session_ticket_keys_type.is_some()
+    {
+        return Err("require_sni, ocsp_staple_policy and session ticket keys are not supported".into());
+    }
+    let common = ctx.common_tls_context.unwrap_or_default();
+    check_common(&common)?;
+    let (chain, key) = identity(&common)?.ok_or("a downstream TLS context needs a certificate")?;
+    let provider = provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let require = ctx.require_client_certificate.as_ref().is_some_and(|b| b.value);
+    let builder = match validation(&common)? {
+        Some(v) => {
+            let (roots, sans) = compile_validation(v)?;
+            if !sans.0.is_empty() {
+                return Err("SAN matchers on client certificates are not supported".into());
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if require {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("client verification: {e}"))?,
+            )
+        }
+        None if require => return Err("require_client_certificate needs a validation_context".into()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate: {e}"))?;
+    config.alpn_protocols = common
+        .alpn_protocols
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Ok(DownstreamTls {
+        config: Arc::new(config),
+    })
+}

@@ -1,0 +1,52 @@
+//! Arbitrary xDS resources through the proxy's compiler: the first byte picks the type
+//! (Listener, Cluster, RouteConfiguration, ClusterLoadAssignment), the rest is decoded as that
+//! message. Whatever decodes must be compiled or refused with an error — never a panic — and
+//! the listener inspectors must survive any first bytes of a connection.
+#![no_main]
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use weir_proxy::cluster::ClusterConfig;
+use weir_proxy::endpoints::compile_assignment;
+use weir_proxy::listener::{ConnectionFacts, ListenerConfig};
+use weir_proxy::routes::CompiledRoutes;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&kind, body)) = data.split_first() else { return };
+    match kind % 5 {
+        0 => {
+            if let Ok(l) = Listener::decode(body) {
+                if let Ok(c) = ListenerConfig::compile(&l) {
+                    let _ = c.select(&ConnectionFacts::default());
+                }
+            }
+        }
+        1 => {
+            if let Ok(c) = Cluster::decode(body) {
+                let _ = ClusterConfig::compile(&c);
+            }
+        }
+        2 => {
+            if let Ok(r) = RouteConfiguration::decode(body) {
+                if let Ok(c) = CompiledRoutes::compile(&r) {
+                    if let Some(vh) = c.virtual_host("a.example:80") {
+                        let _ = vh.route("/x", &[("a", "b")][..], &[("q", "1")]);
+                    }
+                }
+            }
+        }
+        3 => {
+            if let Ok(a) = ClusterLoadAssignment::decode(body) {
+                let _ = compile_assignment(&a, true);
+            }
+        }
+        _ => {
+            let _ = weir_proxy::inspect::parse_client_hello(body);
+            let _ = weir_proxy::inspect::guess_http(body);
+        }
+    }
+});

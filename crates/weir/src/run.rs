@@ -221,7 +221,7 @@ pub fn run(args: &Args) -> ExitCode {
             }
         };
         if let Some(a) = sidecar.http_proxy {
-            println!("weir run: HTTP proxy on {a} (export HTTP_PROXY=http://{a})");
+            println!("weir run: HTTP proxy on {a} (export http_proxy=http://{a})");
         }
         if let Some(a) = sidecar.admin {
             println!("weir run: admin on http://{a}");

@@ -4,7 +4,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 300
 CORPUS := ../shared/corpus/istio
 
-.PHONY: all build release test interop lint fmt bench bench-e2e fuzz fuzz-seed clean
+.PHONY: all build release test interop lint fmt bench bench-e2e bench-proxy fuzz fuzz-seed clean
 
 all: build
 
@@ -48,6 +48,13 @@ bench-e2e: release
 	$(CARGO) run --release -p weir-xds --example ads_load -- --proxies 1000 --services 100 --namespaces 10
 	$(CARGO) build --release -p weir-api --example gen_config
 	python3 bench/validate.py --weir target/release/weir --gen target/release/examples/gen_config
+	$(MAKE) bench-proxy
+
+## bench-proxy: the same load direct, through nginx, HAProxy and Weir (installs nginx/haproxy from Debian if missing)
+bench-proxy: release
+	$(CARGO) build --release -p weir --example loadgen
+	bench/proxy/setup.sh
+	python3 bench/proxy/bench.py
 
 ## fuzz: run a fuzz target (needs `cargo install cargo-fuzz`): FUZZ_TARGET=parse_and_validate, model, xds or proxy
 FUZZ_TARGET ?= parse_and_validate

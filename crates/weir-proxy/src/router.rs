@@ -26,6 +26,9 @@ use crate::upstream::NoHost;
 /// limit is 1 MiB per connection; requests beyond this are streamed and not retried).
 const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
 
+/// Response bodies of at most this many bytes (by `content-length`) are sent with their head.
+const SMALL_BODY: usize = 16 * 1024;
+
 use crate::http::Matched;
 
 /// Envoy's request headers that configure the router; consumed here.
@@ -456,7 +459,8 @@ pub async fn forward(
                     service_time,
                     injected,
                     downstream_upgrade,
-                );
+                )
+                .await;
                 (resp, true)
             }
             Ok(Err(e)) => {
@@ -584,7 +588,7 @@ fn prepare_headers(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish_upstream(
+async fn finish_upstream(
     ctx: &HttpContext,
     resp: Response<Incoming>,
     target: Option<&WeightedTarget>,
@@ -637,7 +641,31 @@ fn finish_upstream(
     } else {
         injected
     };
-    let metered = body::Metered::body(body::incoming(incoming), move |bytes| {
+    // A small body of known length is read before the response goes out, so head and body
+    // leave in one write (one syscall and one wake-up of the client instead of two); larger or
+    // unknown-length bodies stream.
+    let small = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= SMALL_BODY);
+    let upstream_body = if small {
+        match http_body_util::BodyExt::collect(incoming).await {
+            // `Collected` replays the data and the trailers.
+            Ok(collected) => http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+                collected,
+                |never| match never {},
+            )),
+            Err(e) => {
+                tracing::debug!(error = %e, "upstream response body failed");
+                body::empty()
+            }
+        }
+    } else {
+        body::incoming(incoming)
+    };
+    let metered = body::Metered::body(upstream_body, move |bytes| {
         state.metrics.record_request(&crate::stats::RequestRecord {
             destination: &destination,
             protocol: if grpc_status.is_some() { "grpc" } else { "http" },

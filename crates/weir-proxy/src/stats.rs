@@ -97,9 +97,58 @@ pub struct TcpLabels {
     pub connection_security_policy: &'static str,
 }
 
+/// What distinguishes one series of request metrics, as owned values.
+#[derive(Debug)]
+struct SeriesKey {
+    service: String,
+    subset: String,
+    protocol: &'static str,
+    status: u16,
+    grpc: Option<String>,
+    flags: &'static str,
+    inbound: bool,
+}
+
+impl SeriesKey {
+    fn matches(&self, r: &RequestRecord<'_>) -> bool {
+        self.service == r.destination.service
+            && self.subset == r.destination.subset
+            && self.protocol == r.protocol
+            && self.status == r.status
+            && self.grpc.as_deref() == r.grpc_status
+            && self.flags == r.flags
+            && self.inbound == r.inbound
+    }
+
+    fn hash(r: &RequestRecord<'_>) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(r.destination.service.as_bytes());
+        h.update(&[0]);
+        h.update(r.destination.subset.as_bytes());
+        h.update(&[0]);
+        h.update(r.protocol.as_bytes());
+        h.update(&r.status.to_le_bytes());
+        h.update(r.grpc_status.unwrap_or("-").as_bytes());
+        h.update(r.flags.as_bytes());
+        h.update(&[u8::from(r.inbound)]);
+        h.digest()
+    }
+}
+
+/// The metric handles of one series (each an `Arc` inside).
+#[derive(Debug, Clone)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
 /// The proxy's Istio metrics.
 #[derive(Debug)]
 pub struct IstioMetrics {
+    /// Series already created, so a request costs a hash and a read lock, not a label set.
+    series: std::sync::RwLock<std::collections::HashMap<u64, Vec<(SeriesKey, Series)>>>,
     /// This proxy.
     pub identity: Identity,
     requests: Family<RequestLabels, Counter>,
@@ -248,6 +297,7 @@ impl IstioMetrics {
             tcp_received.clone(),
         );
         IstioMetrics {
+            series: std::sync::RwLock::new(std::collections::HashMap::new()),
             identity,
             requests,
             duration,
@@ -314,15 +364,42 @@ impl IstioMetrics {
 
     /// Records a finished request.
     pub fn record_request(&self, r: &RequestRecord<'_>) {
-        let labels = self.request_labels(r);
-        self.requests.get_or_create(&labels).inc();
-        self.duration.get_or_create(&labels).observe(r.duration_ms);
-        self.request_bytes
-            .get_or_create(&labels)
-            .observe(r.request_bytes as f64);
-        self.response_bytes
-            .get_or_create(&labels)
-            .observe(r.response_bytes as f64);
+        let hash = SeriesKey::hash(r);
+        let cached = self.series.read().ok().and_then(|m| {
+            m.get(&hash)
+                .and_then(|list| list.iter().find(|(k, _)| k.matches(r)).map(|(_, s)| s.clone()))
+        });
+        let series = match cached {
+            Some(s) => s,
+            None => {
+                let labels = self.request_labels(r);
+                let series = Series {
+                    requests: self.requests.get_or_create(&labels).clone(),
+                    duration: self.duration.get_or_create(&labels).clone(),
+                    request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+                    response_bytes: self.response_bytes.get_or_create(&labels).clone(),
+                };
+                if let Ok(mut m) = self.series.write() {
+                    m.entry(hash).or_default().push((
+                        SeriesKey {
+                            service: r.destination.service.clone(),
+                            subset: r.destination.subset.clone(),
+                            protocol: r.protocol,
+                            status: r.status,
+                            grpc: r.grpc_status.map(str::to_string),
+                            flags: r.flags,
+                            inbound: r.inbound,
+                        },
+                        series.clone(),
+                    ));
+                }
+                series
+            }
+        };
+        series.requests.inc();
+        series.duration.observe(r.duration_ms);
+        series.request_bytes.observe(r.request_bytes as f64);
+        series.response_bytes.observe(r.response_bytes as f64);
     }
 
     /// Labels for a TCP connection to a cluster.

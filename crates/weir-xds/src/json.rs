@@ -78,7 +78,10 @@ pub fn encoded_to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Valu
 /// message of type `type_name` — how an Envoy bootstrap file is read. Unknown fields are errors.
 pub fn from_json(type_name: &str, value: &serde_json::Value) -> Result<Vec<u8>, JsonError> {
     use prost::Message;
-    let descriptor = pool()?
+    // A pool of its own, dropped afterwards: a proxy reads its bootstrap once and should not
+    // keep the whole Envoy API's descriptors in memory for it.
+    let pool = DescriptorPool::decode(DESCRIPTORS).map_err(|e| JsonError::Descriptors(e.to_string()))?;
+    let descriptor = pool
         .get_message_by_name(type_name)
         .ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
     let dynamic = DynamicMessage::deserialize(descriptor, value).map_err(|source| JsonError::Serialize {

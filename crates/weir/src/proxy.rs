@@ -33,6 +33,14 @@ pub struct Args {
     /// Also serve an HTTP forward-proxy port (for `HTTP_PROXY`).
     #[arg(long, value_name = "ADDR")]
     http_proxy: Option<SocketAddr>,
+    /// Print the bootstrap FILE as an encoded protobuf and exit (used internally: reading
+    /// Envoy-style JSON needs the descriptors of the whole Envoy API, which a long-running
+    /// proxy should not keep in memory, so a short-lived child process does it).
+    #[arg(long, value_name = "FILE", hide = true)]
+    encode_bootstrap: Option<String>,
+    /// Worker threads of the data path (default: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 /// A node for an Istio-style id, with the metadata Istio's proxies send.
@@ -78,7 +86,8 @@ pub fn identity(id: &str) -> Identity {
     }
 }
 
-fn read_bootstrap(path: &str) -> Result<weir_proxy::bootstrap::BootstrapConfig, String> {
+/// The bootstrap file as an encoded `Bootstrap`.
+fn encode_bootstrap(path: &str) -> Result<Vec<u8>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let json: serde_json::Value = if path.ends_with(".json") {
         serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?
@@ -95,9 +104,24 @@ fn read_bootstrap(path: &str) -> Result<weir_proxy::bootstrap::BootstrapConfig, 
             .map(|r| r.to_json())
             .ok_or_else(|| format!("{path}: empty document"))?
     };
-    let bytes = weir_xds::json::from_json("envoy.config.bootstrap.v3.Bootstrap", &json)
-        .map_err(|e| format!("{path}: {e}"))?;
-    weir_proxy::bootstrap::from_encoded(&bytes).map_err(|e| format!("{path}: {e}"))
+    weir_xds::json::from_json("envoy.config.bootstrap.v3.Bootstrap", &json)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+/// Reads a bootstrap through a child process (see `--encode-bootstrap`).
+fn read_bootstrap(path: &str) -> Result<weir_proxy::bootstrap::BootstrapConfig, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the weir executable: {e}"))?;
+    let out = std::process::Command::new(exe)
+        .args(["proxy", "--encode-bootstrap", path])
+        .output()
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .trim_start_matches("weir proxy: ")
+            .to_string());
+    }
+    weir_proxy::bootstrap::from_encoded(&out.stdout).map_err(|e| format!("{path}: {e}"))
 }
 
 /// Normalises a discovery address to a URL.
@@ -111,6 +135,22 @@ pub fn discovery_url(address: &str) -> String {
 
 /// Runs the command.
 pub fn run(args: &Args) -> ExitCode {
+    if let Some(path) = &args.encode_bootstrap {
+        use std::io::Write;
+        return match encode_bootstrap(path) {
+            Ok(bytes) => match std::io::stdout().write_all(&bytes) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir proxy: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("weir proxy: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     crate::logging::init();
     let bootstrap = match args.bootstrap.as_deref().map(read_bootstrap).transpose() {
         Ok(b) => b,
@@ -123,7 +163,11 @@ pub fn run(args: &Args) -> ExitCode {
         eprintln!("weir proxy: give --discovery ADDR or --bootstrap FILE");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("weir proxy: cannot start the runtime: {e}");

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Runs the same HTTP load against a backend directly, through nginx, HAProxy and Weir (each a
+reverse proxy with one worker), in one run, and prints per target: added latency at a fixed rate
+(p50/p90/p99 over the direct path), saturation throughput, CPU seconds per 10k requests and idle
+and peak RSS of the proxy process.
+
+    bench/proxy/bench.py [--rate 1000] [--seconds 10] [--connections 16] [--saturate-connections 32]
+
+Needs target/release/weir and target/release/examples/loadgen (`make bench-proxy` builds them)
+and nginx and haproxy (bench/proxy/setup.sh installs them from Debian). Writes
+bench/out/proxy.json.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WEIR = ROOT / "target/release/weir"
+LOADGEN = ROOT / "target/release/examples/loadgen"
+BACKEND, NGINX, HAPROXY, WEIR_PORT, WEIR_ADMIN = 19000, 19001, 19002, 19003, 19004
+
+
+def wait_port(port, timeout=10.0):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def cpu_seconds(pids):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except FileNotFoundError:
+            pass
+    return total / tick
+
+
+def rss_kb(pids, key):
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                total += int(line.split()[1])
+    return total
+
+
+def children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def load(port, connections, seconds, rate):
+    out = subprocess.run([str(LOADGEN), "run", f"127.0.0.1:{port}", "bench.test", str(connections), str(seconds), str(rate)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def start_nginx(tmp):
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  upstream backend {{ server 127.0.0.1:{BACKEND}; keepalive 64; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{NGINX};
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+""")
+    p = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(NGINX)
+    # The master forks one worker; both are measured.
+    return p, lambda: [p.pid] + children(p.pid)
+
+
+def start_haproxy(tmp):
+    conf = tmp / "haproxy.cfg"
+    conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{HAPROXY}
+  default_backend b
+backend b
+  server s1 127.0.0.1:{BACKEND}
+""")
+    p = subprocess.Popen(["haproxy", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(HAPROXY)
+    return p, lambda: [p.pid]
+
+
+def start_weir(tmp):
+    conf = tmp / "weir.yaml"
+    conf.write_text(f"""
+static_resources:
+  listeners:
+  - name: bench
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {WEIR_PORT}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: /}}
+                route: {{cluster: backend, timeout: 15s}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {BACKEND}}}}}}}
+""")
+    p = subprocess.Popen([str(WEIR), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{WEIR_ADMIN}", "--workers", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "WEIR_LOG": "warn"})
+    wait_port(WEIR_PORT)
+    return p, lambda: [p.pid]
+
+
+def measure(name, port, pids, args, direct):
+    time.sleep(0.5)
+    idle = rss_kb(pids(), "VmRSS") if pids else None
+    load(port, 4, 1, 0)  # warm up connections
+    fixed = load(port, args.connections, args.seconds, args.rate)
+    before = cpu_seconds(pids()) if pids else None
+    sat = load(port, args.saturate_connections, args.seconds, 0)
+    cpu = cpu_seconds(pids()) - before if pids else None
+    peak = rss_kb(pids(), "VmHWM") if pids else None
+    row = {
+        "target": name,
+        "fixed_rate": fixed,
+        "saturation": sat,
+        "added_p50_us": fixed["p50_us"] - direct["fixed_rate"]["p50_us"] if direct else 0,
+        "added_p90_us": fixed["p90_us"] - direct["fixed_rate"]["p90_us"] if direct else 0,
+        "added_p99_us": fixed["p99_us"] - direct["fixed_rate"]["p99_us"] if direct else 0,
+        "cpu_s_per_10k": (cpu / sat["requests"] * 10000) if cpu is not None and sat["requests"] else None,
+        "idle_rss_mb": idle / 1024 if idle else None,
+        "peak_rss_mb": peak / 1024 if peak else None,
+    }
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=float, default=1000)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--saturate-connections", type=int, default=32)
+    args = ap.parse_args()
+    for tool in [WEIR, LOADGEN]:
+        if not tool.exists():
+            sys.exit(f"{tool} is missing: run `make bench-proxy`")
+    for tool in ["nginx", "haproxy"]:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run bench/proxy/setup.sh")
+    tmp = Path(tempfile.mkdtemp(prefix="weir-bench-"))
+    procs = []
+    try:
+        backend = subprocess.Popen([str(LOADGEN), "serve", f"127.0.0.1:{BACKEND}"], stdout=subprocess.DEVNULL)
+        procs.append(backend)
+        wait_port(BACKEND)
+        rows = []
+        direct = measure("direct", BACKEND, None, args, None)
+        rows.append(direct)
+        for name, port, start in [("nginx", NGINX, start_nginx), ("haproxy", HAPROXY, start_haproxy), ("weir", WEIR_PORT, start_weir)]:
+            p, pids = start(tmp)
+            procs.append(p)
+            rows.append(measure(name, port, pids, args, direct))
+            p.send_signal(signal.SIGTERM if name != "weir" else signal.SIGINT)
+            p.wait(timeout=10)
+        print(f"\n{args.rate:.0f} req/s over {args.connections} connections for {args.seconds:.0f}s (added latency over direct); "
+              f"saturation with {args.saturate_connections} connections; one worker per proxy; {os.cpu_count()} cores shared with the load generator\n")
+        print(f"{'target':<8} {'p50 +µs':>8} {'p90 +µs':>8} {'p99 +µs':>8} {'p99 µs':>8} {'req/s sat.':>11} {'CPU s/10k':>10} {'idle MB':>8} {'peak MB':>8} {'errors':>7}")
+        for r in rows:
+            f, s = r["fixed_rate"], r["saturation"]
+            fmt = lambda v, spec: format(v, spec) if v is not None else "-"
+            print(f"{r['target']:<8} {r['added_p50_us']:>8} {r['added_p90_us']:>8} {r['added_p99_us']:>8} {f['p99_us']:>8} {s['rps']:>11.0f} "
+                  f"{fmt(r['cpu_s_per_10k'], '10.3f'):>10} {fmt(r['idle_rss_mb'], '8.1f'):>8} {fmt(r['peak_rss_mb'], '8.1f'):>8} {f['errors'] + s['errors']:>7}")
+        out = ROOT / "bench/out"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "proxy.json").write_text(json.dumps(rows, indent=2))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

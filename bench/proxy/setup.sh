@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the peers of the proxy benchmark (nginx, HAProxy) from Debian when missing.
+set -euo pipefail
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+nginx -v 2>&1; haproxy -v | head -1

@@ -1,0 +1,183 @@
+//! A small HTTP/1.1 load generator and backend for `bench/proxy/bench.py`.
+//!
+//! - `loadgen serve ADDR`: answers every request with `200 ok` (the backend every proxy fronts).
+//! - `loadgen run ADDR HOST CONNECTIONS SECONDS RATE`: sends `GET /` with `Host: HOST` over
+//!   `CONNECTIONS` keep-alive connections for `SECONDS`; `RATE` requests per second in all (0:
+//!   as fast as possible). Latency is measured from when each request was due, so a stall is
+//!   not hidden (no coordinated omission). Prints one JSON line: requests, errors, rps, p50/p90/
+//!   p99/max in microseconds.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Bytes;
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    match args.first().map(String::as_str) {
+        Some("serve") => {
+            let addr: SocketAddr = args
+                .get(1)
+                .ok_or("serve ADDR")?
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            runtime.block_on(serve(addr))
+        }
+        Some("run") => {
+            let get = |i: usize| {
+                args.get(i)
+                    .ok_or("run ADDR HOST CONNECTIONS SECONDS RATE".to_string())
+            };
+            let addr: SocketAddr = get(1)?.parse().map_err(|e| format!("{e}"))?;
+            let host = get(2)?.clone();
+            let connections: usize = get(3)?.parse().map_err(|e| format!("{e}"))?;
+            let seconds: f64 = get(4)?.parse().map_err(|e| format!("{e}"))?;
+            let rate: f64 = get(5)?.parse().map_err(|e| format!("{e}"))?;
+            runtime.block_on(run(
+                addr,
+                host,
+                connections,
+                Duration::from_secs_f64(seconds),
+                rate,
+            ))
+        }
+        _ => Err("usage: loadgen serve ADDR | loadgen run ADDR HOST CONNECTIONS SECONDS RATE".into()),
+    }
+}
+
+async fn serve(addr: SocketAddr) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("serving on {}", listener.local_addr().map_err(|e| e.to_string())?);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// One connection's work: (latencies in µs, errors).
+async fn connection(
+    addr: SocketAddr,
+    host: String,
+    start: Instant,
+    end: Instant,
+    offset: Duration,
+    interval: Option<Duration>,
+) -> (Vec<u64>, u64) {
+    let mut latencies = Vec::new();
+    let mut errors = 0u64;
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (latencies, 1);
+    };
+    let _ = stream.set_nodelay(true);
+    let Ok((mut sender, conn)) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+    else {
+        return (latencies, 1);
+    };
+    tokio::spawn(conn);
+    let mut due = start + offset;
+    tokio::time::sleep_until(start.into()).await;
+    while due < end {
+        let sent_at = match interval {
+            Some(i) => {
+                tokio::time::sleep_until(due.into()).await;
+                let at = due;
+                due += i;
+                at
+            }
+            None => {
+                due = Instant::now();
+                due
+            }
+        };
+        let Ok(req) = hyper::Request::builder()
+            .uri("/")
+            .header("host", &host)
+            .body(Empty::<Bytes>::new())
+        else {
+            break;
+        };
+        if sender.ready().await.is_err() {
+            errors += 1;
+            break;
+        }
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                let ok = resp.status().is_success();
+                let _ = resp.into_body().collect().await;
+                if ok {
+                    latencies.push(sent_at.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            Err(_) => {
+                errors += 1;
+                break;
+            }
+        }
+    }
+    (latencies, errors)
+}
+
+async fn run(
+    addr: SocketAddr,
+    host: String,
+    connections: usize,
+    duration: Duration,
+    rate: f64,
+) -> Result<(), String> {
+    let start = Instant::now() + Duration::from_millis(100);
+    let end = start + duration;
+    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(connections as f64 / rate));
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            // Connections are spread over one interval so the rate is smooth.
+            let offset = interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / connections as f64));
+            tokio::spawn(connection(addr, host.clone(), start, end, offset, interval))
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.map_err(|e| e.to_string())?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{{\"requests\": {}, \"errors\": {}, \"rps\": {:.0}, \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \"max_us\": {}}}",
+        all.len(),
+        errors,
+        all.len() as f64 / duration.as_secs_f64(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        all.last().copied().unwrap_or(0)
+    );
+    Ok(())
+}

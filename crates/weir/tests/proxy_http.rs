@@ -276,3 +276,49 @@ fn the_admin_endpoint_reports_readiness_configuration_hosts_and_metrics() {
         "{metrics}"
     );
 }
+
+#[test]
+fn http2_prior_knowledge_on_service_addresses_reaches_an_http2_upstream() {
+    let (_e, a) = echo("h2-backend");
+    let svc = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: h2}}\nspec:\n  hosts: [h2.test]\n  ports: [{{number: 18080, name: http2, protocol: HTTP2, targetPort: {}}}]\n  resolution: STATIC\n  endpoints: [{{address: {}}}]\n",
+        a.port(),
+        a.ip()
+    );
+    let mesh = Mesh::start(
+        "h2c",
+        &[("svc.yaml", &svc)],
+        &["--allocation-range", "127.241.0.0/16"],
+    );
+    let line = mesh.run.wait_line("h2.test on ", Duration::from_secs(10));
+    let vip = support::address_in(&line, "h2.test on ");
+    // HTTP/2 with prior knowledge (h2c) from the client to the service address…
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) = rt.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(vip).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri("http://h2.test:18080/over-h2")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    });
+    assert_eq!(status, 200, "{body}");
+    // … and from the proxy to the upstream, as the port's protocol says.
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["protocol"], "HTTP/2.0", "{seen}");
+    assert_eq!(seen["uri"], "http://h2.test:18080/over-h2");
+}

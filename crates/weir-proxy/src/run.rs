@@ -27,6 +27,8 @@ pub struct ProxyOptions {
     pub bind: BindPolicy,
     /// Who this proxy is, for metrics.
     pub identity: Identity,
+    /// Delta, state of the world, or delta with fallback.
+    pub xds_protocol: crate::xds::XdsProtocol,
 }
 
 /// Why a proxy could not start.
@@ -86,7 +88,14 @@ impl RunningProxy {
         }
         listeners.add_own_addresses(&[admin_addr, http_proxy].into_iter().flatten().collect::<Vec<_>>());
         if let Some(discovery) = options.discovery.clone() {
-            tasks.push(tokio::spawn(agent.clone().run(discovery, options.node.clone())).abort_handle());
+            tasks.push(
+                tokio::spawn(
+                    agent
+                        .clone()
+                        .run(discovery, options.node.clone(), options.xds_protocol),
+                )
+                .abort_handle(),
+            );
         }
         Ok(RunningProxy {
             state,

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::rpc::Status;
 use tokio::sync::{mpsc, watch};
-use weir_xds::client::{Backoff, DeltaClient, HeldResource};
+use weir_xds::client::{Backoff, ClientError, DeltaClient, HeldResource, Pending, SotwClient};
 use weir_xds::generator::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 use crate::resources::Resources;
@@ -94,14 +94,30 @@ impl Agent {
             .collect()
     }
 
-    /// Runs the ADS stream against `address` (`http://host:port`) as `node`, forever.
-    pub async fn run(self: Arc<Self>, address: String, node: Node) {
-        let mut client = DeltaClient::new(node);
-        client.subscribe(CLUSTER_TYPE, &[]);
-        client.subscribe(LISTENER_TYPE, &[]);
+    /// Runs the ADS stream against `address` (`http://host:port`) as `node`, forever: delta
+    /// ADS, or the state of the world when `protocol` says so or the server does not implement
+    /// delta.
+    pub async fn run(self: Arc<Self>, address: String, node: Node, protocol: XdsProtocol) {
+        let mut delta = DeltaClient::new(node.clone());
+        let mut sotw = SotwClient::new(node);
+        delta.start();
+        sotw.start();
+        let mut use_sotw = protocol == XdsProtocol::Sotw;
         let mut backoff = Backoff::default();
         loop {
-            match self.clone().stream(&address, &mut client, &mut backoff).await {
+            let result = match self.channel(&address).await {
+                Err(e) => Err(e),
+                Ok(channel) if use_sotw => self.clone().stream_sotw(channel, &mut sotw, &mut backoff).await,
+                Ok(channel) => match self.clone().stream_delta(channel, &mut delta, &mut backoff).await {
+                    Err(StreamError::Unimplemented(m)) if protocol == XdsProtocol::Auto => {
+                        tracing::warn!(%address, reason = %m, "the control plane does not serve delta ADS; using the state of the world");
+                        use_sotw = true;
+                        continue;
+                    }
+                    other => other,
+                },
+            };
+            match result {
                 Ok(()) => tracing::warn!(%address, "the control plane closed the ADS stream; reconnecting"),
                 Err(e) => {
                     tracing::warn!(%address, error = %e, "ADS stream failed; serving the last good configuration")
@@ -114,149 +130,314 @@ impl Agent {
         }
     }
 
-    async fn stream(
-        self: Arc<Self>,
-        address: &str,
-        client: &mut DeltaClient,
-        backoff: &mut Backoff,
-    ) -> Result<(), String> {
-        let channel = tonic::transport::Endpoint::from_shared(address.to_string())
-            .map_err(|e| format!("discovery address {address:?}: {e}"))?
+    async fn channel(&self, address: &str) -> Result<tonic::transport::Channel, StreamError> {
+        tonic::transport::Endpoint::from_shared(address.to_string())
+            .map_err(|e| StreamError::Other(format!("discovery address {address:?}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| format!("cannot connect to the control plane at {address}: {e}"))?;
+            .map_err(|e| StreamError::Other(format!("cannot connect to the control plane at {address}: {e}")))
+    }
+
+    fn connected(&self) -> std::time::Instant {
+        if let Ok(mut s) = self.status.lock() {
+            s.connected = true;
+        }
+        tracing::info!("connected to the control plane");
+        std::time::Instant::now()
+    }
+
+    async fn stream_delta(
+        self: Arc<Self>,
+        channel: tonic::transport::Channel,
+        client: &mut DeltaClient,
+        backoff: &mut Backoff,
+    ) -> Result<(), StreamError> {
         let mut grpc = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
         let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
         for request in client.on_connect() {
             let _ = tx.send(request);
         }
-        let requests = tokio_stream_from(rx);
         let mut responses = grpc
-            .delta_aggregated_resources(requests)
+            .delta_aggregated_resources(tokio_stream_from(rx))
             .await
-            .map_err(|s| format!("ADS stream refused: {} ({:?})", s.message(), s.code()))?
+            .map_err(StreamError::from_status)?
             .into_inner();
-        if let Ok(mut s) = self.status.lock() {
-            s.connected = true;
-        }
-        tracing::info!(%address, "connected to the control plane");
-        let connected_at = std::time::Instant::now();
-        while let Some(response) = responses
-            .message()
-            .await
-            .map_err(|s| format!("{} ({:?})", s.message(), s.code()))?
-        {
+        let connected_at = self.connected();
+        while let Some(response) = responses.message().await.map_err(StreamError::from_status)? {
             backoff.reset();
-            let pending = match client.on_response(&response) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "rejecting an ADS response");
-                    let _ = tx.send(DeltaDiscoveryRequest {
-                        type_url: response.type_url.clone(),
-                        response_nonce: response.nonce.clone(),
-                        error_detail: Some(Status {
-                            code: 3,
-                            message: e.to_string(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    });
-                    continue;
-                }
-            };
-            let type_url = pending.type_url.clone();
-            let (applied, snapshot, eds, rds) = {
-                let Ok(mut resources) = self.resources.lock() else {
-                    return Err("resource state poisoned".into());
-                };
-                let applied = resources.apply(&pending);
-                (
-                    applied,
-                    resources.snapshot(),
-                    resources.eds_names(),
-                    resources.rds_names(),
-                )
-            };
-            let mut errors = applied.errors;
-            self.state.install(snapshot.clone());
-            if type_url == LISTENER_TYPE {
-                errors.extend(
-                    self.listeners
-                        .reconcile(&snapshot)
-                        .await
-                        .into_iter()
-                        .map(|e| e.to_string()),
-                );
-            }
-            let request = if errors.is_empty() {
-                client.ack(applied.accepted)
-            } else {
-                let reason = errors.join("; ");
-                tracing::warn!(type_url = %type_url, %reason, "NACK");
-                if let Ok(mut s) = self.status.lock() {
-                    s.last_rejection = Some(reason.clone());
-                }
-                client.partial(applied.accepted, &reason)
-            };
-            let _ = tx.send(request);
-            // Follow what clusters and listeners name.
-            for (t, wanted) in [(ENDPOINT_TYPE, eds), (ROUTE_TYPE, rds)] {
-                for request in subscription_changes(client, t, &wanted) {
-                    let _ = tx.send(request);
-                }
-            }
-            if let Ok(mut s) = self.status.lock() {
-                for t in [CLUSTER_TYPE, LISTENER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE] {
-                    if let Some(held) = client.held(t) {
-                        s.held.insert(t.to_string(), held.clone());
-                    }
-                }
-            }
-            if self.is_complete(client, connected_at) {
-                self.ready.send_replace(true);
+            let staged = client.on_response(&response);
+            for request in self
+                .process(client, staged, &response.type_url, &response.nonce, connected_at)
+                .await?
+            {
+                let _ = tx.send(request);
             }
         }
         Ok(())
     }
 
-    /// Clusters and listeners applied, and whatever they name received at least once.
-    /// Like Envoy's `initial_fetch_timeout` (15 s), endpoints or routes that never arrive do
-    /// not hold readiness back forever.
-    fn is_complete(&self, client: &DeltaClient, since: std::time::Instant) -> bool {
-        if !client.applied(CLUSTER_TYPE) || !client.applied(LISTENER_TYPE) {
-            return false;
+    async fn stream_sotw(
+        self: Arc<Self>,
+        channel: tonic::transport::Channel,
+        client: &mut SotwClient,
+        backoff: &mut Backoff,
+    ) -> Result<(), StreamError> {
+        let mut grpc = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
+        let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
+        for request in client.on_connect() {
+            let _ = tx.send(request);
         }
-        if since.elapsed() > Duration::from_secs(15) {
-            return true;
+        let mut responses = grpc
+            .stream_aggregated_resources(tokio_stream_from(rx))
+            .await
+            .map_err(StreamError::from_status)?
+            .into_inner();
+        let connected_at = self.connected();
+        while let Some(response) = responses.message().await.map_err(StreamError::from_status)? {
+            backoff.reset();
+            let staged = client.on_response(&response);
+            for request in self
+                .process(client, staged, &response.type_url, &response.nonce, connected_at)
+                .await?
+            {
+                let _ = tx.send(request);
+            }
         }
-        [ENDPOINT_TYPE, ROUTE_TYPE].into_iter().all(|t| {
-            let wanted = client.subscribed(t);
-            wanted.is_empty()
-                || (client.applied(t)
-                    && client
-                        .held(t)
-                        .is_some_and(|h| wanted.iter().all(|n| h.contains_key(n))))
-        })
+        Ok(())
+    }
+
+    /// Applies one staged response; returns the requests to send (ACK or NACK, then
+    /// subscription changes).
+    async fn process<C: Ads>(
+        &self,
+        client: &mut C,
+        staged: Result<Pending, ClientError>,
+        type_url: &str,
+        nonce: &str,
+        connected_at: std::time::Instant,
+    ) -> Result<Vec<C::Request>, StreamError> {
+        let pending = match staged {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "rejecting an ADS response");
+                return Ok(vec![client.reject(type_url, nonce, &e.to_string())]);
+            }
+        };
+        let (applied, snapshot, eds, rds) = {
+            let Ok(mut resources) = self.resources.lock() else {
+                return Err(StreamError::Other("resource state poisoned".into()));
+            };
+            let applied = resources.apply(&pending);
+            (
+                applied,
+                resources.snapshot(),
+                resources.eds_names(),
+                resources.rds_names(),
+            )
+        };
+        let mut errors = applied.errors;
+        self.state.install(snapshot.clone());
+        if type_url == LISTENER_TYPE {
+            errors.extend(
+                self.listeners
+                    .reconcile(&snapshot)
+                    .await
+                    .into_iter()
+                    .map(|e| e.to_string()),
+            );
+        }
+        let mut out = Vec::new();
+        if errors.is_empty() {
+            out.push(client.accept(applied.accepted));
+        } else {
+            let reason = errors.join("; ");
+            tracing::warn!(type_url = %type_url, %reason, "NACK");
+            if let Ok(mut s) = self.status.lock() {
+                s.last_rejection = Some(reason.clone());
+            }
+            out.push(client.accept_part(applied.accepted, &reason));
+        }
+        // Follow what clusters and listeners name.
+        out.extend(client.follow(ENDPOINT_TYPE, &eds));
+        out.extend(client.follow(ROUTE_TYPE, &rds));
+        if let Ok(mut s) = self.status.lock() {
+            for t in [CLUSTER_TYPE, LISTENER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE] {
+                if let Some(held) = client.held_of(t) {
+                    s.held.insert(t.to_string(), held.clone());
+                }
+            }
+        }
+        if is_complete(client, connected_at) {
+            self.ready.send_replace(true);
+        }
+        Ok(out)
     }
 }
 
-fn subscription_changes(
-    client: &mut DeltaClient,
-    type_url: &str,
-    wanted: &BTreeSet<String>,
-) -> Vec<DeltaDiscoveryRequest> {
-    let current = client.subscribed(type_url);
-    let add: Vec<String> = wanted.difference(&current).cloned().collect();
-    let drop: Vec<String> = current.difference(wanted).cloned().collect();
-    let mut out = Vec::new();
-    if !add.is_empty() {
-        out.push(client.subscribe(type_url, &add));
+/// How the proxy speaks ADS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdsProtocol {
+    /// Delta, falling back to the state of the world when the server does not implement delta.
+    #[default]
+    Auto,
+    /// Delta only.
+    Delta,
+    /// State of the world only.
+    Sotw,
+}
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    /// The server does not implement this protocol.
+    #[error("not implemented by the server: {0}")]
+    Unimplemented(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StreamError {
+    fn from_status(s: tonic::Status) -> Self {
+        if s.code() == tonic::Code::Unimplemented {
+            StreamError::Unimplemented(s.message().to_string())
+        } else {
+            StreamError::Other(format!("{} ({:?})", s.message(), s.code()))
+        }
     }
-    if !drop.is_empty() {
-        out.push(client.unsubscribe(type_url, &drop));
+}
+
+/// What the transport needs of a protocol state machine.
+trait Ads: Send {
+    /// A request of this protocol.
+    type Request: Send + 'static;
+    /// Subscribes to clusters and listeners (wildcards).
+    fn start(&mut self);
+    /// Applies an update and acknowledges it.
+    fn accept(&mut self, p: Pending) -> Self::Request;
+    /// Applies the honoured part of an update and rejects it.
+    fn accept_part(&mut self, p: Pending, reason: &str) -> Self::Request;
+    /// Rejects a response that could not even be staged.
+    fn reject(&mut self, type_url: &str, nonce: &str, reason: &str) -> Self::Request;
+    /// Requests that make the named subscription of a type equal to `wanted`.
+    fn follow(&mut self, type_url: &str, wanted: &BTreeSet<String>) -> Vec<Self::Request>;
+    /// Whether a response of a type has been applied.
+    fn applied_type(&self, type_url: &str) -> bool;
+    /// Names subscribed to.
+    fn names(&self, type_url: &str) -> BTreeSet<String>;
+    /// What is held of a type.
+    fn held_of(&self, type_url: &str) -> Option<&BTreeMap<String, HeldResource>>;
+}
+
+fn nack_status(reason: &str) -> Option<Status> {
+    Some(Status {
+        code: 3,
+        message: reason.to_string(),
+        ..Default::default()
+    })
+}
+
+impl Ads for DeltaClient {
+    type Request = DeltaDiscoveryRequest;
+    fn start(&mut self) {
+        self.subscribe(CLUSTER_TYPE, &[]);
+        self.subscribe(LISTENER_TYPE, &[]);
     }
-    out
+    fn accept(&mut self, p: Pending) -> DeltaDiscoveryRequest {
+        self.ack(p)
+    }
+    fn accept_part(&mut self, p: Pending, reason: &str) -> DeltaDiscoveryRequest {
+        self.partial(p, reason)
+    }
+    fn reject(&mut self, type_url: &str, nonce: &str, reason: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.to_string(),
+            response_nonce: nonce.to_string(),
+            error_detail: nack_status(reason),
+            ..Default::default()
+        }
+    }
+    fn follow(&mut self, type_url: &str, wanted: &BTreeSet<String>) -> Vec<DeltaDiscoveryRequest> {
+        let current = self.subscribed(type_url);
+        let add: Vec<String> = wanted.difference(&current).cloned().collect();
+        let drop: Vec<String> = current.difference(wanted).cloned().collect();
+        let mut out = Vec::new();
+        if !add.is_empty() {
+            out.push(self.subscribe(type_url, &add));
+        }
+        if !drop.is_empty() {
+            out.push(self.unsubscribe(type_url, &drop));
+        }
+        out
+    }
+    fn applied_type(&self, type_url: &str) -> bool {
+        self.applied(type_url)
+    }
+    fn names(&self, type_url: &str) -> BTreeSet<String> {
+        self.subscribed(type_url)
+    }
+    fn held_of(&self, type_url: &str) -> Option<&BTreeMap<String, HeldResource>> {
+        self.held(type_url)
+    }
+}
+
+impl Ads for SotwClient {
+    type Request = DiscoveryRequest;
+    fn start(&mut self) {
+        self.subscribe(CLUSTER_TYPE, &[]);
+        self.subscribe(LISTENER_TYPE, &[]);
+    }
+    fn accept(&mut self, p: Pending) -> DiscoveryRequest {
+        self.ack(p)
+    }
+    fn accept_part(&mut self, p: Pending, reason: &str) -> DiscoveryRequest {
+        self.partial(p, reason)
+    }
+    fn reject(&mut self, type_url: &str, nonce: &str, reason: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.to_string(),
+            response_nonce: nonce.to_string(),
+            error_detail: nack_status(reason),
+            ..Default::default()
+        }
+    }
+    fn follow(&mut self, type_url: &str, wanted: &BTreeSet<String>) -> Vec<DiscoveryRequest> {
+        if self.subscribed(type_url) == *wanted {
+            return Vec::new();
+        }
+        let names: Vec<String> = wanted.iter().cloned().collect();
+        vec![self.set_names(type_url, &names)]
+    }
+    fn applied_type(&self, type_url: &str) -> bool {
+        self.applied(type_url)
+    }
+    fn names(&self, type_url: &str) -> BTreeSet<String> {
+        self.subscribed(type_url)
+    }
+    fn held_of(&self, type_url: &str) -> Option<&BTreeMap<String, HeldResource>> {
+        self.held(type_url)
+    }
+}
+
+/// Clusters and listeners applied, and whatever they name received at least once. Like Envoy's
+/// `initial_fetch_timeout` (15 s), endpoints or routes that never arrive do not hold readiness
+/// back forever.
+fn is_complete<C: Ads>(client: &C, since: std::time::Instant) -> bool {
+    if !client.applied_type(CLUSTER_TYPE) || !client.applied_type(LISTENER_TYPE) {
+        return false;
+    }
+    if since.elapsed() > Duration::from_secs(15) {
+        return true;
+    }
+    [ENDPOINT_TYPE, ROUTE_TYPE].into_iter().all(|t| {
+        let wanted = client.names(t);
+        wanted.is_empty()
+            || (client.applied_type(t)
+                && client
+                    .held_of(t)
+                    .is_some_and(|h| wanted.iter().all(|n| h.contains_key(n))))
+    })
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -432,6 +432,44 @@ impl SotwClient {
         self.request(&pending.type_url)
     }
 
+    /// Replaces the names of a named subscription (state-of-the-world requests always carry
+    /// the whole list); what is held of names dropped is forgotten.
+    pub fn set_names(&mut self, type_url: &str, names: &[String]) -> DiscoveryRequest {
+        let sub = self
+            .types
+            .entry(type_url.to_string())
+            .or_insert_with(|| Subscription::new(&[]).named(true));
+        sub.wildcard = false;
+        sub.names = names.iter().cloned().collect();
+        let keep = sub.names.clone();
+        sub.held.retain(|n, _| keep.contains(n));
+        self.request(type_url)
+    }
+
+    /// The names subscribed to for a type (empty for none or the wildcard).
+    pub fn subscribed(&self, type_url: &str) -> BTreeSet<String> {
+        self.types
+            .get(type_url)
+            .map(|s| s.names.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether a response of this type has been applied.
+    pub fn applied(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|s| s.applied)
+    }
+
+    /// Applies what could be honoured of a response (`accepted`) and rejects it with `reason`:
+    /// the version stays the previous one, so the server knows the response was not taken
+    /// whole.
+    pub fn partial(&mut self, accepted: Pending, reason: &str) -> DiscoveryRequest {
+        let request = self.nack(&accepted, reason);
+        if let Some(sub) = self.types.get_mut(&accepted.type_url) {
+            sub.apply(accepted);
+        }
+        request
+    }
+
     /// Rejects a staged response: the held configuration and its version stay.
     pub fn nack(&mut self, pending: &Pending, reason: &str) -> DiscoveryRequest {
         if let Some(sub) = self.types.get_mut(&pending.type_url) {

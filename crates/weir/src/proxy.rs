@@ -9,6 +9,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use weir_proxy::run::{ProxyOptions, RunningProxy};
 use weir_proxy::serve::BindPolicy;
 use weir_proxy::stats::Identity;
+use weir_proxy::xds::XdsProtocol;
 
 /// `weir proxy` arguments.
 #[derive(clap::Args)]
@@ -38,6 +39,15 @@ pub struct Args {
     /// proxy should not keep in memory, so a short-lived child process does it).
     #[arg(long, value_name = "FILE", hide = true)]
     encode_bootstrap: Option<String>,
+    /// Run as on a developer machine (like `weir run`'s proxies): no iptables redirection is
+    /// assumed, so original-destination listeners (`virtualOutbound`, `virtualInbound`) are
+    /// not bound, and listeners on the wildcard address bind 127.0.0.1.
+    #[arg(long)]
+    local: bool,
+    /// ADS protocol: `delta` (falling back to the state of the world when the server lacks
+    /// it), `delta-only` or `sotw`.
+    #[arg(long, value_name = "PROTOCOL", default_value = "delta", value_parser = ["delta", "delta-only", "sotw"])]
+    xds_protocol: String,
     /// Worker threads of the data path (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -192,7 +202,19 @@ pub fn run(args: &Args) -> ExitCode {
                 .or_else(|| bootstrap.as_ref().and_then(|b| b.admin))
                 .or(Some(SocketAddr::from(([127, 0, 0, 1], 15000)))),
             http_proxy: args.http_proxy,
-            bind: BindPolicy::AsConfigured,
+            bind: if args.local {
+                BindPolicy::Local {
+                    ip: std::net::IpAddr::from([127, 0, 0, 1]),
+                    port_offset: 0,
+                }
+            } else {
+                BindPolicy::AsConfigured
+            },
+            xds_protocol: match args.xds_protocol.as_str() {
+                "sotw" => XdsProtocol::Sotw,
+                "delta-only" => XdsProtocol::Delta,
+                _ => XdsProtocol::Auto,
+            },
         };
         let has_ads = options.discovery.is_some();
         let proxy = match RunningProxy::start(options).await {

@@ -41,11 +41,18 @@ fn discovery(dir: &str, port: u16) -> (Proc, SocketAddr) {
 }
 
 fn proxy(discovery: u16) -> (Proc, SocketAddr, SocketAddr) {
+    proxy_speaking(discovery, "delta")
+}
+
+fn proxy_speaking(discovery: u16, protocol: &str) -> (Proc, SocketAddr, SocketAddr) {
     let d = format!("127.0.0.1:{discovery}");
     let p = Proc::weir(
         "proxy",
         &[
             "proxy",
+            "--local",
+            "--xds-protocol",
+            protocol,
             "--discovery",
             &d,
             "--node",
@@ -287,4 +294,41 @@ fn tcp_services_are_proxied_through_connect_tunnels() {
         metrics.contains("istio_tcp_connections_opened_total{"),
         "{metrics}"
     );
+}
+
+#[test]
+fn the_state_of_the_world_protocol_serves_the_same_configuration() {
+    let (_e1, a1) = echo("sotw-one");
+    let (_e2, a2) = echo("sotw-two");
+    let dir = folder("sotw");
+    std::fs::write(
+        dir.join("svc.yaml"),
+        http_service("sotw.test", 80, "sotw", &[("v1", a1)]),
+    )
+    .unwrap();
+    let port = free_port();
+    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
+    let (p, admin, http) = proxy_speaking(port, "sotw");
+    let client = Client::new();
+    eventually("proxy ready", Duration::from_secs(15), &mut || {
+        client.direct(admin, "GET", "/ready", &[], "").status == 200
+    });
+    assert_eq!(
+        client
+            .via_proxy(http, "GET", "http://sotw.test/", &[], "")
+            .server(),
+        Some("sotw-one")
+    );
+    std::fs::write(
+        dir.join("svc.yaml"),
+        http_service("sotw.test", 80, "sotw", &[("v1", a2)]),
+    )
+    .unwrap();
+    eventually("the new endpoint is used", Duration::from_secs(15), &mut || {
+        client
+            .via_proxy(http, "GET", "http://sotw.test/", &[], "")
+            .server()
+            == Some("sotw-two")
+    });
+    assert!(!p.output().contains("NACK"), "{}", p.output());
 }

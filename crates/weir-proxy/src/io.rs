@@ -51,8 +51,50 @@ impl Io {
     }
 }
 
-/// Resolves a name with the system resolver (honouring `/etc/hosts`).
-pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+/// Addresses of a name, and until when they may be used (the records' TTL).
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The addresses, with the port.
+    pub addrs: Vec<SocketAddr>,
+    /// When the shortest TTL runs out.
+    pub valid_until: std::time::Instant,
+}
+
+/// The process's DNS resolver (hickory, configured from `/etc/resolv.conf` and honouring
+/// `/etc/hosts`); `None` when the system configuration cannot be read.
+fn resolver() -> Option<&'static hickory_resolver::TokioResolver> {
+    static RESOLVER: std::sync::OnceLock<Option<hickory_resolver::TokioResolver>> =
+        std::sync::OnceLock::new();
+    RESOLVER
+        .get_or_init(|| match hickory_resolver::Resolver::builder_tokio() {
+            Ok(b) => Some(b.build()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the system DNS configuration; using the system resolver without TTLs");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// Resolves a name (an IP literal resolves to itself), with the records' TTL.
+pub async fn resolve_with_ttl(host: &str, port: u16) -> Result<Resolved, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(Resolved {
+            addrs: vec![SocketAddr::new(ip, port)],
+            valid_until: std::time::Instant::now() + Duration::from_secs(86400),
+        });
+    }
+    if let Some(r) = resolver() {
+        let lookup = r.lookup_ip(host).await.map_err(|e| e.to_string())?;
+        let addrs: Vec<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        if addrs.is_empty() {
+            return Err("no addresses".into());
+        }
+        return Ok(Resolved {
+            addrs,
+            valid_until: lookup.valid_until(),
+        });
+    }
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| e.to_string())?
@@ -60,7 +102,15 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     if addrs.is_empty() {
         return Err("no addresses".into());
     }
-    Ok(addrs)
+    Ok(Resolved {
+        addrs,
+        valid_until: std::time::Instant::now() + Duration::from_secs(5),
+    })
+}
+
+/// Resolves a name.
+pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    resolve_with_ttl(host, port).await.map(|r| r.addrs)
 }
 
 async fn tcp_connect(addr: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::cluster::{ClusterConfig, Discovery, Family, UpstreamProtocol};
 use crate::convert::Target;
 use crate::endpoints::{EndpointSet, EndpointSpec, LocalityGroup};
-use crate::io::resolve;
+use crate::io::resolve_with_ttl;
 use crate::lb::{Host, HostSet, PickContext};
 use crate::pool::{Pool, Protocol};
 
@@ -128,13 +128,16 @@ impl ClusterRuntime {
                 names,
                 refresh,
                 family,
-                ..
+                respect_ttl,
             } => {
                 let task = tokio::spawn(refresh_dns(
                     Arc::downgrade(&runtime),
                     *strict,
                     names.clone(),
-                    *refresh,
+                    DnsTiming {
+                        refresh: *refresh,
+                        respect_ttl: *respect_ttl,
+                    },
                     *family,
                 ));
                 if let Ok(mut dns) = runtime.dns.lock() {
@@ -233,16 +236,38 @@ fn by_preference(family: Family, mut addrs: Vec<std::net::SocketAddr>) -> Vec<st
     addrs
 }
 
-/// Resolves a DNS cluster's names every `refresh`. Failures keep the previous hosts (as Envoy
-/// does) and are counted.
+/// When a DNS cluster resolves again.
+#[derive(Clone, Copy, Debug)]
+struct DnsTiming {
+    refresh: Duration,
+    respect_ttl: bool,
+}
+
+/// Envoy's `dns_min_refresh_rate` default: TTLs shorter than this are not followed.
+const DNS_MIN_REFRESH: Duration = Duration::from_secs(5);
+
+impl DnsTiming {
+    /// The wait before the next resolution: the refresh rate, or with `respect_dns_ttl` the
+    /// shortest TTL seen (bounded below by Envoy's 5 s minimum).
+    fn next(&self, shortest_ttl: Option<Duration>) -> Duration {
+        match (self.respect_ttl, shortest_ttl) {
+            (true, Some(ttl)) => ttl.max(DNS_MIN_REFRESH),
+            _ => self.refresh,
+        }
+    }
+}
+
+/// Resolves a DNS cluster's names again and again (see [`DnsTiming`]). Failures keep the
+/// previous hosts (as Envoy does) and are counted.
 async fn refresh_dns(
     cluster: Weak<ClusterRuntime>,
     strict: bool,
     names: EndpointSet,
-    refresh: Duration,
+    timing: DnsTiming,
     family: Family,
 ) {
     loop {
+        let mut shortest_ttl: Option<Duration> = None;
         let mut resolved = EndpointSet::default();
         let mut failed = false;
         for (priority, groups) in names.priorities.iter().enumerate() {
@@ -253,8 +278,12 @@ async fn refresh_dns(
                 let mut endpoints = Vec::new();
                 for e in &g.endpoints {
                     let addrs = match &e.target {
-                        Target::Name(host, port) => match resolve(host, *port).await {
-                            Ok(a) => by_preference(family, a),
+                        Target::Name(host, port) => match resolve_with_ttl(host, *port).await {
+                            Ok(r) => {
+                                let ttl = r.valid_until.saturating_duration_since(std::time::Instant::now());
+                                shortest_ttl = Some(shortest_ttl.map_or(ttl, |s| s.min(ttl)));
+                                by_preference(family, r.addrs)
+                            }
                             Err(err) => {
                                 tracing::warn!(host = %host, error = %err, "DNS resolution failed; keeping the previous addresses");
                                 failed = true;
@@ -290,6 +319,43 @@ async fn refresh_dns(
             c.set_endpoints(&resolved);
         }
         drop(c);
-        tokio::time::sleep(refresh).await;
+        tokio::time::sleep(timing.next(shortest_ttl)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_refresh_follows_ttls_only_when_asked_and_not_below_envoys_minimum() {
+        let fixed = DnsTiming {
+            refresh: Duration::from_secs(60),
+            respect_ttl: false,
+        };
+        assert_eq!(fixed.next(Some(Duration::from_secs(10))), Duration::from_secs(60));
+        let ttl = DnsTiming {
+            refresh: Duration::from_secs(60),
+            respect_ttl: true,
+        };
+        assert_eq!(ttl.next(Some(Duration::from_secs(30))), Duration::from_secs(30));
+        assert_eq!(ttl.next(Some(Duration::from_secs(300))), Duration::from_secs(300));
+        assert_eq!(ttl.next(Some(Duration::from_secs(1))), DNS_MIN_REFRESH);
+        assert_eq!(
+            ttl.next(None),
+            Duration::from_secs(60),
+            "nothing resolved: the refresh rate"
+        );
+    }
+
+    #[tokio::test]
+    async fn names_from_the_hosts_file_resolve_with_a_ttl() {
+        let r = resolve_with_ttl("localhost", 8080).await.unwrap();
+        assert!(
+            r.addrs.iter().any(|a| a.ip().is_loopback() && a.port() == 8080),
+            "{r:?}"
+        );
+        assert!(r.valid_until > std::time::Instant::now());
+        assert!(resolve_with_ttl("no-such-host.invalid", 80).await.is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! `weir echo`: a small HTTP/1.1 and h2c backend for demos and tests. It answers every request
 //! with what it received (method, path, headers, its own name), and has a few controls:
 //! `/status/<code>` answers with that status, `/delay/<ms>` waits first, `/flaky/<key>/<n>`
-//! answers 503 to the first `n` requests for `key` and 200 afterwards, and the headers
+//! answers 503 to the first `n` requests for `key` and 200 afterwards, a request with `Upgrade` is
+//! switched (101) and its bytes echoed back, and the headers
 //! `x-echo-status` / `x-echo-delay-ms` do the same as the first two on any path.
 
 use std::convert::Infallible;
@@ -98,11 +99,41 @@ fn control(req: &Request<Incoming>) -> (StatusCode, Duration) {
     (status, delay)
 }
 
+/// Answers an `Upgrade` request with 101 and then echoes every byte on the upgraded
+/// connection (enough to see an upgrade pass through a proxy; no WebSocket framing).
+fn upgrade(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let protocol = req.headers().get(hyper::header::UPGRADE).cloned();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("upgrade"),
+    );
+    if let Some(p) = protocol {
+        h.insert(hyper::header::UPGRADE, p);
+    }
+    if let Ok(v) = hyper::header::HeaderValue::from_str(name) {
+        h.insert("x-echo-server", v);
+    }
+    resp
+}
+
 async fn answer(
     name: String,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.headers().contains_key(hyper::header::UPGRADE) {
+        return Ok(upgrade(&name, req));
+    }
     let (status, delay) = control(&req);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -192,7 +223,7 @@ pub fn run(args: &Args) -> ExitCode {
                         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         match tls {
                             None => {
-                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                                let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
                             }
                             Some(acceptor) => {
                                 if let Ok(stream) = acceptor.accept(stream).await {

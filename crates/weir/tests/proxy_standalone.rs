@@ -332,3 +332,41 @@ fn the_state_of_the_world_protocol_serves_the_same_configuration() {
     });
     assert!(!p.output().contains("NACK"), "{}", p.output());
 }
+
+#[test]
+fn websocket_upgrades_pass_through_the_sidecar() {
+    let (_e, backend) = echo("ws-backend");
+    let dir = folder("websocket");
+    std::fs::write(
+        dir.join("svc.yaml"),
+        http_service("ws.test", 80, "ws", &[("v1", backend)]),
+    )
+    .unwrap();
+    let port = free_port();
+    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
+    let (_p, admin, http) = proxy(port);
+    let client = Client::new();
+    eventually("proxy ready", Duration::from_secs(15), &mut || {
+        client.direct(admin, "GET", "/ready", &[], "").status == 200
+    });
+    let mut s = TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET http://ws.test/chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("upgrade: websocket") && head.contains("x-echo-server: ws-backend"),
+        "{head}"
+    );
+    // Bytes now flow both ways through the proxy, unframed by HTTP.
+    s.write_all(b"ping over the upgraded connection").unwrap();
+    let mut echoed = [0u8; 33];
+    s.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"ping over the upgraded connection");
+}

@@ -38,7 +38,8 @@ use super::util::{
 /// Protocols sniffed as HTTP on auto-detect chains.
 const SNIFFED_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
-/// An HTTP connection manager fetching route configuration `route_name` over ADS.
+/// An HTTP connection manager fetching route configuration `route_name` over ADS. Proxies
+/// allow WebSocket upgrades, as Istio configures them; gRPC clients have no use for them.
 pub fn hcm_rds(stat_prefix: &str, route_name: &str, grpc: bool) -> HttpConnectionManager {
     HttpConnectionManager {
         stat_prefix: stat_prefix.into(),
@@ -47,8 +48,17 @@ pub fn hcm_rds(stat_prefix: &str, route_name: &str, grpc: bool) -> HttpConnectio
             route_config_name: route_name.into(),
         })),
         http_filters: http_filters(grpc),
+        upgrade_configs: if grpc { Vec::new() } else { websocket() },
         ..Default::default()
     }
+}
+
+/// Istio's upgrade configuration: WebSocket.
+fn websocket() -> Vec<http_connection_manager::UpgradeConfig> {
+    vec![http_connection_manager::UpgradeConfig {
+        upgrade_type: "websocket".into(),
+        ..Default::default()
+    }]
 }
 
 /// The catch-all cluster of the proxy: PassthroughCluster (or the Sidecar's egress proxy) in
@@ -391,6 +401,7 @@ fn inbound_http(port: u32) -> Filter {
         stat_prefix: format!("inbound_0.0.0.0_{port}"),
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(config)),
         http_filters: http_filters(false),
+        upgrade_configs: websocket(),
         ..Default::default()
     };
     network_filter(HTTP_CONNECTION_MANAGER, &hcm)

@@ -87,6 +87,68 @@ pub fn check(type_url: &str, resources: &BTreeMap<String, HeldResource>) -> Vec<
         .collect()
 }
 
+/// What Weir's proxy would refuse of generated resources (one line per resource, naming it and
+/// saying why) — what `weir config-dump` warns about before anything is pushed. Resources are
+/// compiled, not started: nothing resolves or binds.
+pub fn refusals(r: &weir_xds::generator::Resources) -> Vec<String> {
+    let mut out = Vec::new();
+    out.extend(
+        r.listeners
+            .values()
+            .filter_map(|l| ListenerConfig::compile(l).err().map(|e| e.to_string())),
+    );
+    out.extend(
+        r.clusters
+            .values()
+            .filter_map(|c| ClusterConfig::compile(c).err().map(|e| e.to_string())),
+    );
+    out.extend(
+        r.routes
+            .values()
+            .filter_map(|rc| CompiledRoutes::compile(rc).err().map(|e| e.to_string())),
+    );
+    out.extend(r.endpoints.iter().filter_map(|(name, cla)| {
+        compile_assignment(cla, false)
+            .err()
+            .map(|e| format!("endpoints {name:?}: {e}"))
+    }));
+    out
+}
+
+/// How many resources of each type compile (for reports).
+pub fn compiled_counts(r: &weir_xds::generator::Resources) -> [(&'static str, usize); 4] {
+    [
+        (
+            "listeners",
+            r.listeners
+                .values()
+                .filter(|l| ListenerConfig::compile(l).is_ok())
+                .count(),
+        ),
+        (
+            "clusters",
+            r.clusters
+                .values()
+                .filter(|c| ClusterConfig::compile(c).is_ok())
+                .count(),
+        ),
+        (
+            "routes",
+            r.routes
+                .values()
+                .filter(|rc| CompiledRoutes::compile(rc).is_ok())
+                .count(),
+        ),
+        (
+            "endpoints",
+            r.endpoints
+                .values()
+                .filter(|e| compile_assignment(e, false).is_ok())
+                .count(),
+        ),
+    ]
+}
+
 impl Resources {
     /// Applies an update (needs a Tokio runtime: clusters start their DNS resolution).
     pub fn apply(&mut self, pending: &Pending) -> Applied {

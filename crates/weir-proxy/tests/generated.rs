@@ -11,10 +11,7 @@ use std::path::{Path, PathBuf};
 use weir_model::registry::RegistryOptions;
 use weir_model::registry::alloc::AddressAllocator;
 use weir_model::{ConfigStore, FolderSource, Proxy};
-use weir_proxy::cluster::ClusterConfig;
-use weir_proxy::endpoints::compile_assignment;
-use weir_proxy::listener::ListenerConfig;
-use weir_proxy::routes::CompiledRoutes;
+use weir_proxy::resources::{compiled_counts, refusals};
 use weir_xds::model::Model;
 
 /// Refusals that are expected, by the text they contain: features still to come, and test
@@ -72,35 +69,13 @@ fn everything_weir_generates_compiles_or_is_a_known_gap() {
         let model = load(&dir);
         for proxy in PROXIES {
             let (_, r) = model.generate(&Proxy::parse(proxy).unwrap());
-            let mut results: Vec<(&str, Result<(), String>)> = Vec::new();
-            for l in r.listeners.values() {
-                results.push((
-                    "listeners",
-                    ListenerConfig::compile(l).map(drop).map_err(|e| e.to_string()),
-                ));
+            for (kind, n) in compiled_counts(&r) {
+                *compiled.entry(kind).or_default() += n;
             }
-            for c in r.clusters.values() {
-                results.push((
-                    "clusters",
-                    ClusterConfig::compile(c).map(drop).map_err(|e| e.to_string()),
-                ));
-            }
-            for rc in r.routes.values() {
-                results.push((
-                    "routes",
-                    CompiledRoutes::compile(rc).map(drop).map_err(|e| e.to_string()),
-                ));
-            }
-            for cla in r.endpoints.values() {
-                results.push(("endpoints", compile_assignment(cla, false).map(drop)));
-            }
-            for (kind, result) in results {
-                match result {
-                    Ok(()) => *compiled.entry(kind).or_default() += 1,
-                    Err(e) => match KNOWN_GAPS.iter().find(|g| e.contains(*g)) {
-                        Some(g) => *gaps.entry((*g).to_string()).or_default() += 1,
-                        None => unexpected.push(format!("{} {proxy}: {e}", dir.display())),
-                    },
+            for e in refusals(&r) {
+                match KNOWN_GAPS.iter().find(|g| e.contains(*g)) {
+                    Some(g) => *gaps.entry((*g).to_string()).or_default() += 1,
+                    None => unexpected.push(format!("{} {proxy}: {e}", dir.display())),
                 }
             }
         }

@@ -78,6 +78,13 @@ pub fn run(args: &Args) -> ExitCode {
     for problem in &resources.problems {
         eprintln!("weir config-dump: warning: {problem}");
     }
+    // The proxy's own compiler, run before anything is pushed (gRPC clients are not Weir's
+    // proxy, so their resources are not checked against it).
+    if proxy.kind != weir_model::ProxyKind::Proxyless {
+        for refusal in weir_proxy::resources::refusals(&resources) {
+            eprintln!("weir config-dump: warning: Weir's proxy would refuse {refusal}");
+        }
+    }
     let rendered = match resources.to_json() {
         Ok(r) => r,
         Err(e) => {

@@ -118,3 +118,43 @@ fn discovery_reports_an_address_it_cannot_listen_on() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
 }
+
+#[test]
+fn config_dump_warns_about_what_weirs_proxy_would_refuse() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xds-cli-refusals");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("svc.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a}\nspec:\n  hosts: [a.test]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec:\n  host: a.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 2}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "config-dump",
+        "--config",
+        dir.to_str().unwrap(),
+        "--proxy",
+        "sidecar:default/x",
+        "--type",
+        "clusters",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "Weir's proxy would refuse cluster \"outbound|80||a.test\": outlier_detection is not supported"
+        ),
+        "{err}"
+    );
+    // Proxyless gRPC clients are not Weir's proxy: nothing to say for them.
+    let grpc = run(&[
+        "config-dump",
+        "--config",
+        dir.to_str().unwrap(),
+        "--proxy",
+        "proxyless:default/x",
+        "--type",
+        "clusters",
+    ]);
+    assert!(!String::from_utf8_lossy(&grpc.stderr).contains("would refuse"));
+}

@@ -23,6 +23,9 @@ pub struct Args {
     /// Where to listen (port 0 picks a free port; the address is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Also listen on this unix-domain socket (plain HTTP).
+    #[arg(long, value_name = "PATH")]
+    unix: Option<String>,
     /// The name this backend reports (e.g. `reviews-v2`).
     #[arg(long, default_value = "echo")]
     name: String,
@@ -212,6 +215,32 @@ pub fn run(args: &Args) -> ExitCode {
         };
         let local = listener.local_addr().map_or(args.listen, |a| a);
         println!("weir echo: {} listening on {local}", args.name);
+        if let Some(path) = &args.unix {
+            let _ = std::fs::remove_file(path);
+            match tokio::net::UnixListener::bind(path) {
+                Ok(unix) => {
+                    println!("weir echo: {} listening on unix:{path}", args.name);
+                    let name = args.name.clone();
+                    tokio::spawn(async move {
+                        let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+                        loop {
+                            let Ok((stream, _)) = unix.accept().await else { continue };
+                            let name = name.clone();
+                            tokio::spawn(async move {
+                                let service = service_fn(move |req| answer(name.clone(), peer, req));
+                                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .await;
+                            });
+                        }
+                    });
+                }
+                Err(e) => {
+                    eprintln!("weir echo: cannot listen on unix:{path}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         loop {
             tokio::select! {
                 accepted = listener.accept() => {

@@ -370,3 +370,39 @@ fn websocket_upgrades_pass_through_the_sidecar() {
     s.read_exact(&mut echoed).unwrap();
     assert_eq!(&echoed, b"ping over the upgraded connection");
 }
+
+#[test]
+fn endpoints_on_unix_domain_sockets_are_reached() {
+    let dir = folder("unix");
+    let socket = dir.join("echo.sock");
+    let p = Proc::weir(
+        "echo unix",
+        &[
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "unix-backend",
+            "--unix",
+            socket.to_str().unwrap(),
+        ],
+    );
+    p.wait_line("listening on unix:", Duration::from_secs(10));
+    std::fs::write(
+        dir.join("svc.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: local}}\nspec:\n  hosts: [local.test]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 'unix://{}'}}]\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
+    let (_p, admin, http) = proxy(port);
+    let client = Client::new();
+    eventually("proxy ready", Duration::from_secs(15), &mut || {
+        client.direct(admin, "GET", "/ready", &[], "").status == 200
+    });
+    let r = client.via_proxy(http, "GET", "http://local.test/over-a-socket", &[], "");
+    assert_eq!((r.status, r.server()), (200, Some("unix-backend")), "{r:?}");
+}

@@ -322,3 +322,46 @@ fn http2_prior_knowledge_on_service_addresses_reaches_an_http2_upstream() {
     assert_eq!(seen["protocol"], "HTTP/2.0", "{seen}");
     assert_eq!(seen["uri"], "http://h2.test:18080/over-h2");
 }
+
+#[test]
+fn consistent_hashing_keeps_a_user_on_one_backend_and_faults_are_injected() {
+    let (_e1, a1) = echo("hash-a");
+    let (_e2, a2) = echo("hash-b");
+    let (_e3, a3) = echo("hash-c");
+    let svc = http_service("hash.test", 80, "hash", &[("a", a1), ("b", a2), ("c", a3)]);
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: hash}\nspec:\n  host: hash.test\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: x-user}\n";
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: hash}\nspec:\n  hosts: [hash.test]\n  http:\n  - match: [{uri: {prefix: /abort}}]\n    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}\n    route: [{destination: {host: hash.test}}]\n  - match: [{uri: {prefix: /delay}}]\n    fault: {delay: {fixedDelay: 0.3s, percentage: {value: 100}}}\n    route: [{destination: {host: hash.test}}]\n  - route: [{destination: {host: hash.test}}]\n";
+    let mesh = Mesh::start(
+        "hashing",
+        &[("svc.yaml", &svc), ("dr.yaml", dr), ("vs.yaml", vs)],
+        &[],
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..30 {
+        let header = format!("user-{user}");
+        let first = mesh
+            .get("http://hash.test/", &[("x-user", &header)])
+            .server()
+            .map(str::to_string);
+        for _ in 0..5 {
+            let again = mesh
+                .get("http://hash.test/", &[("x-user", &header)])
+                .server()
+                .map(str::to_string);
+            assert_eq!(again, first, "{header} moved");
+        }
+        seen.extend(first);
+    }
+    assert!(seen.len() >= 2, "30 users all hashed to {seen:?}");
+
+    let r = mesh.get("http://hash.test/abort", &[]);
+    assert_eq!((r.status, r.body.as_str()), (418, "fault filter abort"));
+    let r = mesh.get("http://hash.test/delay", &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.elapsed >= Duration::from_millis(300), "{:?}", r.elapsed);
+    let metrics = mesh.admin("/stats/prometheus").body;
+    assert!(
+        metrics.contains("response_flags=\"FI\"") && metrics.contains("response_flags=\"DI\""),
+        "{metrics}"
+    );
+}

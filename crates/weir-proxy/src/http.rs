@@ -127,19 +127,24 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// Headers that end at this hop.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+/// Headers that end at this hop (besides `connection` and `upgrade`, handled with upgrades).
+const HOP_BY_HOP: [http::header::HeaderName; 5] = [
+    http::header::HeaderName::from_static("keep-alive"),
+    http::header::HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
 ];
 
 /// Removes hop-by-hop headers (and those `connection` names), except `upgrade` when upgrading.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(http::header::CONNECTION) {
+        strip_connection_named(headers, keep_upgrade);
+    }
+    strip_fixed(headers, keep_upgrade);
+}
+
+fn strip_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<String> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -151,11 +156,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for n in named {
         headers.remove(n.as_str());
     }
-    for n in HOP_BY_HOP {
-        if keep_upgrade && (n == "upgrade" || n == "connection") {
-            continue;
-        }
+}
+
+fn strip_fixed(headers: &mut HeaderMap, keep_upgrade: bool) {
+    for n in &HOP_BY_HOP {
         headers.remove(n);
+    }
+    if !keep_upgrade {
+        headers.remove(http::header::CONNECTION);
+        headers.remove(http::header::UPGRADE);
     }
     if headers.get(http::header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(http::header::TE);

@@ -210,6 +210,12 @@ impl RetryPolicy {
     /// `x-envoy-upstream-rq-per-try-timeout-ms` applied (Envoy honours them on requests it
     /// treats as internal, which every sidecar request is).
     pub fn for_request(route: Option<&RetryPolicy>, headers: &HeaderMap) -> Option<RetryPolicy> {
+        // Most requests carry no `x-envoy-*` header: skip the lookups then.
+        if !headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+            return route
+                .filter(|p| p.on != RetryOn::default() && p.num_retries > 0)
+                .cloned();
+        }
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let header_on = [text("x-envoy-retry-on"), text("x-envoy-retry-grpc-on")]
             .into_iter()

@@ -32,12 +32,12 @@ const SMALL_BODY: usize = 16 * 1024;
 use crate::http::Matched;
 
 /// Envoy's request headers that configure the router; consumed here.
-const ENVOY_CONTROL_HEADERS: [&str; 5] = [
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-max-retries",
+const ENVOY_CONTROL_HEADERS: [http::header::HeaderName; 5] = [
+    http::header::HeaderName::from_static("x-envoy-upstream-rq-timeout-ms"),
+    http::header::HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms"),
+    http::header::HeaderName::from_static("x-envoy-retry-on"),
+    http::header::HeaderName::from_static("x-envoy-retry-grpc-on"),
+    http::header::HeaderName::from_static("x-envoy-max-retries"),
 ];
 
 fn grpc_timeout(v: &HeaderValue) -> Option<Duration> {
@@ -531,8 +531,10 @@ fn prepare_headers(
     let manager = &ctx.manager;
     let h = &mut parts.headers;
     strip_hop_by_hop(h, upgrading);
-    for name in ENVOY_CONTROL_HEADERS {
-        h.remove(name);
+    if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        for name in &ENVOY_CONTROL_HEADERS {
+            h.remove(name);
+        }
     }
     // x-request-id.
     let external = manager.use_remote_address && !manager.preserve_external_request_id;

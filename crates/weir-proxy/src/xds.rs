@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use envoy_types::pb::google::rpc::Status;
 use tokio::sync::{mpsc, watch};
 use weir_xds::client::{Backoff, ClientError, DeltaClient, HeldResource, Pending, SotwClient};
@@ -107,8 +109,8 @@ impl Agent {
         loop {
             let result = match self.channel(&address).await {
                 Err(e) => Err(e),
-                Ok(channel) if use_sotw => self.clone().stream_sotw(channel, &mut sotw, &mut backoff).await,
-                Ok(channel) => match self.clone().stream_delta(channel, &mut delta, &mut backoff).await {
+                Ok(channel) if use_sotw => self.clone().stream(channel, &mut sotw, &mut backoff).await,
+                Ok(channel) => match self.clone().stream(channel, &mut delta, &mut backoff).await {
                     Err(StreamError::Unimplemented(m)) if protocol == XdsProtocol::Auto => {
                         tracing::warn!(%address, reason = %m, "the control plane does not serve delta ADS; using the state of the world");
                         use_sotw = true;
@@ -147,58 +149,28 @@ impl Agent {
         std::time::Instant::now()
     }
 
-    async fn stream_delta(
+    /// One ADS stream, whatever the protocol: every subscription sent with the versions held,
+    /// then each response applied and answered.
+    async fn stream<C: Ads>(
         self: Arc<Self>,
         channel: tonic::transport::Channel,
-        client: &mut DeltaClient,
+        client: &mut C,
         backoff: &mut Backoff,
     ) -> Result<(), StreamError> {
         let mut grpc = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
-        let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
-        for request in client.on_connect() {
+        let (tx, rx) = mpsc::unbounded_channel::<C::Request>();
+        for request in client.connect_requests() {
             let _ = tx.send(request);
         }
-        let mut responses = grpc
-            .delta_aggregated_resources(tokio_stream_from(rx))
+        let mut responses = C::open(&mut grpc, tokio_stream_from(rx))
             .await
-            .map_err(StreamError::from_status)?
-            .into_inner();
+            .map_err(StreamError::from_status)?;
         let connected_at = self.connected();
         while let Some(response) = responses.message().await.map_err(StreamError::from_status)? {
             backoff.reset();
-            let staged = client.on_response(&response);
+            let (staged, type_url, nonce) = client.stage(&response);
             for request in self
-                .process(client, staged, &response.type_url, &response.nonce, connected_at)
-                .await?
-            {
-                let _ = tx.send(request);
-            }
-        }
-        Ok(())
-    }
-
-    async fn stream_sotw(
-        self: Arc<Self>,
-        channel: tonic::transport::Channel,
-        client: &mut SotwClient,
-        backoff: &mut Backoff,
-    ) -> Result<(), StreamError> {
-        let mut grpc = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
-        let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
-        for request in client.on_connect() {
-            let _ = tx.send(request);
-        }
-        let mut responses = grpc
-            .stream_aggregated_resources(tokio_stream_from(rx))
-            .await
-            .map_err(StreamError::from_status)?
-            .into_inner();
-        let connected_at = self.connected();
-        while let Some(response) = responses.message().await.map_err(StreamError::from_status)? {
-            backoff.reset();
-            let staged = client.on_response(&response);
-            for request in self
-                .process(client, staged, &response.type_url, &response.nonce, connected_at)
+                .process(client, staged, &type_url, &nonce, connected_at)
                 .await?
             {
                 let _ = tx.send(request);
@@ -312,6 +284,17 @@ impl StreamError {
 trait Ads: Send {
     /// A request of this protocol.
     type Request: Send + 'static;
+    /// A response of this protocol.
+    type Response: Send + 'static;
+    /// Opens the protocol's stream.
+    fn open(
+        grpc: &mut AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+        requests: impl futures_util::Stream<Item = Self::Request> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<tonic::Streaming<Self::Response>, tonic::Status>> + Send;
+    /// The requests that open a stream.
+    fn connect_requests(&mut self) -> Vec<Self::Request>;
+    /// Stages a response: the update, its type and its nonce.
+    fn stage(&self, r: &Self::Response) -> (Result<Pending, ClientError>, String, String);
     /// Subscribes to clusters and listeners (wildcards).
     fn start(&mut self);
     /// Applies an update and acknowledges it.
@@ -340,6 +323,19 @@ fn nack_status(reason: &str) -> Option<Status> {
 
 impl Ads for DeltaClient {
     type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    async fn open(
+        grpc: &mut AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+        requests: impl futures_util::Stream<Item = DeltaDiscoveryRequest> + Send + 'static,
+    ) -> Result<tonic::Streaming<DeltaDiscoveryResponse>, tonic::Status> {
+        Ok(grpc.delta_aggregated_resources(requests).await?.into_inner())
+    }
+    fn connect_requests(&mut self) -> Vec<DeltaDiscoveryRequest> {
+        self.on_connect()
+    }
+    fn stage(&self, r: &DeltaDiscoveryResponse) -> (Result<Pending, ClientError>, String, String) {
+        (self.on_response(r), r.type_url.clone(), r.nonce.clone())
+    }
     fn start(&mut self) {
         self.subscribe(CLUSTER_TYPE, &[]);
         self.subscribe(LISTENER_TYPE, &[]);
@@ -384,6 +380,19 @@ impl Ads for DeltaClient {
 
 impl Ads for SotwClient {
     type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    async fn open(
+        grpc: &mut AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+        requests: impl futures_util::Stream<Item = DiscoveryRequest> + Send + 'static,
+    ) -> Result<tonic::Streaming<DiscoveryResponse>, tonic::Status> {
+        Ok(grpc.stream_aggregated_resources(requests).await?.into_inner())
+    }
+    fn connect_requests(&mut self) -> Vec<DiscoveryRequest> {
+        self.on_connect()
+    }
+    fn stage(&self, r: &DiscoveryResponse) -> (Result<Pending, ClientError>, String, String) {
+        (self.on_response(r), r.type_url.clone(), r.nonce.clone())
+    }
     fn start(&mut self) {
         self.subscribe(CLUSTER_TYPE, &[]);
         self.subscribe(LISTENER_TYPE, &[]);

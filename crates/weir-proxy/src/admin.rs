@@ -241,29 +241,39 @@ impl Admin {
         out
     }
 
+    /// Proxy-wide counters: (`/stats` name, Prometheus name, value).
+    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 5] {
+        let c = &self.state.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        [
+            (
+                "http.downstream_rq_total",
+                "envoy_http_downstream_rq_total",
+                get(&c.downstream_rq_total),
+            ),
+            (
+                "listener.downstream_cx_total",
+                "envoy_listener_downstream_cx_total",
+                get(&c.downstream_cx_total),
+            ),
+            (
+                "listener.no_filter_chain_match",
+                "envoy_listener_no_filter_chain_match",
+                get(&c.no_filter_chain_match),
+            ),
+            ("http.no_route", "envoy_http_no_route", get(&c.no_route)),
+            ("http.no_cluster", "envoy_http_no_cluster", get(&c.no_cluster)),
+        ]
+    }
+
     fn stats(&self) -> String {
         let mut out = String::new();
         for (cluster, key, value) in self.cluster_counters() {
             let _ = writeln!(out, "cluster.{cluster}.{key}: {value}");
         }
-        let c = &self.state.counters;
-        let _ = writeln!(
-            out,
-            "http.downstream_rq_total: {}",
-            c.downstream_rq_total.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "listener.downstream_cx_total: {}",
-            c.downstream_cx_total.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "listener.no_filter_chain_match: {}",
-            c.no_filter_chain_match.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "http.no_route: {}", c.no_route.load(Ordering::Relaxed));
-        let _ = writeln!(out, "http.no_cluster: {}", c.no_cluster.load(Ordering::Relaxed));
+        for (name, _, value) in self.proxy_counters() {
+            let _ = writeln!(out, "{name}: {value}");
+        }
         out
     }
 
@@ -273,17 +283,9 @@ impl Admin {
             let escaped = cluster.replace('\\', "\\\\").replace('"', "\\\"");
             let _ = writeln!(out, "envoy_cluster_{key}{{cluster_name=\"{escaped}\"}} {value}");
         }
-        let c = &self.state.counters;
-        let _ = writeln!(
-            out,
-            "envoy_http_downstream_rq_total {}",
-            c.downstream_rq_total.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "envoy_listener_downstream_cx_total {}",
-            c.downstream_cx_total.load(Ordering::Relaxed)
-        );
+        for (_, name, value) in self.proxy_counters() {
+            let _ = writeln!(out, "{name} {value}");
+        }
         let _ = writeln!(
             out,
             "envoy_server_live {}",

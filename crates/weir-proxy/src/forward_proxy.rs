@@ -21,7 +21,7 @@ use crate::http::{Downstream, HttpContext, handle};
 use crate::listener::{ChainKind, ConnectionFacts, HttpManagerConfig, ListenerConfig, RouteSource};
 use crate::pool::Body;
 use crate::serve::dispatch;
-use crate::state::{ProxyState, Snapshot};
+use crate::state::ProxyState;
 
 /// Where a request or tunnel goes: host, port, and the address used to find its listener.
 fn destination(host: &str, port: u16) -> (Target, SocketAddr) {
@@ -37,20 +37,6 @@ fn destination(host: &str, port: u16) -> (Target, SocketAddr) {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
         ),
     }
-}
-
-/// The listener that takes traffic for a destination: the one owning the address or port,
-/// else the original-destination listener (`virtualOutbound`).
-fn listener_for(snapshot: &Snapshot, address: SocketAddr) -> Option<Arc<ListenerConfig>> {
-    snapshot
-        .listener_for(address)
-        .or_else(|| {
-            snapshot
-                .listeners
-                .values()
-                .find(|l| l.use_original_dst && l.traffic_direction_outbound())
-        })
-        .cloned()
 }
 
 fn bad_gateway(text: &str) -> Response<Body> {
@@ -100,7 +86,7 @@ async fn serve(
     let (host, port) = split_authority(&authority, 80);
     let (target, address) = destination(&host, port);
     let snapshot = state.snapshot();
-    let Some(listener) = listener_for(&snapshot, address) else {
+    let Some(listener) = snapshot.listener_for_redirected(address) else {
         return Ok(bad_gateway(&format!("no listener takes traffic for {authority}")));
     };
     let facts = ConnectionFacts {
@@ -110,7 +96,7 @@ async fn serve(
         ..Default::default()
     };
     let manager: Arc<HttpManagerConfig> = match listener.select(&facts).map(|c| &c.kind) {
-        Some(ChainKind::Http(m)) => Arc::new((**m).clone()),
+        Some(ChainKind::Http(m)) => m.clone(),
         Some(ChainKind::Tcp(tcp)) => {
             // A TCP chain for this port: send the request as it is to that chain's cluster.
             let cluster = match &tcp.clusters {
@@ -166,7 +152,7 @@ fn connect(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>)
     let (host, port) = split_authority(&authority, 443);
     let (target, address) = destination(&host, port);
     let snapshot = state.snapshot();
-    let Some(listener) = listener_for(&snapshot, address) else {
+    let Some(listener) = snapshot.listener_for_redirected(address) else {
         return bad_gateway(&format!("no listener takes traffic for {authority}"));
     };
     let upgrade = hyper::upgrade::on(&mut req);

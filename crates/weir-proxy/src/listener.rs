@@ -216,8 +216,8 @@ pub enum Codec {
 pub enum ChainKind {
     /// Proxy bytes.
     Tcp(TcpProxyConfig),
-    /// Terminate HTTP.
-    Http(Box<HttpManagerConfig>),
+    /// Terminate HTTP (shared by every connection of the chain).
+    Http(Arc<HttpManagerConfig>),
 }
 
 /// A compiled filter chain.
@@ -503,7 +503,7 @@ fn compile_network_filter(f: &Filter) -> Result<ChainKind, String> {
                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 &f.name,
             )?;
-            Ok(ChainKind::Http(Box::new(compile_hcm(&h)?)))
+            Ok(ChainKind::Http(Arc::new(compile_hcm(&h)?)))
         }
         other => Err(format!("network filter {other:?} is not supported")),
     }

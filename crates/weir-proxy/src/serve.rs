@@ -303,16 +303,9 @@ async fn redirect_loop(state: Arc<ProxyState>, socket: TcpListener, destination:
         let drain = drain_rx.clone();
         tokio::spawn(async move {
             let snapshot = state.snapshot();
-            let listener = snapshot
-                .listener_for(destination)
-                .or_else(|| {
-                    snapshot
-                        .listeners
-                        .values()
-                        .find(|l| l.use_original_dst && l.traffic_direction_outbound())
-                })
-                .cloned();
-            let Some(listener) = listener else { return };
+            let Some(listener) = snapshot.listener_for_redirected(destination) else {
+                return;
+            };
             dispatch(
                 state,
                 listener,
@@ -496,7 +489,7 @@ async fn run_chain<S>(
         ChainKind::Http(manager) => {
             let ctx = Arc::new(HttpContext {
                 state: state.clone(),
-                manager: Arc::new((**manager).clone()),
+                manager: manager.clone(),
                 downstream: Downstream {
                     peer,
                     local: destination,

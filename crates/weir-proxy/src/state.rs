@@ -47,6 +47,19 @@ impl Snapshot {
         }
     }
 
+    /// The listener that takes traffic redirected to a destination: the one owning it (see
+    /// [`Self::listener_for`]), else the outbound original-destination listener
+    /// (`virtualOutbound`), whose own chains then decide.
+    pub fn listener_for_redirected(&self, destination: SocketAddr) -> Option<Arc<ListenerConfig>> {
+        self.listener_for(destination)
+            .or_else(|| {
+                self.listeners
+                    .values()
+                    .find(|l| l.use_original_dst && l.traffic_direction_outbound())
+            })
+            .cloned()
+    }
+
     /// The listener that owns a destination (original-destination hand-off): the one on that
     /// exact address, else the one on the wildcard address and that port.
     pub fn listener_for(&self, destination: SocketAddr) -> Option<&Arc<ListenerConfig>> {

@@ -184,12 +184,18 @@ fn compile_validation(v: &CertificateValidationContext) -> Result<(RootCertStore
     Ok((roots, SanRule(names)))
 }
 
-/// Envoy's verification for upstreams: chain to the CA; one of the SANs when matchers exist.
+/// Envoy's verification for upstreams: with a validation context, the chain must lead to its
+/// CA and, when SAN matchers exist, carry one of them; without one, any certificate is accepted
+/// (the handshake signatures are checked either way).
 #[derive(Debug)]
 struct EnvoyServerVerifier {
-    roots: Arc<RootCertStore>,
-    sans: SanRule,
+    /// CA and SAN rule; `None` when the context has no validation context.
+    validation: Option<(Arc<RootCertStore>, SanRule)>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+fn invalid(e: webpki::Error) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(e))))
 }
 
 impl ServerCertVerifier for EnvoyServerVerifier {
@@ -201,28 +207,22 @@ impl ServerCertVerifier for EnvoyServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|e| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
-                e,
-            ))))
-        })?;
+        let Some((roots, sans)) = &self.validation else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(invalid)?;
         cert.verify_for_usage(
             self.provider.signature_verification_algorithms.all,
-            &self.roots.roots,
+            &roots.roots,
             intermediates,
             now,
             webpki::KeyUsage::server_auth(),
             None,
             None,
         )
-        .map_err(|e| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
-                e,
-            ))))
-        })?;
-        if !self.sans.0.is_empty()
-            && !self
-                .sans
+        .map_err(invalid)?;
+        if !sans.0.is_empty()
+            && !sans
                 .0
                 .iter()
                 .any(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
@@ -269,42 +269,6 @@ impl ServerCertVerifier for EnvoyServerVerifier {
     }
 }
 
-/// Envoy without a validation context: any server certificate is accepted.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn identity(
     c: &CommonTlsContext,
 ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
@@ -343,18 +307,16 @@ pub fn upstream(any: &Any) -> Result<UpstreamTls, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn ServerCertVerifier> = match validation(&common)? {
-        Some(v) => {
-            let (roots, sans) = compile_validation(v)?;
-            Arc::new(EnvoyServerVerifier {
-                roots: Arc::new(roots),
-                sans,
-                provider: provider.clone(),
-            })
-        }
-        None => Arc::new(AcceptAny(provider.clone())),
+    let verifier = EnvoyServerVerifier {
+        validation: validation(&common)?
+            .map(compile_validation)
+            .transpose()?
+            .map(|(roots, sans)| (Arc::new(roots), sans)),
+        provider: provider.clone(),
     };
-    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match identity(&common)? {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)

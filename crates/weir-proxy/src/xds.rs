@@ -295,8 +295,13 @@ trait Ads: Send {
     fn connect_requests(&mut self) -> Vec<Self::Request>;
     /// Stages a response: the update, its type and its nonce.
     fn stage(&self, r: &Self::Response) -> (Result<Pending, ClientError>, String, String);
+    /// Subscribes to every resource of a type.
+    fn wildcard(&mut self, type_url: &str);
     /// Subscribes to clusters and listeners (wildcards).
-    fn start(&mut self);
+    fn start(&mut self) {
+        self.wildcard(CLUSTER_TYPE);
+        self.wildcard(LISTENER_TYPE);
+    }
     /// Applies an update and acknowledges it.
     fn accept(&mut self, p: Pending) -> Self::Request;
     /// Applies the honoured part of an update and rejects it.
@@ -336,9 +341,8 @@ impl Ads for DeltaClient {
     fn stage(&self, r: &DeltaDiscoveryResponse) -> (Result<Pending, ClientError>, String, String) {
         (self.on_response(r), r.type_url.clone(), r.nonce.clone())
     }
-    fn start(&mut self) {
-        self.subscribe(CLUSTER_TYPE, &[]);
-        self.subscribe(LISTENER_TYPE, &[]);
+    fn wildcard(&mut self, type_url: &str) {
+        self.subscribe(type_url, &[]);
     }
     fn accept(&mut self, p: Pending) -> DeltaDiscoveryRequest {
         self.ack(p)
@@ -393,9 +397,8 @@ impl Ads for SotwClient {
     fn stage(&self, r: &DiscoveryResponse) -> (Result<Pending, ClientError>, String, String) {
         (self.on_response(r), r.type_url.clone(), r.nonce.clone())
     }
-    fn start(&mut self) {
-        self.subscribe(CLUSTER_TYPE, &[]);
-        self.subscribe(LISTENER_TYPE, &[]);
+    fn wildcard(&mut self, type_url: &str) {
+        self.subscribe(type_url, &[]);
     }
     fn accept(&mut self, p: Pending) -> DiscoveryRequest {
         self.ack(p)

@@ -7,18 +7,10 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use support::{Client, Proc, address_in, echo, eventually, folder, http_service};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{Client, Proc, address_in, echo, eventually, folder, free_port, http_service, wait_ready};
 
 fn discovery(dir: &str, port: u16) -> (Proc, SocketAddr) {
     let listen = format!("127.0.0.1:{port}");
@@ -85,9 +77,7 @@ fn the_last_good_configuration_serves_while_the_control_plane_is_away() {
     let (mut cp, _) = discovery(dir.to_str().unwrap(), port);
     let (_p, admin, http) = proxy(port);
     let client = Client::new();
-    eventually("proxy ready", Duration::from_secs(15), &mut || {
-        client.direct(admin, "GET", "/ready", &[], "").status == 200
-    });
+    wait_ready(&client, admin);
     assert_eq!(
         client
             .via_proxy(http, "GET", "http://svc.test/", &[], "")
@@ -254,9 +244,7 @@ fn tcp_services_are_proxied_through_connect_tunnels() {
     let (_cp, _) = discovery(dir.to_str().unwrap(), port);
     let (_p, admin, http) = proxy(port);
     let client = Client::new();
-    eventually("proxy ready", Duration::from_secs(15), &mut || {
-        client.direct(admin, "GET", "/ready", &[], "").status == 200
-    });
+    wait_ready(&client, admin);
     let mut s = TcpStream::connect(http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"CONNECT db.test:7000 HTTP/1.1\r\nHost: db.test:7000\r\n\r\n")
@@ -310,9 +298,7 @@ fn the_state_of_the_world_protocol_serves_the_same_configuration() {
     let (_cp, _) = discovery(dir.to_str().unwrap(), port);
     let (p, admin, http) = proxy_speaking(port, "sotw");
     let client = Client::new();
-    eventually("proxy ready", Duration::from_secs(15), &mut || {
-        client.direct(admin, "GET", "/ready", &[], "").status == 200
-    });
+    wait_ready(&client, admin);
     assert_eq!(
         client
             .via_proxy(http, "GET", "http://sotw.test/", &[], "")
@@ -346,9 +332,7 @@ fn websocket_upgrades_pass_through_the_sidecar() {
     let (_cp, _) = discovery(dir.to_str().unwrap(), port);
     let (_p, admin, http) = proxy(port);
     let client = Client::new();
-    eventually("proxy ready", Duration::from_secs(15), &mut || {
-        client.direct(admin, "GET", "/ready", &[], "").status == 200
-    });
+    wait_ready(&client, admin);
     let mut s = TcpStream::connect(http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET http://ws.test/chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
@@ -400,9 +384,7 @@ fn endpoints_on_unix_domain_sockets_are_reached() {
     let (_cp, _) = discovery(dir.to_str().unwrap(), port);
     let (_p, admin, http) = proxy(port);
     let client = Client::new();
-    eventually("proxy ready", Duration::from_secs(15), &mut || {
-        client.direct(admin, "GET", "/ready", &[], "").status == 200
-    });
+    wait_ready(&client, admin);
     let r = client.via_proxy(http, "GET", "http://local.test/over-a-socket", &[], "");
     assert_eq!((r.status, r.server()), (200, Some("unix-backend")), "{r:?}");
 }

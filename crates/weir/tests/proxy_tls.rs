@@ -6,12 +6,12 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-use support::{Mesh, Proc, address_in, echo, folder};
+use support::{Mesh, Proc, address_in, echo, folder, free_port};
 
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -68,14 +68,6 @@ fn tls_echo(name: &str, cert: &(PathBuf, PathBuf)) -> (Proc, SocketAddr) {
         "listening on ",
     );
     (p, address)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// curl over HTTPS to 127.0.0.1:port as `host`; returns (exit code, body).

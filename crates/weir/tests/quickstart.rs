@@ -6,18 +6,12 @@
 
 mod support;
 
+use support::free_port;
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn curl(proxy: &str, args: &[&str]) -> String {
     let out = Command::new("curl")

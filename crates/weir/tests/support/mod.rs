@@ -212,6 +212,22 @@ impl Mesh {
     }
 }
 
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until a proxy's admin endpoint says it is ready.
+pub fn wait_ready(client: &Client, admin: SocketAddr) {
+    eventually("proxy ready", Duration::from_secs(15), &mut || {
+        client.direct(admin, "GET", "/ready", &[], "").status == 200
+    });
+}
+
 /// Waits until `check` holds.
 pub fn eventually(what: &str, timeout: Duration, check: &mut dyn FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -114,6 +114,40 @@ pub struct Forward {
     pub hash_policies: Vec<HashPolicyEntry>,
     /// Upgrades allowed (`websocket`…), besides the connection manager's.
     pub upgrades: Vec<(String, bool)>,
+    /// Shadow copies of the request (`request_mirror_policies`).
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A request mirror: a fire-and-forget copy to another cluster.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    /// The cluster the copy goes to.
+    pub cluster: String,
+    /// Share of requests copied.
+    pub fraction: Fraction,
+    /// Append `-shadow` to the authority (Envoy's default).
+    pub shadow_suffix: bool,
+    /// Replace the authority of the copy.
+    pub host_rewrite: Option<String>,
+}
+
+fn mirror(m: &route_action::RequestMirrorPolicy) -> Result<Mirror, String> {
+    if !m.cluster_header.is_empty() || !m.request_headers_mutations.is_empty() {
+        return Err(
+            "request_mirror_policies: cluster_header and request_headers_mutations are not supported".into(),
+        );
+    }
+    if m.cluster.is_empty() {
+        return Err("request_mirror_policies: a cluster is required".into());
+    }
+    Ok(Mirror {
+        cluster: m.cluster.clone(),
+        // Without a runtime, the runtime key's default value applies (as in Envoy when the key
+        // is not set).
+        fraction: Fraction::from_pb(m.runtime_fraction.as_ref().and_then(|f| f.default_value.as_ref())),
+        shadow_suffix: !m.disable_shadow_host_suffix_append,
+        host_rewrite: (!m.host_rewrite_literal.is_empty()).then(|| m.host_rewrite_literal.clone()),
+    })
 }
 
 /// A redirect.
@@ -298,8 +332,6 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         (a.flush_timeout.is_some(), "flush_timeout"),
         (a.early_data_policy.is_some(), "early_data_policy"),
         (a.retry_policy_typed_config.is_some(), "retry_policy_typed_config"),
-        // Mirroring is part of the resilience work; refused until it is honoured.
-        (!a.request_mirror_policies.is_empty(), "request_mirror_policies"),
         (a.priority != 0, "priority"),
         (!a.rate_limits.is_empty(), "rate_limits"),
         (a.cors.is_some(), "cors (use typed_per_filter_config)"),
@@ -454,6 +486,11 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         retry,
         hash_policies,
         upgrades,
+        mirrors: a
+            .request_mirror_policies
+            .iter()
+            .map(mirror)
+            .collect::<Result<_, _>>()?,
     })
 }
 

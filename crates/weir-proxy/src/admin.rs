@@ -151,13 +151,34 @@ impl Admin {
         let mut out = String::new();
         for name in names {
             let c = &snapshot.clusters[name];
-            let _ = writeln!(out, "{name}::default_priority::max_connections::4294967295");
+            let l = &c.config.limits;
+            let _ = writeln!(
+                out,
+                "{name}::default_priority::max_connections::{}",
+                l.max_connections
+            );
+            let _ = writeln!(
+                out,
+                "{name}::default_priority::max_pending_requests::{}",
+                l.max_pending_requests
+            );
+            let _ = writeln!(out, "{name}::default_priority::max_requests::{}", l.max_requests);
+            let _ = writeln!(out, "{name}::default_priority::max_retries::{}", l.max_retries);
             let _ = writeln!(out, "{name}::added_via_api::{}", c.version != "static");
             for h in &c.hosts().hosts {
-                let flag = match h.health {
-                    Health::Healthy => "healthy",
+                let eds = match h.health {
+                    Health::Healthy => "",
                     Health::Degraded => "/degraded",
                     Health::Unhealthy => "/failed_eds_health",
+                };
+                let outlier = if h.outlier.is_ejected() {
+                    "/failed_outlier_check"
+                } else {
+                    ""
+                };
+                let flag = match format!("{eds}{outlier}") {
+                    f if f.is_empty() => "healthy".to_string(),
+                    f => f,
                 };
                 let t = &h.target;
                 let _ = writeln!(
@@ -194,11 +215,52 @@ impl Admin {
         out
     }
 
+    #[allow(clippy::too_many_lines)]
     fn cluster_counters(&self) -> Vec<(String, &'static str, u64)> {
         let snapshot = self.state.snapshot();
         let mut out = Vec::new();
         for (name, c) in &snapshot.clusters {
             let s = &c.stats;
+            let b = &c.pool.breakers().stats;
+            let in_use = c.pool.breakers().in_use();
+            let l = &c.config.limits;
+            let open = |used: u32, limit: u32| u64::from(used >= limit);
+            let breakers: [(&'static str, u64); 7] = [
+                (
+                    "upstream_cx_overflow",
+                    b.upstream_cx_overflow.load(Ordering::Relaxed),
+                ),
+                (
+                    "upstream_rq_pending_overflow",
+                    b.upstream_rq_pending_overflow.load(Ordering::Relaxed),
+                ),
+                (
+                    "upstream_rq_retry_overflow",
+                    b.upstream_rq_retry_overflow.load(Ordering::Relaxed),
+                ),
+                (
+                    "circuit_breakers.default.cx_open",
+                    open(in_use.connections, l.max_connections),
+                ),
+                (
+                    "circuit_breakers.default.rq_pending_open",
+                    open(in_use.pending, l.max_pending_requests),
+                ),
+                (
+                    "circuit_breakers.default.rq_open",
+                    open(in_use.requests, l.max_requests),
+                ),
+                ("upstream_rq_pending_active", u64::from(in_use.pending)),
+            ];
+            out.extend(breakers.into_iter().map(|(k, v)| (name.clone(), k, v)));
+            if c.config.outlier.is_some() {
+                out.extend(
+                    c.outlier_stats
+                        .entries()
+                        .into_iter()
+                        .map(|(k, v)| (name.clone(), k, v)),
+                );
+            }
             let counters: [(&'static str, u64); 16] = [
                 ("upstream_rq_total", s.upstream_rq_total.load(Ordering::Relaxed)),
                 ("upstream_rq_1xx", s.upstream_rq_class[0].load(Ordering::Relaxed)),
@@ -281,6 +343,7 @@ impl Admin {
         let mut out = String::new();
         for (cluster, key, value) in self.cluster_counters() {
             let escaped = cluster.replace('\\', "\\\\").replace('"', "\\\"");
+            let key = key.replace('.', "_");
             let _ = writeln!(out, "envoy_cluster_{key}{{cluster_name=\"{escaped}\"}} {value}");
         }
         for (_, name, value) in self.proxy_counters() {

@@ -132,11 +132,15 @@ pub struct ClusterConfig {
     pub tls: Option<crate::tls::UpstreamTls>,
     /// Source address for upstream connections (`upstream_bind_config`).
     pub source_address: Option<std::net::SocketAddr>,
+    /// TCP keepalive on upstream connections (`upstream_connection_options`).
+    pub keepalive: Option<crate::io::Keepalive>,
+    /// Circuit breakers (DEFAULT priority).
+    pub limits: crate::breaker::Limits,
+    /// Outlier detection.
+    pub outlier: Option<crate::outlier::OutlierConfig>,
     /// The cluster as received (for `/config_dump`).
     pub source: Cluster,
 }
-
-const UNLIMITED: u32 = u32::MAX;
 
 impl ClusterConfig {
     /// Compiles a cluster.
@@ -176,9 +180,6 @@ fn unsupported(c: &Cluster) -> Option<&'static str> {
             c.connection_pool_per_downstream_connection,
             "connection_pool_per_downstream_connection",
         ),
-        // Resilience settings are honoured by a later part of the proxy; until then a cluster
-        // asking for them is refused rather than served without them.
-        (c.outlier_detection.is_some(), "outlier_detection"),
     ];
     checks.into_iter().find(|(set, _)| *set).map(|(_, f)| f)
 }
@@ -193,7 +194,13 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
         .map(transport_socket)
         .transpose()?
         .flatten();
-    check_circuit_breakers(c)?;
+    let limits = crate::breaker::Limits::compile(c.circuit_breakers.as_ref())?;
+    let outlier = c
+        .outlier_detection
+        .as_ref()
+        .map(crate::outlier::OutlierConfig::compile)
+        .transpose()?;
+    let keepalive = keepalive(c)?;
     let family = match cluster::DnsLookupFamily::try_from(c.dns_lookup_family) {
         Ok(cluster::DnsLookupFamily::Auto) => Family::Auto,
         Ok(cluster::DnsLookupFamily::V4Only) => Family::V4,
@@ -257,8 +264,33 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
         max_requests_per_connection,
         panic_threshold,
         locality_weighted,
+        keepalive,
+        limits,
+        outlier,
         source: c.clone(),
     })
+}
+
+fn keepalive(c: &Cluster) -> Result<Option<crate::io::Keepalive>, String> {
+    let Some(o) = &c.upstream_connection_options else {
+        return Ok(None);
+    };
+    if o.set_local_interface_name_on_upstream_connections || o.happy_eyeballs_config.is_some() {
+        return Err(
+            "upstream_connection_options: only tcp_keepalive is supported (not happy_eyeballs_config or set_local_interface_name_on_upstream_connections)"
+                .into(),
+        );
+    }
+    Ok(o.tcp_keepalive.as_ref().map(|k| {
+        let secs = |v: Option<&envoy_types::pb::google::protobuf::UInt32Value>| {
+            v.map(|v| Duration::from_secs(u64::from(v.value)))
+        };
+        crate::io::Keepalive {
+            time: secs(k.keepalive_time.as_ref()),
+            interval: secs(k.keepalive_interval.as_ref()),
+            probes: k.keepalive_probes.as_ref().map(|v| v.value),
+        }
+    }))
 }
 
 /// A transport socket: raw buffer (`None`) or TLS.
@@ -274,32 +306,6 @@ pub(crate) fn transport_socket(
         None if t.name == "envoy.transport_sockets.raw_buffer" => Ok(None),
         _ => Err(format!("transport socket {:?} is not supported", t.name)),
     }
-}
-
-fn check_circuit_breakers(c: &Cluster) -> Result<(), String> {
-    let Some(cb) = &c.circuit_breakers else {
-        return Ok(());
-    };
-    for t in &cb.thresholds {
-        let limits = [
-            (t.max_connections.as_ref(), "max_connections"),
-            (t.max_pending_requests.as_ref(), "max_pending_requests"),
-            (t.max_requests.as_ref(), "max_requests"),
-            (t.max_retries.as_ref(), "max_retries"),
-        ];
-        if let Some((_, field)) = limits
-            .iter()
-            .find(|(v, _)| v.is_some_and(|v| v.value != UNLIMITED))
-        {
-            return Err(format!(
-                "circuit breaker {field} below the maximum is not supported"
-            ));
-        }
-        if t.retry_budget.is_some() || t.max_connection_pools.is_some() {
-            return Err("circuit breaker retry_budget / max_connection_pools are not supported".into());
-        }
-    }
-    Ok(())
 }
 
 #[allow(deprecated)]

@@ -59,6 +59,8 @@ pub mod flags {
     pub const UPSTREAM_CONNECTION_FAILURE: &str = "UF";
     /// Upstream request timeout.
     pub const UPSTREAM_TIMEOUT: &str = "UT";
+    /// Upstream overflow (circuit breaking).
+    pub const UPSTREAM_OVERFLOW: &str = "UO";
     /// Retry limit exceeded / upstream reset.
     pub const UPSTREAM_RESET: &str = "UR";
     /// Retry limit exceeded.

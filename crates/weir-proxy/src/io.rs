@@ -172,15 +172,57 @@ pub async fn connect(
     }
 }
 
-/// Connects and, when `tls` is given, originates TLS over the connection.
-pub async fn connect_with(
-    target: &Target,
-    timeout: Duration,
-    source: Option<SocketAddr>,
-    tls: Option<&crate::tls::UpstreamTls>,
-) -> Result<Io, ConnectError> {
-    let io = connect(target, timeout, source).await?;
-    let Some(tls) = tls else { return Ok(io) };
+/// TCP keepalive for upstream connections (`upstream_connection_options.tcp_keepalive`);
+/// what is not set keeps the system's value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before probes start.
+    pub time: Option<Duration>,
+    /// Time between probes.
+    pub interval: Option<Duration>,
+    /// Probes before the connection is dropped.
+    pub probes: Option<u32>,
+}
+
+impl Keepalive {
+    fn apply(&self, stream: &TcpStream) -> io::Result<()> {
+        let mut k = socket2::TcpKeepalive::new();
+        if let Some(t) = self.time {
+            k = k.with_time(t);
+        }
+        if let Some(i) = self.interval {
+            k = k.with_interval(i);
+        }
+        if let Some(p) = self.probes {
+            k = k.with_retries(p);
+        }
+        socket2::SockRef::from(stream).set_tcp_keepalive(&k)
+    }
+}
+
+/// How a cluster connects to its endpoints.
+#[derive(Clone, Debug)]
+pub struct ConnectSettings {
+    /// Connect timeout (TCP and TLS handshake each).
+    pub timeout: Duration,
+    /// Source address (`upstream_bind_config`).
+    pub source: Option<SocketAddr>,
+    /// TLS origination.
+    pub tls: Option<crate::tls::UpstreamTls>,
+    /// TCP keepalive.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// Connects and, when the settings say so, sets keepalive and originates TLS.
+pub async fn connect_with(target: &Target, settings: &ConnectSettings) -> Result<Io, ConnectError> {
+    let io = connect(target, settings.timeout, settings.source).await?;
+    if let (Some(k), Io::Tcp(s)) = (&settings.keepalive, &io)
+        && let Err(e) = k.apply(s)
+    {
+        tracing::debug!(target = %target, error = %e, "could not set TCP keepalive");
+    }
+    let Some(tls) = &settings.tls else { return Ok(io) };
+    let timeout = settings.timeout;
     let name = match (&tls.sni, io.peer()) {
         (Some(sni), _) => sni.clone(),
         // No SNI configured: none is sent (an IP address name sends none).

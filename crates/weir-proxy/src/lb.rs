@@ -44,6 +44,8 @@ pub struct Host {
     pub active_requests: AtomicU32,
     /// Counters.
     pub stats: HostStats,
+    /// Outlier detection state.
+    pub outlier: crate::outlier::HostOutlier,
 }
 
 impl Host {
@@ -57,7 +59,17 @@ impl Host {
             priority: 0,
             active_requests: AtomicU32::new(0),
             stats: HostStats::default(),
+            outlier: crate::outlier::HostOutlier::default(),
         })
+    }
+
+    /// Health for load balancing: EDS's, or unhealthy while ejected by outlier detection.
+    pub fn lb_health(&self) -> Health {
+        if self.outlier.is_ejected() {
+            Health::Unhealthy
+        } else {
+            self.health
+        }
     }
 }
 
@@ -68,6 +80,8 @@ pub struct PickContext<'a> {
     pub hash: Option<u64>,
     /// Hosts to avoid (retries with `previous_hosts`).
     pub avoid: &'a [Arc<Host>],
+    /// Priorities left out (retries with `previous_priorities`), unless every level would be.
+    pub exclude_priorities: &'a [usize],
 }
 
 /// Picks among a fixed candidate list with one policy.
@@ -362,6 +376,7 @@ impl HostSet {
                             priority,
                             active_requests: AtomicU32::new(0),
                             stats: HostStats::default(),
+                            outlier: crate::outlier::HostOutlier::default(),
                         })
                     });
                     hosts.push(host.clone());
@@ -415,10 +430,14 @@ impl HostSet {
                 Some(h) => (h % 10_000) as f64 / 100.0,
                 None => fastrand::f64() * 100.0,
             };
-            let i = self
-                .loads
-                .partition_point(|l| *l <= point)
-                .min(self.levels.len() - 1);
+            let excluded;
+            let loads = if ctx.exclude_priorities.is_empty() {
+                &self.loads
+            } else {
+                excluded = loads_without(&self.levels, ctx.exclude_priorities);
+                excluded.as_ref().unwrap_or(&self.loads)
+            };
+            let i = loads.partition_point(|l| *l <= point).min(self.levels.len() - 1);
             &self.levels[i]
         };
         let picker = if level.pickers.len() == 1 {
@@ -451,16 +470,16 @@ fn build_level(
     let total_weight: u64 = all.iter().map(|h| u64::from(h.weight)).sum();
     let healthy_weight: u64 = all
         .iter()
-        .filter(|h| h.health == Health::Healthy)
+        .filter(|h| h.lb_health() == Health::Healthy)
         .map(|h| u64::from(h.weight))
         .sum();
     let degraded_weight: u64 = all
         .iter()
-        .filter(|h| h.health == Health::Degraded)
+        .filter(|h| h.lb_health() == Health::Degraded)
         .map(|h| u64::from(h.weight))
         .sum();
     let count = all.len();
-    let healthy_count = all.iter().filter(|h| h.health == Health::Healthy).count();
+    let healthy_count = all.iter().filter(|h| h.lb_health() == Health::Healthy).count();
     let health = if total_weight == 0 {
         0.0
     } else {
@@ -474,13 +493,13 @@ fn build_level(
         }
         let healthy: Vec<Arc<Host>> = hosts
             .iter()
-            .filter(|h| h.health == Health::Healthy)
+            .filter(|h| h.lb_health() == Health::Healthy)
             .cloned()
             .collect();
         if healthy.is_empty() {
             hosts
                 .iter()
-                .filter(|h| h.health == Health::Degraded)
+                .filter(|h| h.lb_health() == Health::Degraded)
                 .cloned()
                 .collect()
         } else {
@@ -511,17 +530,32 @@ fn build_level(
     Level { health, pickers }
 }
 
+/// Priority loads as if the excluded levels had no healthy host (`None` when nothing would be
+/// left, as Envoy then resets the exclusion).
+fn loads_without(levels: &[Level], excluded: &[usize]) -> Option<Vec<f64>> {
+    let healths: Vec<f64> = levels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| if excluded.contains(&i) { 0.0 } else { l.health })
+        .collect();
+    healths.iter().any(|h| *h > 0.0).then(|| loads_from(&healths))
+}
+
 /// Envoy's priority loads: each level takes `min(100, health × 140%)` of what is left; when
 /// all levels together are below 100%, the loads are normalized. Returned cumulatively.
 fn priority_loads(levels: &[Level]) -> Vec<f64> {
-    let healths: Vec<f64> = levels
+    loads_from(&levels.iter().map(|l| l.health).collect::<Vec<_>>())
+}
+
+fn loads_from(health: &[f64]) -> Vec<f64> {
+    let healths: Vec<f64> = health
         .iter()
-        .map(|l| (l.health * OVERPROVISIONING * 100.0).min(100.0))
+        .map(|h| (h * OVERPROVISIONING * 100.0).min(100.0))
         .collect();
     let total: f64 = healths.iter().sum::<f64>().min(100.0);
     let mut remaining = 100.0;
     let mut cumulative = 0.0;
-    let mut out = Vec::with_capacity(levels.len());
+    let mut out = Vec::with_capacity(healths.len());
     for h in &healths {
         let load = if total <= 0.0 {
             0.0
@@ -578,6 +612,7 @@ mod tests {
                     &PickContext {
                         hash: hash(i),
                         avoid: &[],
+                        exclude_priorities: &[],
                     },
                     1,
                 )
@@ -657,6 +692,7 @@ mod tests {
                         &PickContext {
                             hash: Some(h),
                             avoid: &[],
+                            exclude_priorities: &[],
                         },
                         1,
                     )
@@ -666,6 +702,7 @@ mod tests {
                         &PickContext {
                             hash: Some(h),
                             avoid: &[],
+                            exclude_priorities: &[],
                         },
                         1,
                     )
@@ -693,8 +730,11 @@ mod tests {
                 &PickContext {
                     hash: None,
                     avoid: &avoid,
+                    exclude_priorities: &[],
                 },
-                10,
+                // Least request favours the avoided idle host 3 times in 4: enough attempts
+                // that the other is found (0.75^50 ≈ 6e-7).
+                50,
             )
             .unwrap();
         assert!(Arc::ptr_eq(&picked, &hs.hosts[0]));

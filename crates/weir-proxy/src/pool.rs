@@ -16,8 +16,11 @@ use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use tokio::sync::Notify;
+
+use crate::breaker::{Breakers, Overflow, Slot};
 use crate::convert::Target;
-use crate::io::{ConnectError, connect_with};
+use crate::io::{ConnectError, ConnectSettings, connect_with};
 
 /// Errors inside bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,6 +51,9 @@ pub enum SendError {
     /// The connection handshake failed.
     #[error("HTTP handshake with the upstream failed: {0}")]
     Handshake(String),
+    /// A circuit breaker is open.
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
 }
 
 struct Idle {
@@ -70,10 +76,11 @@ pub struct PoolStats {
 /// The connection pool of one cluster.
 pub struct Pool {
     http1: Arc<Mutex<HashMap<Target, Vec<Idle>>>>,
+    /// Woken when an HTTP/1.1 connection is returned or closed (requests waiting for one).
+    released: Arc<Notify>,
     http2: Mutex<HashMap<Target, http2::SendRequest<Body>>>,
-    connect_timeout: Duration,
-    source: Option<std::net::SocketAddr>,
-    tls: Option<crate::tls::UpstreamTls>,
+    settings: ConnectSettings,
+    breakers: Arc<Breakers>,
     idle_timeout: Duration,
     max_requests_per_connection: Option<u32>,
     /// Counters.
@@ -83,7 +90,7 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("connect_timeout", &self.connect_timeout)
+            .field("connect_timeout", &self.settings.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -92,28 +99,37 @@ impl std::fmt::Debug for Pool {
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 impl Pool {
-    /// A pool with the cluster's timeouts.
+    /// A pool with the cluster's connection settings and circuit breakers.
     pub fn new(
-        connect_timeout: Duration,
-        source: Option<std::net::SocketAddr>,
-        tls: Option<crate::tls::UpstreamTls>,
+        settings: ConnectSettings,
+        breakers: Arc<Breakers>,
         idle_timeout: Duration,
         max_requests_per_connection: Option<u32>,
     ) -> Self {
         Pool {
-            source,
-            tls,
+            settings,
+            breakers,
             http1: Arc::new(Mutex::new(HashMap::new())),
+            released: Arc::new(Notify::new()),
             http2: Mutex::new(HashMap::new()),
-            connect_timeout,
             idle_timeout,
             max_requests_per_connection,
             stats: PoolStats::default(),
         }
     }
 
+    /// How this pool connects (the TCP proxy connects the same way).
+    pub fn settings(&self) -> &ConnectSettings {
+        &self.settings
+    }
+
+    /// The cluster's circuit breakers.
+    pub fn breakers(&self) -> &Arc<Breakers> {
+        &self.breakers
+    }
+
     async fn open(&self, target: &Target) -> Result<crate::io::Io, SendError> {
-        match connect_with(target, self.connect_timeout, self.source, self.tls.as_ref()).await {
+        match connect_with(target, &self.settings).await {
             Ok(io) => {
                 self.stats.cx_total.fetch_add(1, Ordering::Relaxed);
                 Ok(io)
@@ -150,16 +166,21 @@ impl Pool {
         None
     }
 
-    async fn connect_http1(&self, target: &Target) -> Result<Idle, SendError> {
+    /// Opens a connection holding a `max_connections` slot; the slot is given back (and
+    /// waiting requests woken) when the connection ends.
+    async fn connect_http1(&self, target: &Target, slot: Slot) -> Result<Idle, SendError> {
         let io = self.open(target).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| SendError::Handshake(e.to_string()))?;
+        let released = self.released.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
             }
+            drop(slot);
+            released.notify_waiters();
         });
         Ok(Idle {
             sender,
@@ -188,13 +209,32 @@ impl Pool {
                 },
             }
         }
-        let mut conn = self.connect_http1(target).await?;
+        let mut conn = self.wait_for_http1(target).await?;
         match conn.sender.send_request(req).await {
             Ok(resp) => {
                 self.return_when_ready(target.clone(), conn);
                 Ok(resp)
             }
             Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// No idle connection: the request is pending (`max_pending_requests`) until a new
+    /// connection is open or, at `max_connections`, one is returned.
+    async fn wait_for_http1(&self, target: &Target) -> Result<Idle, SendError> {
+        let _pending = self.breakers.pending()?;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(conn) = self.checkout_http1(target) {
+                self.stats.rq_reused.fetch_add(1, Ordering::Relaxed);
+                return Ok(conn);
+            }
+            if let Ok(slot) = self.breakers.connection() {
+                return self.connect_http1(target, slot).await;
+            }
+            released.await;
         }
     }
 
@@ -207,6 +247,7 @@ impl Pool {
         }
         // The connection takes another request once this response's body has been read.
         let idle = self.http1.clone();
+        let released = self.released.clone();
         tokio::spawn(async move {
             if conn.sender.ready().await.is_ok() {
                 conn.used += 1;
@@ -217,6 +258,7 @@ impl Pool {
                         list.push(conn);
                     }
                 }
+                released.notify_waiters();
             }
         });
     }
@@ -233,6 +275,8 @@ impl Pool {
                 s
             }
             None => {
+                let slot = self.breakers.connection()?;
+                let _pending = self.breakers.pending()?;
                 let io = self.open(target).await?;
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -243,6 +287,7 @@ impl Pool {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
                     }
+                    drop(slot);
                 });
                 if let Ok(mut m) = self.http2.lock() {
                     m.insert(target.clone(), sender.clone());

@@ -119,6 +119,9 @@ pub struct RetryPolicy {
     pub base_interval: Duration,
     /// Back-off cap (default 10 × base).
     pub max_interval: Duration,
+    /// `envoy.retry_priorities.previous_priorities`: after this many attempts, the priorities
+    /// already tried are left out when picking (Istio's `retryRemoteLocalities`).
+    pub previous_priorities: Option<u32>,
 }
 
 impl Default for RetryPolicy {
@@ -132,15 +135,35 @@ impl Default for RetryPolicy {
             host_selection_max_attempts: 1,
             base_interval: Duration::from_millis(25),
             max_interval: Duration::from_millis(250),
+            previous_priorities: None,
         }
     }
+}
+
+fn previous_priorities(
+    p: &envoy_types::pb::envoy::config::route::v3::retry_policy::RetryPriority,
+) -> Result<u32, String> {
+    use envoy_types::pb::envoy::config::route::v3::retry_policy::retry_priority::ConfigType;
+    use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
+    const TYPE: &str = "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig";
+    if p.name != "envoy.retry_priorities.previous_priorities" {
+        return Err(format!("retry priority {:?} is not supported", p.name));
+    }
+    let config: PreviousPrioritiesConfig = match &p.config_type {
+        Some(ConfigType::TypedConfig(any)) => crate::convert::decode_any(any, TYPE, "retry_priority")?,
+        None => PreviousPrioritiesConfig::default(),
+    };
+    if config.update_frequency <= 0 {
+        return Err("retry_priority previous_priorities: update_frequency must be above zero".into());
+    }
+    u32::try_from(config.update_frequency)
+        .map_err(|_| "retry_priority update_frequency is out of range".into())
 }
 
 impl RetryPolicy {
     /// Compiles a route's retry policy.
     pub fn compile(p: &PbRetryPolicy) -> Result<Self, String> {
         let unsupported = [
-            (p.retry_priority.is_some(), "retry_priority"),
             (!p.retry_options_predicates.is_empty(), "retry_options_predicates"),
             (
                 p.rate_limited_retry_back_off.is_some(),
@@ -167,6 +190,7 @@ impl RetryPolicy {
                 ));
             }
         }
+        let previous_priorities = p.retry_priority.as_ref().map(previous_priorities).transpose()?;
         let base_interval = p
             .retry_back_off
             .as_ref()
@@ -198,6 +222,7 @@ impl RetryPolicy {
                 .map(|c| u16::try_from(*c).map_err(|_| format!("retriable status code {c} is out of range")))
                 .collect::<Result<_, _>>()?,
             avoid_previous_hosts,
+            previous_priorities,
             host_selection_max_attempts: u32::try_from(p.host_selection_retry_max_attempts.max(1))
                 .unwrap_or(u32::MAX),
             base_interval,

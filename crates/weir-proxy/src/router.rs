@@ -238,30 +238,19 @@ pub async fn forward(
         .host_rewrite
         .clone()
         .unwrap_or_else(|| authority.to_string());
-    parts.uri = match protocol {
-        crate::pool::Protocol::Http1 => {
-            Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"))
-        }
-        crate::pool::Protocol::Http2 => Uri::try_from(format!("http://{upstream_authority}{path}"))
-            .unwrap_or_else(|_| Uri::from_static("/")),
-    };
-    match protocol {
-        crate::pool::Protocol::Http1 => {
-            parts.version = Version::HTTP_11;
-            if let Ok(v) = HeaderValue::from_str(&upstream_authority) {
-                parts.headers.insert(HOST, v);
-            }
-        }
-        crate::pool::Protocol::Http2 => {
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(HOST);
-        }
-    }
+    // Shadow copies go out with the request as it is now (their own authority and protocol).
+    let mirrors: Vec<&crate::action::Mirror> = forward
+        .mirrors
+        .iter()
+        .filter(|m| m.fraction.hit(fastrand::u64(..)))
+        .collect();
+    let shadow_parts = (!mirrors.is_empty() && upgrade.is_none()).then(|| parts.clone());
+    set_target(&mut parts, protocol, &upstream_authority, &path);
 
-    // The body: kept for retries when small enough.
+    // The body: kept for retries and mirrors when small enough.
     let mut replay: Option<Bytes> = None;
     let mut stream: Option<Body> = None;
-    if policy.is_some() && upgrade.is_none() {
+    if (policy.is_some() || shadow_parts.is_some()) && upgrade.is_none() {
         match body::buffer(incoming, RETRY_BUFFER_LIMIT).await {
             Ok(Buffered::Complete(b)) => replay = Some(b),
             Ok(Buffered::Partial(prefix, rest)) => stream = Some(body::Prefixed::body(prefix, rest)),
@@ -284,10 +273,30 @@ pub async fn forward(
         stream = Some(body::incoming(incoming));
     }
 
+    if let Some(shadow) = shadow_parts {
+        match &replay {
+            Some(body) => crate::mirror::send(
+                ctx,
+                &snapshot,
+                &mirrors,
+                &shadow,
+                &crate::mirror::Target {
+                    authority: &upstream_authority,
+                    path: &path,
+                    downstream_h2,
+                    timeout,
+                },
+                body,
+            ),
+            None => tracing::debug!("request body above {RETRY_BUFFER_LIMIT} bytes: not mirrored"),
+        }
+    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let max_retries = policy.as_ref().map_or(0, |p| p.num_retries);
     let mut tried: Vec<Arc<Host>> = Vec::new();
     let mut attempt = 0u32;
+    // The retry in flight holds a `max_retries` (or budget) slot.
+    let mut _retry_slot: Option<crate::breaker::Slot> = None;
     loop {
         attempt += 1;
         let avoid: &[Arc<Host>] = if policy.as_ref().is_some_and(|p| p.avoid_previous_hosts) {
@@ -296,8 +305,24 @@ pub async fn forward(
             &[]
         };
         let selection_attempts = policy.as_ref().map_or(1, |p| p.host_selection_max_attempts);
+        // `previous_priorities`: the priorities tried so far are left out, refreshed every
+        // `update_frequency` attempts.
+        let exclude: Vec<usize> = match policy.as_ref().and_then(|p| p.previous_priorities) {
+            Some(every) if attempt > 1 => {
+                let seen = ((attempt - 1) / every * every) as usize;
+                let mut p: Vec<usize> = tried.iter().take(seen).map(|h| h.priority).collect();
+                p.sort_unstable();
+                p.dedup();
+                p
+            }
+            _ => Vec::new(),
+        };
         let host = match cluster.pick(
-            &PickContext { hash, avoid },
+            &PickContext {
+                hash,
+                avoid,
+                exclude_priorities: &exclude,
+            },
             selection_attempts,
             ctx.downstream.original_dst.as_ref(),
         ) {
@@ -369,6 +394,10 @@ pub async fn forward(
         };
         let per_try_bound = matches!((remaining, per_try), (Some(r), Some(p)) if p < r)
             || (remaining.is_none() && per_try.is_some());
+        let request_slot = match cluster.pool.breakers().request() {
+            Ok(slot) => slot,
+            Err(_) => return (overflow(ctx, started, &cluster_name), false),
+        };
         cluster.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         host.active_requests.fetch_add(1, Ordering::Relaxed);
@@ -384,6 +413,7 @@ pub async fn forward(
             Err(()) => {
                 cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
                 host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
+                cluster.report(&host, crate::outlier::Outcome::Timeout);
                 return (
                     finish_local(
                         ctx,
@@ -409,7 +439,19 @@ pub async fn forward(
             }
             Ok(Err(SendError::RefusedStream)) => Outcome::RefusedStream,
             Ok(Err(SendError::Reset(_) | SendError::Handshake(_))) => Outcome::Reset,
+            Ok(Err(SendError::Overflow(_))) => {
+                return (overflow(ctx, started, &cluster_name), false);
+            }
         };
+        cluster.report(
+            &host,
+            match outcome {
+                Outcome::Response(status, _) => crate::outlier::Outcome::Status(status),
+                Outcome::ConnectFailure => crate::outlier::Outcome::ConnectFailed,
+                Outcome::PerTryTimeout => crate::outlier::Outcome::Timeout,
+                Outcome::RefusedStream | Outcome::Reset => crate::outlier::Outcome::Reset,
+            },
+        );
         if outcome == Outcome::PerTryTimeout {
             cluster
                 .stats
@@ -423,7 +465,14 @@ pub async fn forward(
                 .as_ref()
                 .map_or(Duration::ZERO, |p| p.backoff(attempt, fastrand::f64()));
             let past_deadline = deadline.is_some_and(|d| Instant::now() + wait >= d);
-            if !past_deadline {
+            // Envoy's retry circuit breaker (or budget): past it, the answer stands.
+            let slot = if past_deadline {
+                None
+            } else {
+                cluster.pool.breakers().retry()
+            };
+            if let Some(slot) = slot {
+                _retry_slot = Some(slot);
                 cluster.stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(cluster = %cluster_name, host = %host.target, ?outcome, attempt, "retrying");
                 tried.push(host);
@@ -459,6 +508,7 @@ pub async fn forward(
                     service_time,
                     injected,
                     downstream_upgrade,
+                    request_slot,
                 )
                 .await;
                 (resp, true)
@@ -477,6 +527,7 @@ pub async fn forward(
                     SendError::Reset(r) | SendError::Handshake(r) => {
                         (flags::UPSTREAM_RESET, format!("connection termination: {r}"))
                     }
+                    SendError::Overflow(_) => (flags::UPSTREAM_OVERFLOW, "overflow".to_string()),
                 };
                 let flag = match (retried, flag) {
                     (false, f) => f,
@@ -515,6 +566,46 @@ pub async fn forward(
             }
         };
     }
+}
+
+/// Points a request at its upstream: origin-form URI and `host` for HTTP/1.1, absolute URI
+/// (`:authority`) for HTTP/2.
+pub(crate) fn set_target(
+    parts: &mut http::request::Parts,
+    protocol: crate::pool::Protocol,
+    authority: &str,
+    path: &str,
+) {
+    match protocol {
+        crate::pool::Protocol::Http1 => {
+            parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+            parts.version = Version::HTTP_11;
+            if let Ok(v) = HeaderValue::from_str(authority) {
+                parts.headers.insert(HOST, v);
+            }
+        }
+        crate::pool::Protocol::Http2 => {
+            parts.uri =
+                Uri::try_from(format!("http://{authority}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(HOST);
+        }
+    }
+}
+
+/// A circuit breaker refused the request: Envoy's 503 with `x-envoy-overloaded`.
+fn overflow(ctx: &HttpContext, started: Instant, cluster: &str) -> Response<Body> {
+    let mut resp = finish_local(
+        ctx,
+        started,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+        flags::UPSTREAM_OVERFLOW,
+        Some(cluster),
+    );
+    resp.headers_mut()
+        .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    resp
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -599,6 +690,7 @@ async fn finish_upstream(
     service_time: Duration,
     injected: &'static str,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    request_slot: crate::breaker::Slot,
 ) -> Response<Body> {
     let status = resp.status();
     let (mut parts, incoming) = resp.into_parts();
@@ -668,6 +760,8 @@ async fn finish_upstream(
         body::incoming(incoming)
     };
     let metered = body::Metered::body(upstream_body, move |bytes| {
+        // The request is in flight (`max_requests`) until its response body is done.
+        drop(request_slot);
         state.metrics.record_request(&crate::stats::RequestRecord {
             destination: &destination,
             protocol: if grpc_status.is_some() { "grpc" } else { "http" },

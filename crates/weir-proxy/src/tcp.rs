@@ -43,6 +43,16 @@ pub async fn proxy<S>(
         return;
     };
     cluster.warmed(cluster.config.connect_timeout).await;
+    // Envoy's `max_connections` breaker: past it the connection is closed (flag UO).
+    let Ok(_connection_slot) = cluster.pool.breakers().connection() else {
+        tracing::debug!(cluster = %cluster_name, "tcp_proxy: the cluster's maximum connections are in use");
+        let labels = state
+            .metrics
+            .tcp_labels(&destination, crate::http::flags::UPSTREAM_OVERFLOW);
+        state.metrics.tcp_opened(&labels);
+        state.metrics.tcp_closed(&labels, 0, 0);
+        return;
+    };
     let mut tried = Vec::new();
     let mut upstream = None;
     for _ in 0..config.max_connect_attempts {
@@ -50,6 +60,7 @@ pub async fn proxy<S>(
             &PickContext {
                 hash: None,
                 avoid: &tried,
+                exclude_priorities: &[],
             },
             2,
             original_dst.as_ref(),
@@ -71,15 +82,9 @@ pub async fn proxy<S>(
             tracing::warn!(target = %host.target, "refusing a passthrough to this proxy's own address (it would loop)");
             return;
         }
-        match connect_with(
-            &host.target,
-            cluster.config.connect_timeout,
-            cluster.config.source_address,
-            cluster.config.tls.as_ref(),
-        )
-        .await
-        {
+        match connect_with(&host.target, cluster.pool.settings()).await {
             Ok(io) => {
+                cluster.report(&host, crate::outlier::Outcome::Status(200));
                 host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
                 cluster.pool.stats.cx_total.fetch_add(1, Ordering::Relaxed);
                 upstream = Some((io, host));
@@ -88,6 +93,7 @@ pub async fn proxy<S>(
             Err(e) => {
                 tracing::debug!(cluster = %cluster_name, error = %e, "tcp_proxy: connect failed");
                 host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+                cluster.report(&host, crate::outlier::Outcome::ConnectFailed);
                 cluster.pool.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
                 tried.push(host);
             }

@@ -14,6 +14,7 @@ use crate::convert::Target;
 use crate::endpoints::{EndpointSet, EndpointSpec, LocalityGroup};
 use crate::io::resolve_with_ttl;
 use crate::lb::{Host, HostSet, PickContext};
+use crate::outlier::{self, OutlierStats};
 use crate::pool::{Pool, Protocol};
 
 /// Counters of a cluster (Envoy's names without the `cluster.<name>.` prefix).
@@ -73,13 +74,19 @@ pub struct ClusterRuntime {
     /// The resource's version (unchanged resource → same runtime object).
     pub version: String,
     hosts: ArcSwap<HostSet>,
+    /// The endpoints the host set was built from (rebuilt when outlier detection ejects or
+    /// brings back a host).
+    endpoints: std::sync::Mutex<EndpointSet>,
+    /// Outlier-detection counters.
+    pub outlier_stats: OutlierStats,
     /// Whether endpoints have been received or resolved once.
     warmed: watch::Sender<bool>,
     /// Connections.
     pub pool: Pool,
     /// Counters.
     pub stats: ClusterStats,
-    dns: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// Background tasks (DNS refresh, outlier-detection interval), stopped with the cluster.
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for ClusterRuntime {
@@ -92,10 +99,8 @@ impl std::fmt::Debug for ClusterRuntime {
 
 impl Drop for ClusterRuntime {
     fn drop(&mut self) {
-        if let Ok(mut dns) = self.dns.lock()
-            && let Some(task) = dns.take()
-        {
-            task.abort();
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.drain(..).for_each(|t| t.abort());
         }
     }
 }
@@ -105,9 +110,13 @@ impl ClusterRuntime {
     /// background (needs a Tokio runtime), EDS endpoints arrive with [`Self::set_endpoints`].
     pub fn start(config: ClusterConfig, version: String) -> Arc<Self> {
         let pool = Pool::new(
-            config.connect_timeout,
-            config.source_address,
-            config.tls.clone(),
+            crate::io::ConnectSettings {
+                timeout: config.connect_timeout,
+                source: config.source_address,
+                tls: config.tls.clone(),
+                keepalive: config.keepalive,
+            },
+            crate::breaker::Breakers::new(config.limits),
             config.idle_timeout,
             config.max_requests_per_connection,
         );
@@ -117,7 +126,9 @@ impl ClusterRuntime {
             warmed: watch::channel(warm).0,
             pool,
             stats: ClusterStats::default(),
-            dns: std::sync::Mutex::new(None),
+            endpoints: std::sync::Mutex::new(EndpointSet::default()),
+            outlier_stats: OutlierStats::default(),
+            tasks: std::sync::Mutex::new(Vec::new()),
             version,
             config,
         });
@@ -140,28 +151,126 @@ impl ClusterRuntime {
                     },
                     *family,
                 ));
-                if let Ok(mut dns) = runtime.dns.lock() {
-                    *dns = Some(task.abort_handle());
-                }
+                runtime.add_task(task.abort_handle());
             }
             _ => {}
+        }
+        if let Some(config) = &runtime.config.outlier {
+            let task = tokio::spawn(outlier_intervals(Arc::downgrade(&runtime), config.interval));
+            runtime.add_task(task.abort_handle());
         }
         runtime
     }
 
+    fn add_task(&self, task: tokio::task::AbortHandle) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
     /// Replaces the endpoints (EDS, DNS); routes and listeners are untouched.
     pub fn set_endpoints(&self, set: &EndpointSet) {
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *endpoints = set.clone();
+        self.rebuild(&endpoints);
+        drop(endpoints);
+        self.stats.update_success.fetch_add(1, Ordering::Relaxed);
+        self.warmed.send_replace(true);
+    }
+
+    /// Builds the host set again from `endpoints` (hosts carry over with their state).
+    fn rebuild(&self, endpoints: &EndpointSet) {
         let previous = self.hosts.load();
         let next = HostSet::build(
-            set,
+            endpoints,
             self.config.lb,
             self.config.panic_threshold,
             self.config.locality_weighted,
             Some(&previous),
         );
+        let ejected = next.hosts.iter().filter(|h| h.outlier.is_ejected()).count();
+        self.outlier_stats
+            .ejections_active
+            .store(ejected as u64, Ordering::Relaxed);
         self.hosts.store(Arc::new(next));
-        self.stats.update_success.fetch_add(1, Ordering::Relaxed);
-        self.warmed.send_replace(true);
+    }
+
+    /// Reports an attempt's outcome for outlier detection (a no-op without it).
+    pub fn report(&self, host: &Arc<Host>, outcome: outlier::Outcome) {
+        let Some(config) = &self.config.outlier else {
+            return;
+        };
+        if let Some(reason) = host.outlier.record(config, outcome) {
+            self.eject(host, reason);
+        }
+    }
+
+    /// Ejects a host if the reason is enforced and the ejection limit allows.
+    fn eject(&self, host: &Arc<Host>, reason: outlier::Reason) {
+        let Some(config) = &self.config.outlier else {
+            return;
+        };
+        if host.outlier.is_ejected() || !outlier::enforced(config, reason) {
+            return;
+        }
+        let endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hosts = self.hosts.load();
+        if !hosts.hosts.iter().any(|h| Arc::ptr_eq(h, host)) {
+            return;
+        }
+        let ejected = hosts.hosts.iter().filter(|h| h.outlier.is_ejected()).count();
+        if ejected >= outlier::ejection_limit(config, hosts.hosts.len()) {
+            self.outlier_stats
+                .ejections_overflow
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let length = host.outlier.eject(config, std::time::Instant::now());
+        self.outlier_stats.enforced(reason);
+        tracing::info!(cluster = %self.config.name, host = %host.target, ?reason, ?length, "outlier detection ejected a host");
+        self.rebuild(&endpoints);
+    }
+
+    /// One outlier-detection interval: ejected hosts whose time is up come back, rates are
+    /// judged and the interval's counts start again.
+    fn outlier_interval(&self) {
+        let Some(config) = &self.config.outlier else {
+            return;
+        };
+        let hosts = self.hosts.load_full();
+        let now = std::time::Instant::now();
+        let mut returned = false;
+        for h in &hosts.hosts {
+            if h.outlier.review(now) {
+                tracing::info!(cluster = %self.config.name, host = %h.target, "outlier detection brought a host back");
+                returned = true;
+            }
+        }
+        if returned {
+            let endpoints = self
+                .endpoints
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.rebuild(&endpoints);
+        }
+        let intervals: Vec<[(u64, u64); 2]> = hosts.hosts.iter().map(|h| h.outlier.take_interval()).collect();
+        for local in [false, true] {
+            if local && !config.split {
+                break;
+            }
+            let counts: Vec<(u64, u64)> = intervals.iter().map(|i| i[usize::from(local)]).collect();
+            for (i, reason) in outlier::judge_rates(config, &counts, local) {
+                if let Some(h) = hosts.hosts.get(i) {
+                    self.eject(h, reason);
+                }
+            }
+        }
     }
 
     /// The current hosts.
@@ -213,6 +322,16 @@ impl ClusterRuntime {
             UpstreamProtocol::Downstream if downstream_http2 => Protocol::Http2,
             UpstreamProtocol::Downstream => Protocol::Http1,
         }
+    }
+}
+
+/// Runs outlier-detection intervals while the cluster exists.
+async fn outlier_intervals(cluster: Weak<ClusterRuntime>, interval: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        ticks.tick().await;
+        let Some(c) = cluster.upgrade() else { return };
+        c.outlier_interval();
     }
 }
 

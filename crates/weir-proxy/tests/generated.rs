@@ -21,10 +21,6 @@ const KNOWN_GAPS: &[&str] = &[
     // data in the scenarios' Secrets (Envoy refuses both too).
     "No such file or directory",
     "is not valid PEM",
-    // Resilience (outlier detection, finite circuit breakers, mirroring).
-    "outlier_detection",
-    "circuit breaker",
-    "request_mirror_policies",
 ];
 
 fn load(dir: &Path) -> Model {

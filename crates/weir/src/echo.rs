@@ -3,7 +3,9 @@
 //! `/status/<code>` answers with that status, `/delay/<ms>` waits first, `/flaky/<key>/<n>`
 //! answers 503 to the first `n` requests for `key` and 200 afterwards, a request with `Upgrade` is
 //! switched (101) and its bytes echoed back, and the headers
-//! `x-echo-status` / `x-echo-delay-ms` do the same as the first two on any path.
+//! `x-echo-status` / `x-echo-delay-ms` do the same as the first two on any path. `--status`
+//! changes the answer to everything else (a failing instance), and `GET /__requests` lists
+//! the requests received (method, authority, path), newest last.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,6 +31,9 @@ pub struct Args {
     /// The name this backend reports (e.g. `reviews-v2`).
     #[arg(long, default_value = "echo")]
     name: String,
+    /// The status of answers that ask for nothing else (e.g. 500 for a failing instance).
+    #[arg(long, value_name = "CODE", default_value_t = 200, value_parser = clap::value_parser!(u16).range(200..600))]
+    status: u16,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<String>,
@@ -74,7 +79,50 @@ fn flaky(path: &str) -> Option<StatusCode> {
     })
 }
 
-fn control(req: &Request<Incoming>) -> (StatusCode, Duration) {
+/// What one backend is and has seen.
+struct Backend {
+    name: String,
+    status: StatusCode,
+    seen: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
+}
+
+/// Requests kept for `/__requests`.
+const SEEN_LIMIT: usize = 1000;
+
+impl Backend {
+    fn record(&self, req: &Request<Incoming>) {
+        let authority = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(hyper::http::uri::Authority::as_str))
+            .unwrap_or_default();
+        let entry =
+            json!({"method": req.method().as_str(), "authority": authority, "path": req.uri().path()});
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() == SEEN_LIMIT {
+                seen.pop_front();
+            }
+            seen.push_back(entry);
+        }
+    }
+
+    fn seen(&self) -> Response<Full<Bytes>> {
+        let list: Vec<serde_json::Value> = self
+            .seen
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut resp = Response::new(Full::new(Bytes::from(json!(list).to_string())));
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
+fn control(req: &Request<Incoming>, default_status: StatusCode) -> (StatusCode, Duration) {
     if let Some(status) = flaky(req.uri().path()) {
         return (status, Duration::ZERO);
     }
@@ -93,7 +141,7 @@ fn control(req: &Request<Incoming>) -> (StatusCode, Duration) {
     }
     .and_then(|c| u16::try_from(c).ok())
     .and_then(|c| StatusCode::from_u16(c).ok())
-    .unwrap_or(StatusCode::OK);
+    .unwrap_or(default_status);
     let delay = match (first, path_number) {
         ("delay", Some(ms)) => Some(ms),
         _ => header("x-echo-delay-ms"),
@@ -130,14 +178,19 @@ fn upgrade(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 async fn answer(
-    name: String,
+    backend: std::sync::Arc<Backend>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.headers().contains_key(hyper::header::UPGRADE) {
-        return Ok(upgrade(&name, req));
+    if req.uri().path() == "/__requests" {
+        return Ok(backend.seen());
     }
-    let (status, delay) = control(&req);
+    backend.record(&req);
+    let name = &backend.name;
+    if req.headers().contains_key(hyper::header::UPGRADE) {
+        return Ok(upgrade(name, req));
+    }
+    let (status, delay) = control(&req, backend.status);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -175,7 +228,7 @@ async fn answer(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&name) {
+    if let Ok(v) = hyper::header::HeaderValue::from_str(name) {
         resp.headers_mut().insert("x-echo-server", v);
     }
     Ok(resp)
@@ -205,6 +258,11 @@ pub fn run(args: &Args) -> ExitCode {
         },
         _ => None,
     };
+    let backend = std::sync::Arc::new(Backend {
+        name: args.name.clone(),
+        status: StatusCode::from_u16(args.status).unwrap_or(StatusCode::OK),
+        seen: std::sync::Mutex::default(),
+    });
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
@@ -220,14 +278,14 @@ pub fn run(args: &Args) -> ExitCode {
             match tokio::net::UnixListener::bind(path) {
                 Ok(unix) => {
                     println!("weir echo: {} listening on unix:{path}", args.name);
-                    let name = args.name.clone();
+                    let backend = backend.clone();
                     tokio::spawn(async move {
                         let peer = SocketAddr::from(([0, 0, 0, 0], 0));
                         loop {
                             let Ok((stream, _)) = unix.accept().await else { continue };
-                            let name = name.clone();
+                            let backend = backend.clone();
                             tokio::spawn(async move {
-                                let service = service_fn(move |req| answer(name.clone(), peer, req));
+                                let service = service_fn(move |req| answer(backend.clone(), peer, req));
                                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                                     .await;
@@ -245,10 +303,10 @@ pub fn run(args: &Args) -> ExitCode {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
-                    let name = args.name.clone();
+                    let backend = backend.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| answer(name.clone(), peer, req));
+                        let service = service_fn(move |req| answer(backend.clone(), peer, req));
                         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         match tls {
                             None => {

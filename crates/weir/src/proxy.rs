@@ -24,6 +24,10 @@ pub struct Args {
         default_value = "sidecar~127.0.0.1~weir-proxy.default~default.svc.cluster.local"
     )]
     node: String,
+    /// The proxy's locality, `region[/zone[/subzone]]` (sent as the node's locality; locality
+    /// load balancing and failover are computed from it).
+    #[arg(long, value_name = "LOCALITY")]
+    locality: Option<String>,
     /// An Envoy v3 bootstrap (YAML or JSON): static listeners and clusters, and/or
     /// `dynamic_resources` pointing at an ADS server.
     #[arg(long, value_name = "FILE")]
@@ -80,6 +84,16 @@ pub fn node(id: &str, labels: &[(String, String)]) -> Node {
         cluster: namespace,
         metadata: Some(metadata),
         ..Default::default()
+    }
+}
+
+/// A node locality from `region/zone/subzone`.
+pub fn locality(text: &str) -> envoy_types::pb::envoy::config::core::v3::Locality {
+    let mut parts = text.splitn(3, '/').map(str::to_string);
+    envoy_types::pb::envoy::config::core::v3::Locality {
+        region: parts.next().unwrap_or_default(),
+        zone: parts.next().unwrap_or_default(),
+        sub_zone: parts.next().unwrap_or_default(),
     }
 }
 
@@ -191,10 +205,13 @@ pub fn run(args: &Args) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let node = match &bootstrap {
+        let mut node = match &bootstrap {
             Some(b) if !b.node.id.is_empty() => b.node.clone(),
             _ => node(&args.node, &[]),
         };
+        if let Some(l) = &args.locality {
+            node.locality = Some(locality(l));
+        }
         let options = ProxyOptions {
             discovery: args
                 .discovery

@@ -125,11 +125,11 @@ fn a_resource_the_proxy_cannot_honour_is_nacked_and_the_rest_applies() {
         http_service("guarded.test", 80, "guarded", &[("v1", a2)]),
     )
     .unwrap();
-    // Outlier detection is not honoured by the proxy yet: its cluster must be refused, not
-    // served without it.
+    // TLS origination with a CA file this machine does not have: the cluster must be refused,
+    // not served without verification.
     std::fs::write(
         dir.join("dr.yaml"),
-        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: guarded}\nspec:\n  host: guarded.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s}\n",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: guarded}\nspec:\n  host: guarded.test\n  trafficPolicy:\n    tls: {mode: SIMPLE, caCertificates: /nonexistent/weir-test-ca.pem}\n",
     )
     .unwrap();
     let port = free_port();
@@ -148,7 +148,7 @@ fn a_resource_the_proxy_cannot_honour_is_nacked_and_the_rest_applies() {
         .direct(monitoring, "GET", "/debug/rejections", &[], "")
         .body;
     assert!(
-        rejections.contains("outlier_detection is not supported")
+        rejections.contains("/nonexistent/weir-test-ca.pem")
             && rejections.contains("outbound|80||guarded.test"),
         "{rejections}"
     );

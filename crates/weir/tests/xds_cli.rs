@@ -126,7 +126,7 @@ fn config_dump_warns_about_what_weirs_proxy_would_refuse() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("svc.yaml"),
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a}\nspec:\n  hosts: [a.test]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec:\n  host: a.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 2}\n",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a}\nspec:\n  hosts: [a.test]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec:\n  host: a.test\n  trafficPolicy:\n    tls: {mode: SIMPLE, caCertificates: /nonexistent/weir-cli-ca.pem}\n",
     )
     .unwrap();
     let out = run(&[
@@ -141,9 +141,8 @@ fn config_dump_warns_about_what_weirs_proxy_would_refuse() {
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(
-            "Weir's proxy would refuse cluster \"outbound|80||a.test\": outlier_detection is not supported"
-        ),
+        err.contains("Weir's proxy would refuse cluster \"outbound|80||a.test\": TLS: ")
+            && err.contains("/nonexistent/weir-cli-ca.pem"),
         "{err}"
     );
     // Proxyless gRPC clients are not Weir's proxy: nothing to say for them.

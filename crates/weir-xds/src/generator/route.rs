@@ -17,6 +17,7 @@ use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay,
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy as EnvoyCors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{FaultAbort, HttpFault, fault_abort};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatchAndSubstitute, StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::Any;
 use weir_api::Resource;
@@ -827,6 +828,16 @@ pub fn retry_policy(r: &HttpRetry, grpc: bool) -> Option<RetryPolicy> {
             ))),
         }];
         policy.host_selection_retry_max_attempts = 5;
+    }
+    if !grpc && r.retry_remote_localities == Some(true) {
+        // Istio: retries move on to the priorities (localities) not yet tried, re-evaluated
+        // every two attempts.
+        policy.retry_priority = Some(retry_policy::RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".into(),
+            config_type: Some(retry_policy::retry_priority::ConfigType::TypedConfig(any(
+                &PreviousPrioritiesConfig { update_frequency: 2 },
+            ))),
+        });
     }
     Some(policy)
 }

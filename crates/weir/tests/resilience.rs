@@ -1,0 +1,317 @@
+//! Resilience end to end, as Istio's tasks show it, with `weir echo` backends: circuit
+//! breaking (overflow answered 503 with `x-envoy-overloaded`), outlier detection (a failing
+//! instance ejected, then back), mirroring (the mirror sees the traffic, the client never its
+//! answers), fault injection for one user and for a share of requests, and locality failover.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::{
+    Client, Mesh, Proc, address_in, echo, eventually, folder, free_port, http_service, wait_ready,
+};
+
+/// A `weir echo` answering `status` to everything.
+fn failing_echo(name: &str, status: u16) -> (Proc, SocketAddr) {
+    let status = status.to_string();
+    let p = Proc::weir(
+        &format!("echo {name}"),
+        &[
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--status",
+            &status,
+        ],
+    );
+    let address = address_in(
+        &p.wait_line("listening on", Duration::from_secs(10)),
+        "listening on ",
+    );
+    (p, address)
+}
+
+fn stat(mesh: &Mesh, name: &str) -> u64 {
+    let stats = mesh.admin("/stats").body;
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /stats:\n{stats}"))
+}
+
+#[test]
+fn concurrent_load_beyond_the_connection_pool_is_answered_503_overflow() {
+    let (_e, a) = echo("pool");
+    let svc = http_service("pool.test", 80, "pool", &[("v1", a)]);
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: pool}\nspec:\n  host: pool.test\n  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n";
+    let mesh = Mesh::start("breaker", &[("svc.yaml", &svc), ("dr.yaml", dr)], &[]);
+    let proxy = mesh.proxy;
+    let slow = move || {
+        Client::new().via_proxy(
+            proxy,
+            "GET",
+            "http://pool.test/",
+            &[("x-echo-delay-ms", "600")],
+            "",
+        )
+    };
+    // One request holds the only connection; while it is in flight one more may wait for it,
+    // and the rest overflow at once.
+    let first = std::thread::spawn(slow);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let others: Vec<_> = (0..5).map(|_| std::thread::spawn(slow)).collect();
+    let others: Vec<_> = others.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(first.join().unwrap().status, 200);
+    let overflowed: Vec<_> = others.iter().filter(|r| r.status == 503).collect();
+    let served = others.iter().filter(|r| r.status == 200).count();
+    assert_eq!((served, overflowed.len()), (1, 4), "{others:#?}");
+    for r in &overflowed {
+        assert_eq!(r.header("x-envoy-overloaded"), Some("true"), "{r:?}");
+        assert!(r.body.contains("reset reason: overflow"), "{r:?}");
+        assert!(
+            r.elapsed < Duration::from_millis(400),
+            "overflow is immediate: {r:?}"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "the pending request waited"
+    );
+    assert_eq!(
+        stat(
+            &mesh,
+            "cluster.outbound|80||pool.test.upstream_rq_pending_overflow"
+        ),
+        4
+    );
+    let clusters = mesh.admin("/clusters").body;
+    assert!(
+        clusters.contains("outbound|80||pool.test::default_priority::max_connections::1\n"),
+        "{clusters}"
+    );
+    // With the load gone, requests flow again.
+    assert_eq!(mesh.get("http://pool.test/", &[]).status, 200);
+}
+
+#[test]
+fn outlier_detection_ejects_the_failing_instance_and_lets_it_back_after_its_time() {
+    let (_a, a) = echo("good-a");
+    let (_b, b) = echo("good-b");
+    let (_c, bad) = failing_echo("bad", 500);
+    let svc = http_service("od.test", 80, "od", &[("a", a), ("b", b), ("bad", bad)]);
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: od}\nspec:\n  host: od.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 3s, maxEjectionPercent: 100}\n";
+    let mesh = Mesh::start("outlier", &[("svc.yaml", &svc), ("dr.yaml", dr)], &[]);
+    let mut failures = 0;
+    for _ in 0..30 {
+        let r = mesh.get("http://od.test/", &[]);
+        if r.status == 500 {
+            assert_eq!(r.server(), Some("bad"));
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 3, "three consecutive 5xx eject the instance");
+    let ejected_at = Instant::now();
+    let clusters = mesh.admin("/clusters").body;
+    let flag = format!("outbound|80||od.test::{bad}::health_flags::/failed_outlier_check");
+    assert!(clusters.contains(&flag), "{clusters}");
+    assert_eq!(
+        stat(
+            &mesh,
+            "cluster.outbound|80||od.test.outlier_detection.ejections_enforced_consecutive_5xx"
+        ),
+        1
+    );
+    assert_eq!(
+        stat(
+            &mesh,
+            "cluster.outbound|80||od.test.outlier_detection.ejections_active"
+        ),
+        1
+    );
+    // While ejected, the others take everything.
+    while ejected_at.elapsed() < Duration::from_secs(2) {
+        let r = mesh.get("http://od.test/", &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    // After the ejection time (reviewed at the next interval) it is tried again.
+    mesh.eventually("the ejected instance is back", || {
+        (0..6).any(|_| mesh.get("http://od.test/", &[]).server() == Some("bad"))
+    });
+    assert!(ejected_at.elapsed() >= Duration::from_secs(3));
+}
+
+fn mirror_config() -> String {
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: main}\nspec:\n  hosts: [main.test]\n  http:\n  - match: [{uri: {prefix: /half}}]\n    route: [{destination: {host: main.test}}]\n    mirror: {host: shadow.test}\n    mirrorPercentage: {value: 50}\n  - route: [{destination: {host: main.test}}]\n    mirror: {host: shadow.test}\n    mirrorPercentage: {value: 100}\n";
+    vs.to_string()
+}
+
+#[test]
+fn mirrored_traffic_reaches_the_mirror_and_its_answers_never_reach_the_client() {
+    let (_m, main) = echo("main");
+    let (_s, shadow) = failing_echo("shadow", 500);
+    let svc = format!(
+        "{}---\n{}",
+        http_service("main.test", 80, "main", &[("v1", main)]),
+        http_service("shadow.test", 80, "shadow", &[("v1", shadow)])
+    );
+    let mesh = Mesh::start(
+        "mirror",
+        &[("svc.yaml", &svc), ("vs.yaml", &mirror_config())],
+        &[],
+    );
+    let client = Client::new();
+    for i in 0..10 {
+        let body = format!("payload-{i}");
+        let r = client.via_proxy(mesh.proxy, "POST", "http://main.test/orders", &[], &body);
+        assert_eq!((r.status, r.server()), (200, Some("main")), "{r:?}");
+        assert_eq!(r.json()["body_bytes"], body.len());
+    }
+    let seen = || -> Vec<serde_json::Value> {
+        client
+            .direct(shadow, "GET", "/__requests", &[], "")
+            .json()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    eventually("the mirror saw all ten", Duration::from_secs(10), &mut || {
+        seen().len() == 10
+    });
+    for r in seen() {
+        assert_eq!(r["authority"], "main.test-shadow", "{r}");
+        assert_eq!(
+            (r["method"].as_str(), r["path"].as_str()),
+            (Some("POST"), Some("/orders"))
+        );
+    }
+    // 50%: a binomial(200, 0.5) count, within ±4.2 standard deviations.
+    for _ in 0..200 {
+        assert_eq!(mesh.get("http://main.test/half", &[]).status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let half = seen().iter().filter(|r| r["path"] == "/half").count();
+    assert!((70..=130).contains(&half), "{half} of 200 mirrored");
+    // The mirror down: the client does not notice.
+    drop(_s);
+    for _ in 0..5 {
+        assert_eq!(mesh.get("http://main.test/", &[]).status, 200);
+    }
+}
+
+#[test]
+fn faults_delay_one_user_and_abort_a_share_of_requests() {
+    let (_e, a) = echo("ratings");
+    let svc = http_service("ratings.test", 80, "ratings", &[("v1", a)]);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings}\nspec:\n  hosts: [ratings.test]\n  http:\n  - match: [{headers: {end-user: {exact: jason}}}]\n    fault: {delay: {fixedDelay: 0.7s, percentage: {value: 100}}}\n    route: [{destination: {host: ratings.test}}]\n  - match: [{uri: {prefix: /half}}]\n    fault: {abort: {httpStatus: 500, percentage: {value: 50}}}\n    route: [{destination: {host: ratings.test}}]\n  - route: [{destination: {host: ratings.test}}]\n";
+    let mesh = Mesh::start("faults", &[("svc.yaml", &svc), ("vs.yaml", vs)], &[]);
+    let jason = mesh.get("http://ratings.test/", &[("end-user", "jason")]);
+    assert_eq!(jason.status, 200);
+    assert!(jason.elapsed >= Duration::from_millis(700), "{jason:?}");
+    let other = mesh.get("http://ratings.test/", &[("end-user", "alice")]);
+    assert!(other.elapsed < Duration::from_millis(500), "{other:?}");
+    let n = 400;
+    let aborted = (0..n)
+        .filter(|_| {
+            let r = mesh.get("http://ratings.test/half", &[]);
+            assert!(matches!(r.status, 200 | 500), "{r:?}");
+            r.status == 500 && r.body == "fault filter abort"
+        })
+        .count();
+    // binomial(400, 0.5): mean 200, standard deviation 10.
+    assert!((160..=240).contains(&aborted), "{aborted} of {n} aborted");
+}
+
+#[test]
+fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_fails() {
+    let (mut east_proc, east) = echo("us-east");
+    let (_w, west) = echo("us-west");
+    let (_eu, eu) = echo("eu-central");
+    let dir = folder("failover");
+    let mut svc = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: geo}\nspec:\n  hosts: [geo.test]\n  location: MESH_INTERNAL\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  workloadSelector: {labels: {app: geo}}\n".to_string();
+    for (name, address, locality) in [
+        ("east", east, "us-east/zone-a"),
+        ("west", west, "us-west/zone-a"),
+        ("eu", eu, "eu-central/zone-a"),
+    ] {
+        svc.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}}}\nspec:\n  address: {ip}\n  ports: {{http: {port}}}\n  labels: {{app: geo}}\n  locality: {locality}\n",
+            ip = address.ip(),
+            port = address.port()
+        ));
+    }
+    std::fs::write(dir.join("svc.yaml"), svc).unwrap();
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: geo}\nspec:\n  host: geo.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        enabled: true\n        failover: [{from: us-east, to: us-west}]\n";
+    std::fs::write(dir.join("dr.yaml"), dr).unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let cp = Proc::weir(
+        "discovery",
+        &[
+            "discovery",
+            "--config",
+            dir.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--monitoring",
+            "127.0.0.1:0",
+        ],
+    );
+    cp.wait_line("serving ADS on", Duration::from_secs(20));
+    let p = Proc::weir(
+        "proxy",
+        &[
+            "proxy",
+            "--local",
+            "--discovery",
+            &listen,
+            "--node",
+            "sidecar~192.0.2.20~client.default~default.svc.cluster.local",
+            "--locality",
+            "us-east/zone-a",
+            "--admin",
+            "127.0.0.1:0",
+            "--http-proxy",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = address_in(&p.wait_line("admin on", Duration::from_secs(20)), "admin on ");
+    let http = address_in(
+        &p.wait_line("HTTP proxy on", Duration::from_secs(20)),
+        "HTTP proxy on ",
+    );
+    let client = Client::new();
+    wait_ready(&client, admin);
+    let server = || {
+        client
+            .via_proxy(http, "GET", "http://geo.test/", &[], "")
+            .server()
+            .map(str::to_string)
+    };
+    for _ in 0..20 {
+        assert_eq!(
+            server().as_deref(),
+            Some("us-east"),
+            "the local locality takes everything"
+        );
+    }
+    east_proc.kill();
+    // The first failure ejects the local instance; the retry and everything after go to the
+    // failover region, never to the farther one.
+    for _ in 0..20 {
+        assert_eq!(server().as_deref(), Some("us-west"));
+    }
+    let clusters = client.direct(admin, "GET", "/clusters", &[], "").body;
+    assert!(
+        clusters.contains(&format!(
+            "outbound|80||geo.test::{east}::health_flags::/failed_outlier_check"
+        )),
+        "{clusters}"
+    );
+}

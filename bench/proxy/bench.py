@@ -27,6 +27,30 @@ WEIR = ROOT / "target/release/weir"
 LOADGEN = ROOT / "target/release/examples/loadgen"
 BACKEND, NGINX, HAPROXY, WEIR_PORT, WEIR_ADMIN = 19000, 19001, 19002, 19003, 19004
 
+# The resilience machinery on the hot path (issue: "within 5% of the plain route"): the same
+# route with a retry policy and a timeout, to a cluster with outlier detection and circuit
+# breakers, as Istio generates them for a VirtualService with `retries`/`timeout` and a
+# DestinationRule with `outlierDetection`/`connectionPool`.
+RESILIENT_ROUTE = """
+                  retry_policy:
+                    retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                    num_retries: 2
+                    retriable_status_codes: [503]
+                    per_try_timeout: 5s
+                    retry_host_predicate:
+                    - name: envoy.retry_host_predicates.previous_hosts
+                      typed_config: {"@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}
+                    host_selection_retry_max_attempts: 5"""
+RESILIENT_CLUSTER = """
+    circuit_breakers:
+      thresholds: [{max_connections: 10000, max_pending_requests: 10000, max_requests: 10000, max_retries: 100}]
+    outlier_detection:
+      consecutive_5xx: 5
+      interval: 10s
+      base_ejection_time: 30s
+      max_ejection_percent: 100
+      enforcing_success_rate: 0"""
+
 
 def wait_port(port, timeout=10.0):
     import socket
@@ -118,8 +142,10 @@ backend b
     return p, lambda: [p.pid]
 
 
-def start_weir(tmp):
+def start_weir(tmp, resilient=False):
     conf = tmp / "weir.yaml"
+    route_extra = RESILIENT_ROUTE if resilient else ""
+    cluster_extra = RESILIENT_CLUSTER if resilient else ""
     conf.write_text(f"""
 static_resources:
   listeners:
@@ -137,7 +163,9 @@ static_resources:
               domains: ["*"]
               routes:
               - match: {{prefix: /}}
-                route: {{cluster: backend, timeout: 15s}}
+                route:
+                  cluster: backend
+                  timeout: 15s{route_extra}
           http_filters:
           - name: envoy.filters.http.router
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
@@ -149,7 +177,7 @@ static_resources:
       cluster_name: backend
       endpoints:
       - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {BACKEND}}}}}}}
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {BACKEND}}}}}}}{cluster_extra}
 """)
     p = subprocess.Popen([str(WEIR), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{WEIR_ADMIN}", "--workers", "1"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "WEIR_LOG": "warn"})
@@ -202,11 +230,14 @@ def main():
         rows = []
         direct = measure("direct", BACKEND, None, args, None)
         rows.append(direct)
-        for name, port, start in [("nginx", NGINX, start_nginx), ("haproxy", HAPROXY, start_haproxy), ("weir", WEIR_PORT, start_weir)]:
+        targets = [("nginx", NGINX, start_nginx), ("haproxy", HAPROXY, start_haproxy),
+                   ("weir", WEIR_PORT, start_weir),
+                   ("weir+res", WEIR_PORT, lambda tmp: start_weir(tmp, resilient=True))]
+        for name, port, start in targets:
             p, pids = start(tmp)
             procs.append(p)
             rows.append(measure(name, port, pids, args, direct))
-            p.send_signal(signal.SIGTERM if name != "weir" else signal.SIGINT)
+            p.send_signal(signal.SIGTERM if not name.startswith("weir") else signal.SIGINT)
             p.wait(timeout=10)
         print(f"\n{args.rate:.0f} req/s over {args.connections} connections for {args.seconds:.0f}s (added latency over direct); "
               f"saturation with {args.saturate_connections} connections; one worker per proxy; {os.cpu_count()} cores shared with the load generator\n")
@@ -216,6 +247,11 @@ def main():
             fmt = lambda v, spec: format(v, spec) if v is not None else "-"
             print(f"{r['target']:<8} {r['added_p50_us']:>8} {r['added_p90_us']:>8} {r['added_p99_us']:>8} {f['p99_us']:>8} {s['rps']:>11.0f} "
                   f"{fmt(r['cpu_s_per_10k'], '10.3f'):>10} {fmt(r['idle_rss_mb'], '8.1f'):>8} {fmt(r['peak_rss_mb'], '8.1f'):>8} {f['errors'] + s['errors']:>7}")
+        plain = next(r for r in rows if r["target"] == "weir")
+        res = next(r for r in rows if r["target"] == "weir+res")
+        print(f"\nresilience overhead (weir+res vs weir): CPU/10k {100 * (res['cpu_s_per_10k'] / plain['cpu_s_per_10k'] - 1):+.1f}%, "
+              f"req/s {100 * (res['saturation']['rps'] / plain['saturation']['rps'] - 1):+.1f}%, "
+              f"p99 {res['fixed_rate']['p99_us'] - plain['fixed_rate']['p99_us']:+d} µs")
         out = ROOT / "bench/out"
         out.mkdir(parents=True, exist_ok=True)
         (out / "proxy.json").write_text(json.dumps(rows, indent=2))

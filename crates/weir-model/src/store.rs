@@ -88,9 +88,23 @@ pub struct StoredObject {
     pub origin: Origin,
     /// Validation warnings (the object was accepted with them).
     pub warnings: Vec<Finding>,
+    /// Health reported by a readiness probe (a WorkloadEntry's `Healthy` condition in Istio);
+    /// `None` until a probe reports.
+    pub health: Option<bool>,
 }
 
+/// Istio's annotation that puts a WorkloadEntry under health checks: it takes traffic only
+/// once a probe has reported it healthy.
+pub const HEALTH_CHECKS_ANNOTATION: &str = "proxy.istio.io/health-checks-enabled";
+
 impl StoredObject {
+    /// Whether this object is under health checks (the annotation is `"true"`).
+    pub fn health_checked(&self) -> bool {
+        self.annotations()
+            .get(HEALTH_CHECKS_ANNOTATION)
+            .is_some_and(|v| v == "true")
+    }
+
     /// Labels from metadata.
     pub fn labels(&self) -> &weir_api::types::Labels {
         use weir_api::types::OrEmpty;
@@ -299,6 +313,19 @@ impl ConfigStore {
         self.apply_batch(vec![(file.to_path_buf(), Some(contents))])
     }
 
+    /// Records the health a probe reported for `key`; a change when it differs from what was
+    /// known (and the object exists).
+    pub fn set_health(&mut self, key: &ObjectKey, healthy: bool) -> Vec<Change> {
+        match self.objects.get_mut(key) {
+            Some(o) if o.health != Some(healthy) => {
+                o.health = Some(healthy);
+                self.revision += 1;
+                vec![Change::Updated(key.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Forgets everything `file` defined (the file was deleted).
     pub fn remove_file(&mut self, file: &Path) -> Vec<Change> {
         self.apply_batch(vec![(file.to_path_buf(), None)])
@@ -398,6 +425,7 @@ impl ConfigStore {
                     resource: def.resource,
                     origin,
                     warnings: def.warnings,
+                    health: None,
                 };
                 self.objects.insert(key.clone(), stored);
                 Some(Change::Added(key))

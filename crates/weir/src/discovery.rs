@@ -62,6 +62,8 @@ pub fn run(args: &Args) -> ExitCode {
         std::thread::spawn(move || watch_loop(&source, &watch, &server, &|| {}));
     }
     runtime.block_on(async move {
+        // Readiness probes of health-checked WorkloadEntries.
+        tokio::spawn(crate::health::run(server.clone()));
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
             Err(e) => {

@@ -5,6 +5,7 @@ mod describe;
 mod discovery;
 mod echo;
 mod files;
+mod health;
 mod load;
 mod logging;
 mod monitoring;

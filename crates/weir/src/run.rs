@@ -168,6 +168,8 @@ pub fn run(args: &Args) -> ExitCode {
         });
     }
     runtime.block_on(async move {
+        // Readiness probes of health-checked WorkloadEntries.
+        tokio::spawn(crate::health::run(server.clone()));
         let listener = match tokio::net::TcpListener::bind(args.discovery).await {
             Ok(l) => l,
             Err(e) => {

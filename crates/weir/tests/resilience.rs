@@ -315,3 +315,65 @@ fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_f
         "{clusters}"
     );
 }
+
+#[test]
+fn workload_entries_under_health_checks_take_traffic_only_while_their_probe_passes() {
+    let (_a, a) = echo("probed-http");
+    let (_b, b) = echo("probed-exec");
+    let flag = folder("health-flag").join("ready");
+    let group = |name: &str, probe: &str| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {{name: {name}}}\nspec:\n  metadata: {{labels: {{app: hc}}}}\n  template: {{ports: {{http: 80}}}}\n  probe:\n    periodSeconds: 1\n    failureThreshold: 1\n    {probe}\n"
+        )
+    };
+    let entry = |name: &str, address: SocketAddr| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  annotations: {{proxy.istio.io/health-checks-enabled: \"true\", istio.io/autoRegistrationGroup: {name}}}\nspec:\n  address: {ip}\n  ports: {{http: {port}}}\n  labels: {{app: hc}}\n",
+            ip = address.ip(),
+            port = address.port()
+        )
+    };
+    let config = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: hc}}\nspec:\n  hosts: [hc.test]\n  location: MESH_INTERNAL\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  workloadSelector: {{labels: {{app: hc}}}}\n{}{}{}{}",
+        entry("http-probed", a),
+        group(
+            "http-probed",
+            &format!("httpGet: {{path: /status/204, port: {}}}", a.port())
+        ),
+        entry("exec-probed", b),
+        group(
+            "exec-probed",
+            &format!("exec: {{command: [test, -e, {}]}}", flag.display())
+        ),
+    );
+    let mesh = Mesh::start("health", &[("svc.yaml", &config)], &[]);
+    let servers = |n: usize| -> std::collections::BTreeSet<String> {
+        (0..n)
+            .filter_map(|_| mesh.get("http://hc.test/", &[]).server().map(str::to_string))
+            .collect()
+    };
+    // The HTTP probe passes; the exec probe's file does not exist yet.
+    mesh.eventually("the HTTP-probed entry takes traffic", || {
+        servers(4).contains("probed-http")
+    });
+    assert_eq!(
+        servers(20),
+        ["probed-http".to_string()].into(),
+        "the failing entry takes none"
+    );
+    let clusters = mesh.admin("/clusters").body;
+    assert!(
+        clusters.contains(&format!(
+            "outbound|80||hc.test::{b}::health_flags::/failed_eds_health"
+        )),
+        "{clusters}"
+    );
+    std::fs::write(&flag, "").unwrap();
+    mesh.eventually("the exec-probed entry takes traffic once ready", || {
+        servers(8).contains("probed-exec")
+    });
+    std::fs::remove_file(&flag).unwrap();
+    mesh.eventually("the exec-probed entry is drained again", || {
+        servers(20) == ["probed-http".to_string()].into()
+    });
+}

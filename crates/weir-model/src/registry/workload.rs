@@ -122,7 +122,9 @@ pub fn from_object(stored: &StoredObject) -> Option<Workload> {
                 network: spec.network.clone().filter(|n| !n.is_empty()),
                 weight: spec.weight.unwrap_or(0),
                 service_account: sa,
-                healthy: true,
+                // Istio: a WorkloadEntry under health checks takes traffic only while its
+                // probe says it is healthy.
+                healthy: !stored.health_checked() || stored.health == Some(true),
             })
         }
         Resource::Pod(pod) => {

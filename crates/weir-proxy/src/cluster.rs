@@ -107,6 +107,36 @@ pub enum UpstreamProtocol {
     Downstream,
 }
 
+/// Upstream HTTP connection options (`HttpProtocolOptions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Idle timeout of upstream connections (Envoy's default 1 h).
+    pub idle_timeout: Duration,
+    /// Requests per connection before it is closed (`None`: unlimited).
+    pub max_requests_per_connection: Option<u32>,
+    /// A connection takes no new request after this long.
+    pub max_connection_duration: Option<Duration>,
+    /// HTTP/2: streams per connection before another connection is opened.
+    pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2 PING keepalive: interval and timeout.
+    pub keepalive: Option<(Duration, Duration)>,
+    /// HTTP/2 flow-control windows (stream, connection).
+    pub windows: (Option<u32>, Option<u32>),
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            idle_timeout: Duration::from_secs(3600),
+            max_requests_per_connection: None,
+            max_connection_duration: None,
+            max_concurrent_streams: None,
+            keepalive: None,
+            windows: (None, None),
+        }
+    }
+}
+
 /// A compiled cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -120,10 +150,8 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     /// Upstream HTTP protocol.
     pub protocol: UpstreamProtocol,
-    /// Idle timeout of upstream HTTP connections (Envoy's default 1 h).
-    pub idle_timeout: Duration,
-    /// Requests per upstream connection before it is closed (`None`: unlimited).
-    pub max_requests_per_connection: Option<u32>,
+    /// How upstream HTTP connections are kept.
+    pub http: HttpOptions,
     /// Below this share of healthy hosts, all hosts are used (Envoy's default 50%).
     pub panic_threshold: f64,
     /// Locality weights apply (`locality_weighted_lb_config`).
@@ -217,7 +245,7 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
     let lb = lb_policy(c, &discovery)?;
     let connect_timeout =
         opt_duration(c.connect_timeout.as_ref(), "connect_timeout")?.unwrap_or(Duration::from_secs(5));
-    let (protocol, idle_timeout, max_requests_per_connection) = protocol_options(c)?;
+    let (protocol, http) = protocol_options(c)?;
     let common = c.common_lb_config.as_ref();
     let panic_threshold = common
         .and_then(|l| l.healthy_panic_threshold.as_ref())
@@ -260,8 +288,7 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
         lb,
         connect_timeout,
         protocol,
-        idle_timeout,
-        max_requests_per_connection,
+        http,
         panic_threshold,
         locality_weighted,
         keepalive,
@@ -460,13 +487,19 @@ fn is_prime(n: u64) -> bool {
 }
 
 #[allow(deprecated)]
-fn protocol_options(c: &Cluster) -> Result<(UpstreamProtocol, Duration, Option<u32>), String> {
+fn protocol_options(c: &Cluster) -> Result<(UpstreamProtocol, HttpOptions), String> {
     const KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
     let mut protocol = UpstreamProtocol::Http1;
-    let mut idle = Duration::from_secs(3600);
-    let mut max_requests = c.max_requests_per_connection.as_ref().map(|v| v.value);
-    if c.http2_protocol_options.is_some() {
+    let mut http = HttpOptions {
+        max_requests_per_connection: c.max_requests_per_connection.as_ref().map(|v| v.value),
+        ..HttpOptions::default()
+    };
+    if let Some(h2) = &c.http2_protocol_options {
         protocol = UpstreamProtocol::Http2;
+        http2_options(h2, &mut http)?;
+    }
+    if c.http_protocol_options.is_some() || c.common_http_protocol_options.is_some() {
+        return Err("http_protocol_options / common_http_protocol_options on the cluster are not supported (use typed_extension_protocol_options)".into());
     }
     for (key, any) in &c.typed_extension_protocol_options {
         if key != KEY {
@@ -476,36 +509,144 @@ fn protocol_options(c: &Cluster) -> Result<(UpstreamProtocol, Duration, Option<u
         }
         let o: HttpProtocolOptions = decode_any(any, KEY, key)?;
         if let Some(common) = &o.common_http_protocol_options {
-            if let Some(t) = opt_duration(common.idle_timeout.as_ref(), "idle_timeout")? {
-                idle = t;
-            }
-            if let Some(m) = &common.max_requests_per_connection {
-                max_requests = Some(m.value);
-            }
+            common_options(common, &mut http)?;
         }
         use http_protocol_options::UpstreamProtocolOptions as U;
         protocol = match &o.upstream_protocol_options {
             Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
-                Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_)) => {
+                Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2)) => {
+                    http2_options(h2, &mut http)?;
                     UpstreamProtocol::Http2
                 }
                 Some(explicit_http_config::ProtocolConfig::Http3ProtocolOptions(_)) => {
                     return Err("HTTP/3 upstreams are not supported".into());
                 }
-                _ => UpstreamProtocol::Http1,
+                Some(explicit_http_config::ProtocolConfig::HttpProtocolOptions(h1)) => {
+                    http1_options(h1)?;
+                    UpstreamProtocol::Http1
+                }
+                None => UpstreamProtocol::Http1,
             },
-            Some(U::UseDownstreamProtocolConfig(_)) => UpstreamProtocol::Downstream,
+            Some(U::UseDownstreamProtocolConfig(d)) => {
+                if let Some(h1) = &d.http_protocol_options {
+                    http1_options(h1)?;
+                }
+                if let Some(h2) = &d.http2_protocol_options {
+                    http2_options(h2, &mut http)?;
+                }
+                if d.http3_protocol_options.is_some() {
+                    return Err("HTTP/3 upstreams are not supported".into());
+                }
+                UpstreamProtocol::Downstream
+            }
             Some(U::AutoConfig(_)) => {
                 return Err("auto_config (ALPN) upstream protocol is not supported".into());
             }
             None => protocol,
         };
+        let unsupported = [
+            (!o.http_filters.is_empty(), "http_filters"),
+            (
+                o.upstream_http_protocol_options.is_some(),
+                "upstream_http_protocol_options",
+            ),
+            (o.header_validation_config.is_some(), "header_validation_config"),
+        ];
+        if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+            return Err(format!("HttpProtocolOptions.{field} is not supported"));
+        }
     }
     // Idle timeout 0 disables it (Envoy).
-    if idle.is_zero() {
-        idle = Duration::MAX;
+    if http.idle_timeout.is_zero() {
+        http.idle_timeout = Duration::MAX;
     }
-    Ok((protocol, idle, max_requests.filter(|m| *m > 0)))
+    http.max_requests_per_connection = http.max_requests_per_connection.filter(|m| *m > 0);
+    Ok((protocol, http))
+}
+
+fn common_options(
+    common: &envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions,
+    http: &mut HttpOptions,
+) -> Result<(), String> {
+    let unsupported = [
+        (common.max_headers_count.is_some(), "max_headers_count"),
+        (
+            common.max_response_headers_kb.is_some(),
+            "max_response_headers_kb",
+        ),
+        (common.max_stream_duration.is_some(), "max_stream_duration"),
+        (
+            common.headers_with_underscores_action != 0,
+            "headers_with_underscores_action",
+        ),
+        (
+            common.max_connection_duration_jitter.is_some(),
+            "max_connection_duration_jitter",
+        ),
+    ];
+    if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("common_http_protocol_options.{field} is not supported"));
+    }
+    if let Some(t) = opt_duration(common.idle_timeout.as_ref(), "idle_timeout")? {
+        http.idle_timeout = t;
+    }
+    if let Some(m) = &common.max_requests_per_connection {
+        http.max_requests_per_connection = Some(m.value);
+    }
+    http.max_connection_duration =
+        opt_duration(common.max_connection_duration.as_ref(), "max_connection_duration")?
+            .filter(|d| !d.is_zero());
+    Ok(())
+}
+
+fn http1_options(h1: &envoy_types::pb::envoy::config::core::v3::Http1ProtocolOptions) -> Result<(), String> {
+    if *h1 != envoy_types::pb::envoy::config::core::v3::Http1ProtocolOptions::default() {
+        return Err("upstream http_protocol_options (HTTP/1.1 settings) are not supported".into());
+    }
+    Ok(())
+}
+
+fn http2_options(
+    h2: &envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions,
+    http: &mut HttpOptions,
+) -> Result<(), String> {
+    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+    let known = Http2ProtocolOptions {
+        max_concurrent_streams: h2.max_concurrent_streams,
+        initial_stream_window_size: h2.initial_stream_window_size,
+        initial_connection_window_size: h2.initial_connection_window_size,
+        connection_keepalive: h2.connection_keepalive,
+        ..Http2ProtocolOptions::default()
+    };
+    if *h2 != known {
+        return Err(
+            "http2_protocol_options: only max_concurrent_streams, the initial window sizes and connection_keepalive are supported"
+                .into(),
+        );
+    }
+    http.max_concurrent_streams = h2
+        .max_concurrent_streams
+        .as_ref()
+        .map(|v| v.value)
+        .filter(|v| *v > 0);
+    http.windows = (
+        h2.initial_stream_window_size.as_ref().map(|v| v.value),
+        h2.initial_connection_window_size.as_ref().map(|v| v.value),
+    );
+    if let Some(k) = &h2.connection_keepalive {
+        if k.interval_jitter.is_some() || k.connection_idle_interval.is_some() {
+            return Err(
+                "connection_keepalive: interval_jitter and connection_idle_interval are not supported".into(),
+            );
+        }
+        let interval = opt_duration(k.interval.as_ref(), "connection_keepalive.interval")?;
+        let timeout = opt_duration(k.timeout.as_ref(), "connection_keepalive.timeout")?
+            .ok_or("connection_keepalive.timeout is required")?;
+        if let Some(interval) = interval.filter(|i| !i.is_zero()) {
+            http.keepalive = Some((interval, timeout));
+        }
+    }
+    Ok(())
 }
 
 /// The health of an endpoint as EDS reports it, reduced to what load balancing uses.
@@ -527,5 +668,93 @@ impl Health {
             Ok(HealthStatus::Degraded) => Health::Degraded,
             Ok(HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout) => Health::Unhealthy,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, KeepaliveSettings};
+    use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+
+    fn with_options(common: HttpCommon, h2: Http2ProtocolOptions) -> Cluster {
+        let options = HttpProtocolOptions {
+            common_http_protocol_options: Some(common),
+            upstream_protocol_options: Some(
+                http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    http_protocol_options::ExplicitHttpConfig {
+                        protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2)),
+                    },
+                ),
+            ),
+            ..Default::default()
+        };
+        Cluster {
+            name: "c".into(),
+            typed_extension_protocol_options: [(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+                envoy_types::pb::google::protobuf::Any {
+                    type_url: "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+                        .into(),
+                    value: prost::Message::encode_to_vec(&options),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    type HttpCommon = envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
+
+    #[test]
+    fn connection_pool_options_are_honoured_or_refused_by_name() {
+        let secs = |s| Some(PbDuration { seconds: s, nanos: 0 });
+        let c = with_options(
+            HttpCommon {
+                idle_timeout: secs(30),
+                max_connection_duration: secs(60),
+                max_requests_per_connection: Some(UInt32Value { value: 10 }),
+                ..Default::default()
+            },
+            Http2ProtocolOptions {
+                max_concurrent_streams: Some(UInt32Value { value: 100 }),
+                connection_keepalive: Some(KeepaliveSettings {
+                    interval: secs(20),
+                    timeout: secs(5),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        let compiled = ClusterConfig::compile(&c).unwrap();
+        assert_eq!(compiled.protocol, UpstreamProtocol::Http2);
+        assert_eq!(
+            compiled.http,
+            HttpOptions {
+                idle_timeout: Duration::from_secs(30),
+                max_requests_per_connection: Some(10),
+                max_connection_duration: Some(Duration::from_secs(60)),
+                max_concurrent_streams: Some(100),
+                keepalive: Some((Duration::from_secs(20), Duration::from_secs(5))),
+                windows: (None, None),
+            }
+        );
+        let refused = with_options(
+            HttpCommon {
+                max_headers_count: Some(UInt32Value { value: 10 }),
+                ..Default::default()
+            },
+            Http2ProtocolOptions::default(),
+        );
+        let e = ClusterConfig::compile(&refused).unwrap_err();
+        assert!(e.problem.contains("max_headers_count"), "{e}");
+        let refused = with_options(
+            HttpCommon::default(),
+            Http2ProtocolOptions {
+                hpack_table_size: Some(UInt32Value { value: 1 }),
+                ..Default::default()
+            },
+        );
+        assert!(ClusterConfig::compile(&refused).is_err());
     }
 }

@@ -672,6 +672,44 @@ mod tests {
     }
 
     #[test]
+    fn excluded_priorities_send_retries_to_the_next_and_ejected_hosts_are_unhealthy() {
+        let s = set(
+            &[(1, Health::Healthy), (1, Health::Healthy), (1, Health::Healthy)],
+            |i| i.min(1),
+        );
+        let hs = HostSet::build(&s, LbPolicy::RoundRobin, 50.0, false, None);
+        let pick = |exclude: &[usize]| {
+            hs.pick(
+                &PickContext {
+                    hash: None,
+                    avoid: &[],
+                    exclude_priorities: exclude,
+                },
+                1,
+            )
+            .unwrap()
+            .priority
+        };
+        assert!((0..50).all(|_| pick(&[]) == 0));
+        assert!(
+            (0..50).all(|_| pick(&[0]) == 1),
+            "retry_priority leaves priority 0 out"
+        );
+        assert!(
+            (0..50).all(|_| pick(&[0, 1]) == 0),
+            "nothing left: the exclusion is dropped"
+        );
+        // An ejected host counts as unhealthy when the set is built again.
+        let config = crate::outlier::OutlierConfig::compile(&Default::default()).unwrap();
+        let _ = hs.hosts[0].outlier.eject(&config, std::time::Instant::now());
+        assert_eq!(hs.hosts[0].lb_health(), Health::Unhealthy);
+        let rebuilt = HostSet::build(&s, LbPolicy::RoundRobin, 0.0, false, Some(&hs));
+        assert!(Arc::ptr_eq(&rebuilt.hosts[0], &hs.hosts[0]), "hosts carry over");
+        let c = counts(&rebuilt, 300, |_| None);
+        assert!(!c.contains_key("10.0.0.0:80"), "{c:?}");
+    }
+
+    #[test]
     fn consistent_hashing_is_stable_and_spreads() {
         for policy in [
             LbPolicy::RingHash {

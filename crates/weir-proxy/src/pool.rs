@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Notify;
 
 use crate::breaker::{Breakers, Overflow, Slot};
+use crate::cluster::HttpOptions;
 use crate::convert::Target;
 use crate::io::{ConnectError, ConnectSettings, connect_with};
 
@@ -59,7 +60,24 @@ pub enum SendError {
 struct Idle {
     sender: http1::SendRequest<Body>,
     since: Instant,
+    created: Instant,
     used: u32,
+}
+
+/// An HTTP/2 connection and the streams it carries now.
+struct H2Conn {
+    sender: http2::SendRequest<Body>,
+    created: Instant,
+    active: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// A stream counted on its connection until dropped.
+struct StreamCount(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Connection counters of a pool.
@@ -78,11 +96,10 @@ pub struct Pool {
     http1: Arc<Mutex<HashMap<Target, Vec<Idle>>>>,
     /// Woken when an HTTP/1.1 connection is returned or closed (requests waiting for one).
     released: Arc<Notify>,
-    http2: Mutex<HashMap<Target, http2::SendRequest<Body>>>,
+    http2: Mutex<HashMap<Target, Vec<H2Conn>>>,
     settings: ConnectSettings,
     breakers: Arc<Breakers>,
-    idle_timeout: Duration,
-    max_requests_per_connection: Option<u32>,
+    options: HttpOptions,
     /// Counters.
     pub stats: PoolStats,
 }
@@ -100,20 +117,14 @@ const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 impl Pool {
     /// A pool with the cluster's connection settings and circuit breakers.
-    pub fn new(
-        settings: ConnectSettings,
-        breakers: Arc<Breakers>,
-        idle_timeout: Duration,
-        max_requests_per_connection: Option<u32>,
-    ) -> Self {
+    pub fn new(settings: ConnectSettings, breakers: Arc<Breakers>, options: HttpOptions) -> Self {
         Pool {
             settings,
             breakers,
             http1: Arc::new(Mutex::new(HashMap::new())),
             released: Arc::new(Notify::new()),
             http2: Mutex::new(HashMap::new()),
-            idle_timeout,
-            max_requests_per_connection,
+            options,
             stats: PoolStats::default(),
         }
     }
@@ -158,12 +169,22 @@ impl Pool {
         let mut idle = self.http1.lock().ok()?;
         let list = idle.get_mut(target)?;
         while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < self.idle_timeout && conn.sender.is_ready() && !conn.sender.is_closed()
+            if conn.since.elapsed() < self.options.idle_timeout
+                && !self.expired(conn.created)
+                && conn.sender.is_ready()
+                && !conn.sender.is_closed()
             {
                 return Some(conn);
             }
         }
         None
+    }
+
+    /// Whether a connection made at `created` is past `max_connection_duration`.
+    fn expired(&self, created: Instant) -> bool {
+        self.options
+            .max_connection_duration
+            .is_some_and(|d| created.elapsed() >= d)
     }
 
     /// Opens a connection holding a `max_connections` slot; the slot is given back (and
@@ -182,9 +203,11 @@ impl Pool {
             drop(slot);
             released.notify_waiters();
         });
+        let now = Instant::now();
         Ok(Idle {
             sender,
-            since: Instant::now(),
+            since: now,
+            created: now,
             used: 0,
         })
     }
@@ -240,6 +263,7 @@ impl Pool {
 
     fn return_when_ready(&self, target: Target, mut conn: Idle) {
         if self
+            .options
             .max_requests_per_connection
             .is_some_and(|m| conn.used + 1 >= m)
         {
@@ -263,37 +287,65 @@ impl Pool {
         });
     }
 
+    /// An HTTP/2 connection to `target` with room for a stream (`max_concurrent_streams`),
+    /// not past its `max_connection_duration`; closed and expired ones are dropped.
+    fn checkout_http2(&self, target: &Target) -> Option<(http2::SendRequest<Body>, StreamCount)> {
+        let mut map = self.http2.lock().ok()?;
+        let conns = map.get_mut(target)?;
+        conns.retain(|c| !c.sender.is_closed() && !self.expired(c.created));
+        let limit = self.options.max_concurrent_streams.unwrap_or(u32::MAX);
+        let c = conns.iter().find(|c| c.active.load(Ordering::Acquire) < limit)?;
+        c.active.fetch_add(1, Ordering::AcqRel);
+        Some((c.sender.clone(), StreamCount(c.active.clone())))
+    }
+
+    async fn connect_http2(
+        &self,
+        target: &Target,
+    ) -> Result<(http2::SendRequest<Body>, StreamCount), SendError> {
+        let slot = self.breakers.connection()?;
+        let _pending = self.breakers.pending()?;
+        let io = self.open(target).await?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(hyper_util::rt::TokioTimer::new());
+        if let Some((interval, timeout)) = self.options.keepalive {
+            builder
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(true);
+        }
+        let (stream_window, connection_window) = self.options.windows;
+        builder
+            .initial_stream_window_size(stream_window)
+            .initial_connection_window_size(connection_window);
+        let (sender, conn) = builder
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| SendError::Handshake(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+            }
+            drop(slot);
+        });
+        let active = Arc::new(std::sync::atomic::AtomicU32::new(1));
+        if let Ok(mut m) = self.http2.lock() {
+            m.entry(target.clone()).or_default().push(H2Conn {
+                sender: sender.clone(),
+                created: Instant::now(),
+                active: active.clone(),
+            });
+        }
+        Ok((sender, StreamCount(active)))
+    }
+
     async fn send_http2(&self, target: &Target, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
-        let existing = self
-            .http2
-            .lock()
-            .ok()
-            .and_then(|m| m.get(target).filter(|s| !s.is_closed()).cloned());
-        let mut sender = match existing {
-            Some(s) => {
+        let (mut sender, _stream) = match self.checkout_http2(target) {
+            Some(found) => {
                 self.stats.rq_reused.fetch_add(1, Ordering::Relaxed);
-                s
+                found
             }
-            None => {
-                let slot = self.breakers.connection()?;
-                let _pending = self.breakers.pending()?;
-                let io = self.open(target).await?;
-                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .handshake(TokioIo::new(io))
-                    .await
-                    .map_err(|e| SendError::Handshake(e.to_string()))?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-                    }
-                    drop(slot);
-                });
-                if let Ok(mut m) = self.http2.lock() {
-                    m.insert(target.clone(), sender.clone());
-                }
-                sender
-            }
+            None => self.connect_http2(target).await?,
         };
         sender.ready().await.map_err(classify)?;
         sender.send_request(req).await.map_err(classify)

@@ -117,8 +117,7 @@ impl ClusterRuntime {
                 keepalive: config.keepalive,
             },
             crate::breaker::Breakers::new(config.limits),
-            config.idle_timeout,
-            config.max_requests_per_connection,
+            config.http,
         );
         let warm = !matches!(config.discovery, Discovery::Eds(_) | Discovery::Dns { .. });
         let runtime = Arc::new(ClusterRuntime {

@@ -474,7 +474,7 @@ fn outbound_cluster(
                     rule,
                     cluster_name: &c.name,
                 },
-                view.proxy.locality.as_deref(),
+                &view.proxy,
             )?;
             c.load_assignment = Some(assignment);
         }

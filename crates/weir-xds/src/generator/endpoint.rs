@@ -48,7 +48,7 @@ pub fn load_assignment_by_name(
         rule,
         cluster_name,
     };
-    Some(assignment(inputs, &target, false, view.proxy.locality.as_deref()))
+    Some(assignment(inputs, &target, false, &view.proxy))
 }
 
 /// The endpoints of one cluster: a service port, a subset, the rule defining the subset.
@@ -70,9 +70,9 @@ pub struct Target<'a> {
 pub fn dns_load_assignment(
     inputs: &Inputs<'_>,
     target: &Target<'_>,
-    proxy_locality: Option<&str>,
+    proxy: &weir_model::Proxy,
 ) -> Option<ClusterLoadAssignment> {
-    let cla = assignment(inputs, target, true, proxy_locality);
+    let cla = assignment(inputs, target, true, proxy);
     (!cla.endpoints.is_empty()).then_some(cla)
 }
 
@@ -87,7 +87,7 @@ fn assignment(
     inputs: &Inputs<'_>,
     target: &Target<'_>,
     dns: bool,
-    proxy_locality: Option<&str>,
+    proxy: &weir_model::Proxy,
 ) -> ClusterLoadAssignment {
     let Target {
         service,
@@ -99,7 +99,9 @@ fn assignment(
     let labels = subset_labels(rule, subset);
     // A subset that names no subset of the rule selects nothing (Envoy would see an empty cluster).
     let unknown_subset = !subset.is_empty() && labels.is_none();
-    let mut by_locality: BTreeMap<String, Vec<LbEndpoint>> = BTreeMap::new();
+    let policy = super::cluster::Policy::of(rule, port.number, subset);
+    // Grouped by failoverPriority priority (0 without it), then locality.
+    let mut by_locality: BTreeMap<(u32, String), Vec<LbEndpoint>> = BTreeMap::new();
     let key = service.key();
     for e in inputs.registry.endpoints_for_port(&key, &port.name) {
         if unknown_subset || labels.is_some_and(|l| !l.iter().all(|(k, v)| e.labels.get(k) == Some(v))) {
@@ -109,14 +111,15 @@ fn assignment(
             // A host name cannot be an EDS endpoint; DNS services use DNS clusters.
             continue;
         }
+        let priority = super::locality::label_priority(&policy, proxy, e);
         by_locality
-            .entry(e.locality.clone().unwrap_or_default())
+            .entry((priority, e.locality.clone().unwrap_or_default()))
             .or_default()
             .push(lb_endpoint(e));
     }
     let endpoints = by_locality
         .into_iter()
-        .map(|(locality, lb_endpoints)| {
+        .map(|((priority, locality), lb_endpoints)| {
             let weight: u32 = lb_endpoints
                 .iter()
                 .map(|e| e.load_balancing_weight.as_ref().map_or(1, |w| w.value))
@@ -131,13 +134,13 @@ fn assignment(
                 }),
                 lb_endpoints,
                 load_balancing_weight: Some(u32v(weight.max(1))),
+                priority,
                 ..Default::default()
             }
         })
         .collect();
     let mut endpoints: Vec<LocalityLbEndpoints> = endpoints;
-    let policy = super::cluster::Policy::of(rule, port.number, subset);
-    super::locality::apply(&mut endpoints, &policy, proxy_locality);
+    super::locality::apply(&mut endpoints, &policy, proxy.locality.as_deref());
     ClusterLoadAssignment {
         cluster_name: cluster_name.to_string(),
         endpoints,

@@ -51,10 +51,82 @@ pub fn distributes(policy: &Policy<'_>, proxy_locality: Option<&str>) -> bool {
         .any(|d| matches(d.from.or_empty(), at))
 }
 
-/// Applies the policy's locality rules for a proxy at `proxy_locality` to a load assignment.
+/// Whether failover applies: outlier detection is configured (Istio: without it no locality is
+/// ever seen failing) and locality load balancing is not turned off.
+fn failover_enabled(policy: &Policy<'_>) -> bool {
+    policy.outlier_detection.is_some()
+        && !policy
+            .load_balancer
+            .and_then(|lb| lb.locality_lb_setting.as_ref())
+            .is_some_and(|s| s.enabled == Some(false))
+}
+
+/// Labels with Istio's topology labels added from a locality and network.
+fn with_topology(
+    labels: &weir_api::types::Labels,
+    locality: Option<&str>,
+    network: Option<&str>,
+) -> weir_api::types::Labels {
+    let mut out = labels.clone();
+    let mut parts = locality.unwrap_or_default().split('/');
+    for key in [
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "topology.istio.io/subzone",
+    ] {
+        if let Some(v) = parts.next().filter(|v| !v.is_empty()) {
+            out.entry(key.to_string()).or_insert_with(|| v.to_string());
+        }
+    }
+    if let Some(n) = network {
+        out.entry("topology.istio.io/network".to_string())
+            .or_insert_with(|| n.to_string());
+    }
+    out
+}
+
+/// Istio's `failoverPriority`: an endpoint's priority is the number of the listed labels, in
+/// order, it does not share with the proxy (counting stops at the first difference; a
+/// `key=value` entry compares the endpoint with that value). 0 when the rule does not apply.
+pub fn label_priority(
+    policy: &Policy<'_>,
+    proxy: &weir_model::Proxy,
+    endpoint: &weir_model::registry::Endpoint,
+) -> u32 {
+    let Some(s) = setting(policy) else { return 0 };
+    let keys = s.failover_priority.or_empty();
+    if keys.is_empty() || !failover_enabled(policy) || !s.distribute.or_empty().is_empty() {
+        return 0;
+    }
+    let proxy_labels = with_topology(&proxy.labels, proxy.locality.as_deref(), None);
+    let endpoint_labels = with_topology(
+        &endpoint.labels,
+        endpoint.locality.as_deref(),
+        endpoint.network.as_deref(),
+    );
+    let matched = keys
+        .iter()
+        .take_while(|key| match key.split_once('=') {
+            Some((k, v)) => endpoint_labels.get(k).map(String::as_str) == Some(v),
+            None => proxy_labels
+                .get(key.as_str())
+                .is_some_and(|v| endpoint_labels.get(key.as_str()) == Some(v)),
+        })
+        .count();
+    u32::try_from(keys.len() - matched).unwrap_or(u32::MAX)
+}
+
+/// Applies the policy's locality rules for a proxy at `proxy_locality` to a load assignment
+/// whose groups carry their `failoverPriority` priority (0 without it).
 pub fn apply(groups: &mut [LocalityLbEndpoints], policy: &Policy<'_>, proxy_locality: Option<&str>) {
-    let Some(at) = proxy_locality else { return };
     let explicit = setting(policy);
+    let by_labels = explicit.is_some_and(|s| !s.failover_priority.or_empty().is_empty());
+    let Some(at) = proxy_locality else {
+        if by_labels && failover_enabled(policy) {
+            compact(groups, groups.iter().map(|g| g.priority).collect());
+        }
+        return;
+    };
     if let Some(rule) = explicit
         .into_iter()
         .flat_map(|s| s.distribute.or_empty())
@@ -76,14 +148,15 @@ pub fn apply(groups: &mut [LocalityLbEndpoints], policy: &Policy<'_>, proxy_loca
         }
         return;
     }
-    // Failover needs outlier detection (Istio: without it no locality is ever seen failing), and
-    // is on by default (MeshConfig's localityLbSetting is enabled unless a rule says otherwise).
-    if policy.outlier_detection.is_none()
-        || policy
-            .load_balancer
-            .and_then(|lb| lb.locality_lb_setting.as_ref())
-            .is_some_and(|s| s.enabled == Some(false))
-    {
+    // Failover needs outlier detection, and is on by default (MeshConfig's localityLbSetting
+    // is enabled unless a rule says otherwise).
+    if !failover_enabled(policy) {
+        return;
+    }
+    let has_failover = explicit.is_some_and(|s| !s.failover.or_empty().is_empty());
+    if by_labels && !has_failover {
+        // Istio: failoverPriority alone orders by labels only.
+        compact(groups, groups.iter().map(|g| g.priority).collect());
         return;
     }
     let mut parts = at.split('/');
@@ -102,7 +175,7 @@ pub fn apply(groups: &mut [LocalityLbEndpoints], policy: &Policy<'_>, proxy_loca
         .iter()
         .map(|g| {
             let l = g.locality.clone().unwrap_or_default();
-            if l.region == region && l.zone == zone && l.sub_zone == subzone {
+            let proximity = if l.region == region && l.zone == zone && l.sub_zone == subzone {
                 0
             } else if l.region == region && l.zone == zone {
                 1
@@ -112,10 +185,16 @@ pub fn apply(groups: &mut [LocalityLbEndpoints], policy: &Policy<'_>, proxy_loca
                 3
             } else {
                 4
-            }
+            };
+            // With failoverPriority as well, labels order first, then proximity.
+            g.priority.saturating_mul(5).saturating_add(proximity)
         })
         .collect();
-    // Envoy wants priorities without gaps.
+    compact(groups, raw);
+}
+
+/// Sets the groups' priorities to the ranks of `raw` (Envoy wants priorities without gaps).
+fn compact(groups: &mut [LocalityLbEndpoints], raw: Vec<u32>) {
     let mut used: Vec<u32> = raw.clone();
     used.sort_unstable();
     used.dedup();
@@ -203,5 +282,67 @@ mod tests {
             vec![0, 1, 2, 3],
             "same zone, same region, the failover region, the rest"
         );
+    }
+
+    #[test]
+    fn failover_priority_orders_endpoints_by_the_labels_they_share_with_the_proxy() {
+        let lb = LoadBalancerSettings {
+            locality_lb_setting: Some(LocalityLbSetting {
+                failover_priority: Some(vec![
+                    "topology.istio.io/network".into(),
+                    "topology.kubernetes.io/region".into(),
+                    "version=v2".into(),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let outlier = OutlierDetection::default();
+        let policy = Policy {
+            load_balancer: Some(&lb),
+            outlier_detection: Some(&outlier),
+            ..Default::default()
+        };
+        let proxy = weir_model::Proxy {
+            kind: weir_model::ProxyKind::Sidecar,
+            namespace: "default".into(),
+            name: "client".into(),
+            labels: [("topology.istio.io/network".to_string(), "n1".to_string())].into(),
+            ips: vec![],
+            locality: Some("us-east/a".into()),
+        };
+        let endpoint = |network: &str, locality: &str, version: &str| {
+            let mut e = weir_model::registry::Endpoint::plain(
+                weir_model::registry::EndpointAddress::Ip([10, 0, 0, 1].into()),
+                80,
+                "http",
+                true,
+            );
+            e.network = Some(network.into());
+            e.locality = Some(locality.into());
+            e.labels = [("version".to_string(), version.to_string())].into();
+            e
+        };
+        let p = |e| label_priority(&policy, &proxy, &e);
+        assert_eq!(p(endpoint("n1", "us-east/b", "v2")), 0, "all three match");
+        assert_eq!(p(endpoint("n1", "us-east/b", "v1")), 1);
+        assert_eq!(
+            p(endpoint("n1", "eu/x", "v2")),
+            2,
+            "counting stops at the first difference"
+        );
+        assert_eq!(p(endpoint("n2", "us-east/a", "v2")), 3);
+        // Without outlier detection there is no failover.
+        let off = Policy {
+            outlier_detection: None,
+            ..policy
+        };
+        assert_eq!(label_priority(&off, &proxy, &endpoint("n2", "eu/x", "v1")), 0);
+        // Alone, failoverPriority's order is the groups' order, without gaps.
+        let mut groups = vec![group("us-east/b"), group("eu/x")];
+        groups[0].priority = 1;
+        groups[1].priority = 3;
+        apply(&mut groups, &policy, Some("us-east/a"));
+        assert_eq!(groups.iter().map(|g| g.priority).collect::<Vec<_>>(), vec![0, 1]);
     }
 }

@@ -55,10 +55,10 @@ pub fn distributes(policy: &Policy<'_>, proxy_locality: Option<&str>) -> bool {
 /// ever seen failing) and locality load balancing is not turned off.
 fn failover_enabled(policy: &Policy<'_>) -> bool {
     policy.outlier_detection.is_some()
-        && !policy
+        && policy
             .load_balancer
             .and_then(|lb| lb.locality_lb_setting.as_ref())
-            .is_some_and(|s| s.enabled == Some(false))
+            .is_none_or(|s| s.enabled != Some(false))
 }
 
 /// Labels with Istio's topology labels added from a locality and network.

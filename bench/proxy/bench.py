@@ -214,6 +214,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--saturate-connections", type=int, default=32)
+    ap.add_argument("--pairs", type=int, default=1,
+                    help="measure weir and weir+res this many times, alternating, and compare medians")
+    ap.add_argument("--weir-only", action="store_true", help="skip nginx and HAProxy")
     args = ap.parse_args()
     for tool in [WEIR, LOADGEN]:
         if not tool.exists():
@@ -230,9 +233,9 @@ def main():
         rows = []
         direct = measure("direct", BACKEND, None, args, None)
         rows.append(direct)
-        targets = [("nginx", NGINX, start_nginx), ("haproxy", HAPROXY, start_haproxy),
-                   ("weir", WEIR_PORT, start_weir),
-                   ("weir+res", WEIR_PORT, lambda tmp: start_weir(tmp, resilient=True))]
+        peers = [] if args.weir_only else [("nginx", NGINX, start_nginx), ("haproxy", HAPROXY, start_haproxy)]
+        targets = peers + [("weir", WEIR_PORT, start_weir),
+                           ("weir+res", WEIR_PORT, lambda tmp: start_weir(tmp, resilient=True))] * args.pairs
         for name, port, start in targets:
             p, pids = start(tmp)
             procs.append(p)
@@ -247,11 +250,15 @@ def main():
             fmt = lambda v, spec: format(v, spec) if v is not None else "-"
             print(f"{r['target']:<8} {r['added_p50_us']:>8} {r['added_p90_us']:>8} {r['added_p99_us']:>8} {f['p99_us']:>8} {s['rps']:>11.0f} "
                   f"{fmt(r['cpu_s_per_10k'], '10.3f'):>10} {fmt(r['idle_rss_mb'], '8.1f'):>8} {fmt(r['peak_rss_mb'], '8.1f'):>8} {f['errors'] + s['errors']:>7}")
-        plain = next(r for r in rows if r["target"] == "weir")
-        res = next(r for r in rows if r["target"] == "weir+res")
-        print(f"\nresilience overhead (weir+res vs weir): CPU/10k {100 * (res['cpu_s_per_10k'] / plain['cpu_s_per_10k'] - 1):+.1f}%, "
-              f"req/s {100 * (res['saturation']['rps'] / plain['saturation']['rps'] - 1):+.1f}%, "
-              f"p99 {res['fixed_rate']['p99_us'] - plain['fixed_rate']['p99_us']:+d} µs")
+        def median(target, value):
+            values = sorted(value(r) for r in rows if r["target"] == target)
+            return values[len(values) // 2]
+        cpu = [median(t, lambda r: r["cpu_s_per_10k"]) for t in ("weir", "weir+res")]
+        rps = [median(t, lambda r: r["saturation"]["rps"]) for t in ("weir", "weir+res")]
+        p99 = [median(t, lambda r: r["fixed_rate"]["p99_us"]) for t in ("weir", "weir+res")]
+        print(f"\nresilience overhead (weir+res vs weir, medians of {args.pairs} alternating run(s)): "
+              f"CPU/10k {100 * (cpu[1] / cpu[0] - 1):+.1f}%, req/s {100 * (rps[1] / rps[0] - 1):+.1f}%, "
+              f"p99 {p99[1] - p99[0]:+d} µs")
         out = ROOT / "bench/out"
         out.mkdir(parents=True, exist_ok=True)
         (out / "proxy.json").write_text(json.dumps(rows, indent=2))

@@ -295,8 +295,8 @@ pub async fn forward(
     let max_retries = policy.as_ref().map_or(0, |p| p.num_retries);
     let mut tried: Vec<Arc<Host>> = Vec::new();
     let mut attempt = 0u32;
-    // The retry in flight holds a `max_retries` (or budget) slot.
-    let mut _retry_slot: Option<crate::breaker::Slot> = None;
+    // The retry in flight holds a `max_retries` (or budget) slot until it ends.
+    let mut retry_slot: Option<crate::breaker::Slot> = None;
     loop {
         attempt += 1;
         let avoid: &[Arc<Host>] = if policy.as_ref().is_some_and(|p| p.avoid_previous_hosts) {
@@ -465,14 +465,16 @@ pub async fn forward(
                 .as_ref()
                 .map_or(Duration::ZERO, |p| p.backoff(attempt, fastrand::f64()));
             let past_deadline = deadline.is_some_and(|d| Instant::now() + wait >= d);
-            // Envoy's retry circuit breaker (or budget): past it, the answer stands.
+            // Envoy's retry circuit breaker (or budget): past it, the answer stands. The retry
+            // that just ended gives its slot back first.
+            drop(retry_slot.take());
             let slot = if past_deadline {
                 None
             } else {
                 cluster.pool.breakers().retry()
             };
             if let Some(slot) = slot {
-                _retry_slot = Some(slot);
+                retry_slot = Some(slot);
                 cluster.stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(cluster = %cluster_name, host = %host.target, ?outcome, attempt, "retrying");
                 tried.push(host);

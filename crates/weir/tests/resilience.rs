@@ -101,6 +101,34 @@ fn concurrent_load_beyond_the_connection_pool_is_answered_503_overflow() {
 }
 
 #[test]
+fn retries_beyond_the_retry_circuit_breaker_are_not_made() {
+    let (_e, a) = echo("retry-pool");
+    let svc = http_service("retry.test", 80, "retry", &[("v1", a)]);
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: retry}\nspec:\n  host: retry.test\n  trafficPolicy:\n    connectionPool:\n      http: {maxRetries: 1}\n";
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: retry}\nspec:\n  hosts: [retry.test]\n  http:\n  - route: [{destination: {host: retry.test}}]\n    retries: {attempts: 2, retryOn: 5xx}\n";
+    let mesh = Mesh::start("retry-breaker", &[("svc.yaml", &svc), ("dr.yaml", dr), ("vs.yaml", vs)], &[]);
+    let proxy = mesh.proxy;
+    // Four requests fail together after a second; one retry may be in flight at a time, so one
+    // request is retried (twice, one after the other) and three answer after their first try.
+    let failing = move || {
+        Client::new().via_proxy(
+            proxy,
+            "GET",
+            "http://retry.test/",
+            &[("x-echo-status", "503"), ("x-echo-delay-ms", "1000")],
+            "",
+        )
+    };
+    let replies: Vec<_> = (0..4).map(|_| std::thread::spawn(failing)).collect();
+    for r in replies {
+        assert_eq!(r.join().unwrap().status, 503);
+    }
+    let overflow = stat(&mesh, "cluster.outbound|80||retry.test.upstream_rq_retry_overflow");
+    let retried = stat(&mesh, "cluster.outbound|80||retry.test.upstream_rq_retry");
+    assert_eq!((retried, overflow), (2, 3), "retries made, refused by the breaker");
+}
+
+#[test]
 fn outlier_detection_ejects_the_failing_instance_and_lets_it_back_after_its_time() {
     let (_a, a) = echo("good-a");
     let (_b, b) = echo("good-b");

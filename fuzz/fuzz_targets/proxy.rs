@@ -15,6 +15,25 @@ use weir_proxy::endpoints::compile_assignment;
 use weir_proxy::listener::{ConnectionFacts, ListenerConfig};
 use weir_proxy::routes::CompiledRoutes;
 
+/// Runs a compiled cluster's outlier detection and circuit breakers through a few outcomes.
+fn exercise_resilience(c: &ClusterConfig) {
+    use weir_proxy::outlier::{HostOutlier, Outcome, ejection_limit, judge_rates};
+    let breakers = weir_proxy::breaker::Breakers::new(c.limits);
+    let _slots = (breakers.request().ok(), breakers.pending().ok(), breakers.retry());
+    let Some(config) = &c.outlier else { return };
+    let host = HostOutlier::default();
+    let now = std::time::Instant::now();
+    for outcome in [Outcome::Status(503), Outcome::ConnectFailed, Outcome::Timeout, Outcome::Reset, Outcome::Status(200)] {
+        if host.record(config, outcome).is_some() {
+            let _ = host.eject(config, now);
+        }
+    }
+    let _ = host.eject(config, now);
+    let _ = host.review(now);
+    let _ = judge_rates(config, &[(100, 1), (100, 100), (0, 0), (u64::MAX, u64::MAX)], false);
+    let _ = ejection_limit(config, usize::MAX / 200);
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, body)) = data.split_first() else { return };
     match kind % 5 {
@@ -27,7 +46,9 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             if let Ok(c) = Cluster::decode(body) {
-                let _ = ClusterConfig::compile(&c);
+                if let Ok(compiled) = ClusterConfig::compile(&c) {
+                    exercise_resilience(&compiled);
+                }
             }
         }
         2 => {

@@ -642,6 +642,10 @@ fn http2_options(
         let interval = opt_duration(k.interval.as_ref(), "connection_keepalive.interval")?;
         let timeout = opt_duration(k.timeout.as_ref(), "connection_keepalive.timeout")?
             .ok_or("connection_keepalive.timeout is required")?;
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        if interval.is_some_and(|i| i > DAY) || timeout > DAY {
+            return Err("connection_keepalive: interval and timeout must be at most a day".into());
+        }
         if let Some(interval) = interval.filter(|i| !i.is_zero()) {
             http.keepalive = Some((interval, timeout));
         }

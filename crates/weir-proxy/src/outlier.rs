@@ -57,6 +57,9 @@ pub struct RateRule {
     pub threshold: f64,
 }
 
+/// The longest interval accepted (the interval drives a timer).
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 fn value(v: Option<&envoy_types::pb::google::protobuf::UInt32Value>, default: u32) -> u32 {
     v.map_or(default, |v| v.value)
 }
@@ -92,8 +95,8 @@ impl OutlierConfig {
         };
         let interval = opt_duration(o.interval.as_ref(), "outlier_detection.interval")?
             .unwrap_or(Duration::from_secs(10));
-        if interval.is_zero() {
-            return Err("outlier_detection.interval must be above zero".into());
+        if interval.is_zero() || interval > MAX_INTERVAL {
+            return Err("outlier_detection.interval must be above zero and at most a day".into());
         }
         let base_ejection_time = opt_duration(
             o.base_ejection_time.as_ref(),
@@ -312,7 +315,7 @@ impl HostOutlier {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         e.ejections = e.ejections.saturating_add(1);
         e.since = Some(now);
-        e.length = config.ejection_time(e.ejections) + config.jitter();
+        e.length = config.ejection_time(e.ejections).saturating_add(config.jitter());
         self.ejected.store(true, Ordering::Release);
         e.length
     }

@@ -10,57 +10,16 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use support::{Client, Proc, address_in, echo, eventually, folder, free_port, http_service, wait_ready};
-
-fn discovery(dir: &str, port: u16) -> (Proc, SocketAddr) {
-    let listen = format!("127.0.0.1:{port}");
-    let p = Proc::weir(
-        "discovery",
-        &[
-            "discovery",
-            "--config",
-            dir,
-            "--listen",
-            &listen,
-            "--monitoring",
-            "127.0.0.1:0",
-        ],
-    );
-    let line = p.wait_line("serving ADS on", Duration::from_secs(20));
-    let monitoring = address_in(&p.wait_line("metrics on", Duration::from_secs(20)), "metrics on ");
-    assert!(line.contains(&listen), "{line}");
-    (p, monitoring)
-}
+use support::{
+    Client, Proc, discovery, echo, eventually, folder, free_port, http_service, standalone_proxy, wait_ready,
+};
 
 fn proxy(discovery: u16) -> (Proc, SocketAddr, SocketAddr) {
-    proxy_speaking(discovery, "delta")
+    standalone_proxy(discovery, &[])
 }
 
 fn proxy_speaking(discovery: u16, protocol: &str) -> (Proc, SocketAddr, SocketAddr) {
-    let d = format!("127.0.0.1:{discovery}");
-    let p = Proc::weir(
-        "proxy",
-        &[
-            "proxy",
-            "--local",
-            "--xds-protocol",
-            protocol,
-            "--discovery",
-            &d,
-            "--node",
-            "sidecar~192.0.2.10~client.default~default.svc.cluster.local",
-            "--admin",
-            "127.0.0.1:0",
-            "--http-proxy",
-            "127.0.0.1:0",
-        ],
-    );
-    let admin = address_in(&p.wait_line("admin on", Duration::from_secs(20)), "admin on ");
-    let http = address_in(
-        &p.wait_line("HTTP proxy on", Duration::from_secs(20)),
-        "HTTP proxy on ",
-    );
-    (p, admin, http)
+    standalone_proxy(discovery, &["--xds-protocol", protocol])
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-use support::{Mesh, Proc, address_in, echo, folder, free_port};
+use support::{Mesh, Proc, echo, folder, free_port};
 
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -49,25 +49,15 @@ fn leaf(dir: &Path, ca: &Ca, file: &str, names: &[&str], client: bool) -> (PathB
 }
 
 fn tls_echo(name: &str, cert: &(PathBuf, PathBuf)) -> (Proc, SocketAddr) {
-    let p = Proc::weir(
-        &format!("echo {name}"),
+    support::echo_with(
+        name,
         &[
-            "echo",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
             "--tls-cert",
             cert.0.to_str().unwrap(),
             "--tls-key",
             cert.1.to_str().unwrap(),
         ],
-    );
-    let address = address_in(
-        &p.wait_line("listening on", std::time::Duration::from_secs(10)),
-        "listening on ",
-    );
-    (p, address)
+    )
 }
 
 /// curl over HTTPS to 127.0.0.1:port as `host`; returns (exit code, body).

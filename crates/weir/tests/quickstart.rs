@@ -113,7 +113,8 @@ fn the_resilience_example_works_as_the_readme_says() {
         ex.curl(&all)
     };
     support::eventually("the example answers", Duration::from_secs(30), &mut || {
-        ex.curl(&["http://orders.default.svc.cluster.local/"]).contains("\"server\"")
+        ex.curl(&["http://orders.default.svc.cluster.local/"])
+            .contains("\"server\"")
     });
     let codes: Vec<String> = (0..12).map(|_| status(&[ratings])).collect();
     assert_eq!(
@@ -123,17 +124,29 @@ fn the_resilience_example_works_as_the_readme_says() {
     );
     assert!(codes[codes.len() - 3..].iter().all(|c| c == "200"), "{codes:?}");
     let clusters = ex.curl(&[&format!("{}/clusters", ex.admin)]);
-    assert!(clusters.contains("::127.0.0.1:9103::health_flags::/failed_outlier_check"), "{clusters}");
+    assert!(
+        clusters.contains("::127.0.0.1:9103::health_flags::/failed_outlier_check"),
+        "{clusters}"
+    );
 
     let started = Instant::now();
     assert_eq!(status(&["-H", "end-user: jason", ratings]), "200");
-    assert!(started.elapsed() >= Duration::from_secs(2), "the tester waits 2 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the tester waits 2 s"
+    );
     let flaky = format!("{ratings}flaky");
     let aborted = (0..40).filter(|_| status(&[&flaky]) == "500").count();
     // binomial(40, 0.5): within ±3.8 standard deviations.
     assert!((8..=32).contains(&aborted), "{aborted} of 40 aborted");
 
-    let order = ex.curl(&["-X", "POST", "-d", "order", "http://orders.default.svc.cluster.local/orders"]);
+    let order = ex.curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "order",
+        "http://orders.default.svc.cluster.local/orders",
+    ]);
     assert!(order.contains("\"server\": \"orders-v1\""), "{order}");
     support::eventually("v2 saw the copy", Duration::from_secs(10), &mut || {
         ex.curl(&["http://127.0.0.1:9105/__requests"])

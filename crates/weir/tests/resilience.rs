@@ -11,29 +11,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{
-    Client, Mesh, Proc, address_in, echo, eventually, folder, free_port, http_service, wait_ready,
+    Client, Mesh, Proc, discovery, echo, echo_with, eventually, folder, free_port, http_service,
+    standalone_proxy, wait_ready,
 };
 
 /// A `weir echo` answering `status` to everything.
 fn failing_echo(name: &str, status: u16) -> (Proc, SocketAddr) {
-    let status = status.to_string();
-    let p = Proc::weir(
-        &format!("echo {name}"),
-        &[
-            "echo",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
-            "--status",
-            &status,
-        ],
-    );
-    let address = address_in(
-        &p.wait_line("listening on", Duration::from_secs(10)),
-        "listening on ",
-    );
-    (p, address)
+    echo_with(name, &["--status", &status.to_string()])
 }
 
 fn stat(mesh: &Mesh, name: &str) -> u64 {
@@ -106,7 +90,11 @@ fn retries_beyond_the_retry_circuit_breaker_are_not_made() {
     let svc = http_service("retry.test", 80, "retry", &[("v1", a)]);
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: retry}\nspec:\n  host: retry.test\n  trafficPolicy:\n    connectionPool:\n      http: {maxRetries: 1}\n";
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: retry}\nspec:\n  hosts: [retry.test]\n  http:\n  - route: [{destination: {host: retry.test}}]\n    retries: {attempts: 2, retryOn: 5xx}\n";
-    let mesh = Mesh::start("retry-breaker", &[("svc.yaml", &svc), ("dr.yaml", dr), ("vs.yaml", vs)], &[]);
+    let mesh = Mesh::start(
+        "retry-breaker",
+        &[("svc.yaml", &svc), ("dr.yaml", dr), ("vs.yaml", vs)],
+        &[],
+    );
     let proxy = mesh.proxy;
     // Four requests fail together after a second; one retry may be in flight at a time, so one
     // request is retried (twice, one after the other) and three answer after their first try.
@@ -123,9 +111,16 @@ fn retries_beyond_the_retry_circuit_breaker_are_not_made() {
     for r in replies {
         assert_eq!(r.join().unwrap().status, 503);
     }
-    let overflow = stat(&mesh, "cluster.outbound|80||retry.test.upstream_rq_retry_overflow");
+    let overflow = stat(
+        &mesh,
+        "cluster.outbound|80||retry.test.upstream_rq_retry_overflow",
+    );
     let retried = stat(&mesh, "cluster.outbound|80||retry.test.upstream_rq_retry");
-    assert_eq!((retried, overflow), (2, 3), "retries made, refused by the breaker");
+    assert_eq!(
+        (retried, overflow),
+        (2, 3),
+        "retries made, refused by the breaker"
+    );
 }
 
 #[test]
@@ -278,42 +273,8 @@ fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_f
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: geo}\nspec:\n  host: geo.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        enabled: true\n        failover: [{from: us-east, to: us-west}]\n";
     std::fs::write(dir.join("dr.yaml"), dr).unwrap();
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let cp = Proc::weir(
-        "discovery",
-        &[
-            "discovery",
-            "--config",
-            dir.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--monitoring",
-            "127.0.0.1:0",
-        ],
-    );
-    cp.wait_line("serving ADS on", Duration::from_secs(20));
-    let p = Proc::weir(
-        "proxy",
-        &[
-            "proxy",
-            "--local",
-            "--discovery",
-            &listen,
-            "--node",
-            "sidecar~192.0.2.20~client.default~default.svc.cluster.local",
-            "--locality",
-            "us-east/zone-a",
-            "--admin",
-            "127.0.0.1:0",
-            "--http-proxy",
-            "127.0.0.1:0",
-        ],
-    );
-    let admin = address_in(&p.wait_line("admin on", Duration::from_secs(20)), "admin on ");
-    let http = address_in(
-        &p.wait_line("HTTP proxy on", Duration::from_secs(20)),
-        "HTTP proxy on ",
-    );
+    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
+    let (_p, admin, http) = standalone_proxy(port, &["--locality", "us-east/zone-a"]);
     let client = Client::new();
     wait_ready(&client, admin);
     let server = || {

@@ -121,13 +121,64 @@ pub fn address_in(line: &str, after: &str) -> SocketAddr {
 
 /// A `weir echo` backend.
 pub fn echo(name: &str) -> (Proc, SocketAddr) {
-    let p = Proc::weir(
-        &format!("echo {name}"),
-        &["echo", "--listen", "127.0.0.1:0", "--name", name],
-    );
+    echo_with(name, &[])
+}
+
+/// A `weir echo` backend with more arguments (`--status 500`, `--tls-cert …`).
+pub fn echo_with(name: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["echo", "--listen", "127.0.0.1:0", "--name", name];
+    args.extend_from_slice(extra);
+    let p = Proc::weir(&format!("echo {name}"), &args);
     let line = p.wait_line("listening on", Duration::from_secs(10));
     let address = address_in(&line, "listening on ");
     (p, address)
+}
+
+/// `weir discovery` on a folder, serving ADS on `port`; returns it and its monitoring address.
+pub fn discovery(dir: &str, port: u16) -> (Proc, SocketAddr) {
+    let listen = format!("127.0.0.1:{port}");
+    let p = Proc::weir(
+        "discovery",
+        &[
+            "discovery",
+            "--config",
+            dir,
+            "--listen",
+            &listen,
+            "--monitoring",
+            "127.0.0.1:0",
+        ],
+    );
+    let line = p.wait_line("serving ADS on", Duration::from_secs(20));
+    let monitoring = address_in(&p.wait_line("metrics on", Duration::from_secs(20)), "metrics on ");
+    assert!(line.contains(&listen), "{line}");
+    (p, monitoring)
+}
+
+/// `weir proxy --local` against the control plane on `discovery` (with `extra` arguments);
+/// returns it, its admin address and its HTTP proxy address.
+pub fn standalone_proxy(discovery: u16, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
+    let d = format!("127.0.0.1:{discovery}");
+    let mut args = vec![
+        "proxy",
+        "--local",
+        "--discovery",
+        &d,
+        "--node",
+        "sidecar~192.0.2.10~client.default~default.svc.cluster.local",
+        "--admin",
+        "127.0.0.1:0",
+        "--http-proxy",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let p = Proc::weir("proxy", &args);
+    let admin = address_in(&p.wait_line("admin on", Duration::from_secs(20)), "admin on ");
+    let http = address_in(
+        &p.wait_line("HTTP proxy on", Duration::from_secs(20)),
+        "HTTP proxy on ",
+    );
+    (p, admin, http)
 }
 
 /// A fresh folder under the target directory.

@@ -142,7 +142,7 @@ backend b
     return p, lambda: [p.pid]
 
 
-def start_weir(tmp, resilient=False):
+def start_weir(tmp, resilient=False, binary=None):
     conf = tmp / "weir.yaml"
     route_extra = RESILIENT_ROUTE if resilient else ""
     cluster_extra = RESILIENT_CLUSTER if resilient else ""
@@ -179,7 +179,7 @@ static_resources:
       - lb_endpoints:
         - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {BACKEND}}}}}}}{cluster_extra}
 """)
-    p = subprocess.Popen([str(WEIR), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{WEIR_ADMIN}", "--workers", "1"],
+    p = subprocess.Popen([str(binary or WEIR), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{WEIR_ADMIN}", "--workers", "1"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "WEIR_LOG": "warn"})
     wait_port(WEIR_PORT)
     return p, lambda: [p.pid]
@@ -217,6 +217,8 @@ def main():
     ap.add_argument("--pairs", type=int, default=1,
                     help="measure weir and weir+res this many times, alternating, and compare medians")
     ap.add_argument("--weir-only", action="store_true", help="skip nginx and HAProxy")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="another weir binary (say, before a change) measured alternately with this one, instead of weir+res")
     args = ap.parse_args()
     for tool in [WEIR, LOADGEN]:
         if not tool.exists():
@@ -234,8 +236,11 @@ def main():
         direct = measure("direct", BACKEND, None, args, None)
         rows.append(direct)
         peers = [] if args.weir_only else [("nginx", NGINX, start_nginx), ("haproxy", HAPROXY, start_haproxy)]
-        targets = peers + [("weir", WEIR_PORT, start_weir),
-                           ("weir+res", WEIR_PORT, lambda tmp: start_weir(tmp, resilient=True))] * args.pairs
+        if args.baseline:
+            second = ("baseline", WEIR_PORT, lambda tmp: start_weir(tmp, binary=args.baseline))
+        else:
+            second = ("weir+res", WEIR_PORT, lambda tmp: start_weir(tmp, resilient=True))
+        targets = peers + [("weir", WEIR_PORT, start_weir), second] * args.pairs
         for name, port, start in targets:
             p, pids = start(tmp)
             procs.append(p)
@@ -253,10 +258,11 @@ def main():
         def median(target, value):
             values = sorted(value(r) for r in rows if r["target"] == target)
             return values[len(values) // 2]
-        cpu = [median(t, lambda r: r["cpu_s_per_10k"]) for t in ("weir", "weir+res")]
-        rps = [median(t, lambda r: r["saturation"]["rps"]) for t in ("weir", "weir+res")]
-        p99 = [median(t, lambda r: r["fixed_rate"]["p99_us"]) for t in ("weir", "weir+res")]
-        print(f"\nresilience overhead (weir+res vs weir, medians of {args.pairs} alternating run(s)): "
+        other = second[0]
+        cpu = [median(t, lambda r: r["cpu_s_per_10k"]) for t in ("weir", other)]
+        rps = [median(t, lambda r: r["saturation"]["rps"]) for t in ("weir", other)]
+        p99 = [median(t, lambda r: r["fixed_rate"]["p99_us"]) for t in ("weir", other)]
+        print(f"\n{other} against weir (medians of {args.pairs} alternating run(s)): "
               f"CPU/10k {100 * (cpu[1] / cpu[0] - 1):+.1f}%, req/s {100 * (rps[1] / rps[0] - 1):+.1f}%, "
               f"p99 {p99[1] - p99[0]:+d} µs")
         out = ROOT / "bench/out"

@@ -2,6 +2,7 @@
 //! limit, as Envoy's buffer limit), a body that replays a buffered prefix before the rest of
 //! the stream, and a response body that reports its size and end for metrics.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -24,6 +25,108 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// A streamed body from hyper.
 pub fn incoming(body: Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
+/// A body that fails at once with `error` (a response whose body could not be read: the
+/// downstream stream is reset rather than given a body shorter than its head announced).
+pub fn failed(error: impl Into<BoxError>) -> Body {
+    let error: BoxError = error.into();
+    http_body_util::StreamBody::new(futures_util::stream::once(async move {
+        Err::<Frame<Bytes>, BoxError>(error)
+    }))
+    .boxed()
+}
+
+/// A body that adds the bytes it passes on to a shared counter (a request's size, for the
+/// metrics recorded when its response ends).
+pub struct Counted {
+    inner: Body,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Counted {
+    /// Wraps a body.
+    pub fn body(inner: Body, count: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Body {
+        Counted { inner, count }.boxed()
+    }
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(d) = frame.data_ref()
+        {
+            self.count
+                .fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The route timeout over a response body still streaming: past the deadline the body fails
+/// (the downstream stream is reset, as Envoy resets it) and `on_timeout` runs once.
+pub struct Deadline<F: FnOnce() + Send + Sync + Unpin> {
+    inner: Body,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    on_timeout: Option<F>,
+}
+
+impl<F: FnOnce() + Send + Sync + Unpin + 'static> Deadline<F> {
+    /// Wraps a body.
+    pub fn body(inner: Body, deadline: std::time::Instant, on_timeout: F) -> Body {
+        Deadline {
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+            on_timeout: Some(on_timeout),
+        }
+        .boxed()
+    }
+}
+
+impl<F: FnOnce() + Send + Sync + Unpin> HttpBody for Deadline<F> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            if let Some(f) = self.on_timeout.take() {
+                f();
+            }
+            return Poll::Ready(Some(Err(
+                "upstream request timeout while the response body was streaming".into(),
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A request body after buffering.

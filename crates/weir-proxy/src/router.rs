@@ -272,6 +272,17 @@ pub async fn forward(
     } else {
         stream = Some(body::incoming(incoming));
     }
+    // The request's size, for the metrics (a streamed body is counted as it passes).
+    let request_bytes = Arc::new(std::sync::atomic::AtomicU64::new(
+        replay.as_ref().map_or(0, |b| b.len() as u64),
+    ));
+    if let Some(s) = stream.take() {
+        stream = Some(if hyper::body::Body::is_end_stream(&s) {
+            s
+        } else {
+            body::Counted::body(s, request_bytes.clone())
+        });
+    }
 
     if let Some(shadow) = shadow_parts {
         match &replay {
@@ -504,13 +515,18 @@ pub async fn forward(
                 let resp = finish_upstream(
                     ctx,
                     resp,
-                    target,
-                    &destination,
-                    started,
-                    service_time,
-                    injected,
-                    downstream_upgrade,
-                    request_slot,
+                    Finish {
+                        target,
+                        destination: &destination,
+                        started,
+                        service_time,
+                        injected,
+                        downstream_upgrade,
+                        request_slot,
+                        deadline,
+                        request_bytes,
+                        cluster: &cluster,
+                    },
                 )
                 .await;
                 (resp, true)
@@ -682,18 +698,35 @@ fn prepare_headers(
     let _ = forward;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn finish_upstream(
-    ctx: &HttpContext,
-    resp: Response<Incoming>,
-    target: Option<&WeightedTarget>,
-    destination: &Destination,
+/// What the response of an attempt is finished with.
+struct Finish<'a> {
+    target: Option<&'a WeightedTarget>,
+    destination: &'a Destination,
     started: Instant,
     service_time: Duration,
     injected: &'static str,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The `max_requests` slot, held until the response body ends.
     request_slot: crate::breaker::Slot,
-) -> Response<Body> {
+    /// The route timeout's deadline, which also bounds the response body.
+    deadline: Option<Instant>,
+    request_bytes: Arc<std::sync::atomic::AtomicU64>,
+    cluster: &'a Arc<crate::upstream::ClusterRuntime>,
+}
+
+async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Finish<'_>) -> Response<Body> {
+    let Finish {
+        target,
+        destination,
+        started,
+        service_time,
+        injected,
+        downstream_upgrade,
+        request_slot,
+        deadline,
+        request_bytes,
+        cluster,
+    } = finish;
     let status = resp.status();
     let (mut parts, incoming) = resp.into_parts();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
@@ -746,20 +779,38 @@ async fn finish_upstream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n <= SMALL_BODY);
+    let timed_out = {
+        let cluster = cluster.clone();
+        move || {
+            cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     let upstream_body = if small {
-        match http_body_util::BodyExt::collect(incoming).await {
+        let collect = http_body_util::BodyExt::collect(incoming);
+        let collected = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), collect).await.ok(),
+            None => Some(collect.await),
+        };
+        match collected {
             // `Collected` replays the data and the trailers.
-            Ok(collected) => http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+            Some(Ok(collected)) => http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
                 collected,
                 |never| match never {},
             )),
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, "upstream response body failed");
-                body::empty()
+                body::failed(e)
+            }
+            None => {
+                timed_out();
+                body::failed("upstream request timeout while reading the response body")
             }
         }
     } else {
-        body::incoming(incoming)
+        match deadline {
+            Some(d) => body::Deadline::body(body::incoming(incoming), d, timed_out),
+            None => body::incoming(incoming),
+        }
     };
     let metered = body::Metered::body(upstream_body, move |bytes| {
         // The request is in flight (`max_requests`) until its response body is done.
@@ -771,7 +822,7 @@ async fn finish_upstream(
             grpc_status: grpc_status.as_deref(),
             flags: flag,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            request_bytes: 0,
+            request_bytes: request_bytes.load(Ordering::Relaxed),
             response_bytes: bytes,
             inbound,
         });

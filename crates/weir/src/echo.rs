@@ -3,7 +3,8 @@
 //! `/status/<code>` answers with that status, `/delay/<ms>` waits first, `/flaky/<key>/<n>`
 //! answers 503 to the first `n` requests for `key` and 200 afterwards, a request with `Upgrade` is
 //! switched (101) and its bytes echoed back, and the headers
-//! `x-echo-status` / `x-echo-delay-ms` do the same as the first two on any path. `--status`
+//! `x-echo-status` / `x-echo-delay-ms` do the same as the first two on any path;
+//! `/stream/<n>/<ms>` sends `n` chunks `ms` milliseconds apart. `--status`
 //! changes the answer to everything else (a failing instance), and `GET /__requests` lists
 //! the requests received (method, authority, path), newest last.
 
@@ -61,6 +62,32 @@ fn tls_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAcceptor, Stri
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
+/// The bodies this backend answers with.
+type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> EchoBody {
+    Full::new(bytes.into()).boxed()
+}
+
+/// `/stream/<n>/<ms>`: `n` chunks of `chunk <i>\n`, one every `ms` milliseconds, without a
+/// length (a body still streaming when a proxy's timeout expires).
+fn stream(path: &str) -> Option<EchoBody> {
+    let rest = path.strip_prefix("/stream/")?;
+    let (n, ms) = rest.split_once('/')?;
+    let (n, ms): (u32, u64) = (n.parse().ok()?, ms.parse().ok()?);
+    let chunks = futures_util::stream::unfold(0u32, move |i| async move {
+        if i == n {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let frame = hyper::body::Frame::data(Bytes::from(format!("chunk {i}\n")));
+        Some((Ok::<_, Infallible>(frame), i + 1))
+    });
+    Some(http_body_util::StreamBody::new(chunks).boxed())
+}
+
 /// Requests seen per `/flaky/<key>` key.
 static FLAKY: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, u64>>> =
     std::sync::LazyLock::new(Default::default);
@@ -107,13 +134,13 @@ impl Backend {
         }
     }
 
-    fn seen(&self) -> Response<Full<Bytes>> {
+    fn seen(&self) -> Response<EchoBody> {
         let list: Vec<serde_json::Value> = self
             .seen
             .lock()
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        let mut resp = Response::new(Full::new(Bytes::from(json!(list).to_string())));
+        let mut resp = Response::new(full(json!(list).to_string()));
         resp.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("application/json"),
@@ -152,7 +179,7 @@ fn control(req: &Request<Incoming>, default_status: StatusCode) -> (StatusCode, 
 
 /// Answers an `Upgrade` request with 101 and then echoes every byte on the upgraded
 /// connection (enough to see an upgrade pass through a proxy; no WebSocket framing).
-fn upgrade(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn upgrade(name: &str, mut req: Request<Incoming>) -> Response<EchoBody> {
     let protocol = req.headers().get(hyper::header::UPGRADE).cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -161,7 +188,7 @@ fn upgrade(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
             let _ = tokio::io::copy(&mut r, &mut w).await;
         }
     });
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(
@@ -181,7 +208,7 @@ async fn answer(
     backend: std::sync::Arc<Backend>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<EchoBody>, Infallible> {
     if req.uri().path() == "/__requests" {
         return Ok(backend.seen());
     }
@@ -189,6 +216,13 @@ async fn answer(
     let name = &backend.name;
     if req.headers().contains_key(hyper::header::UPGRADE) {
         return Ok(upgrade(name, req));
+    }
+    if let Some(body) = stream(req.uri().path()) {
+        let mut resp = Response::new(body);
+        if let Ok(v) = hyper::header::HeaderValue::from_str(name) {
+            resp.headers_mut().insert("x-echo-server", v);
+        }
+        return Ok(resp);
     }
     let (status, delay) = control(&req, backend.status);
     if !delay.is_zero() {
@@ -222,7 +256,7 @@ async fn answer(
         "headers": headers,
         "body_bytes": body.len(),
     });
-    let mut resp = Response::new(Full::new(Bytes::from(format!("{reply:#}\n"))));
+    let mut resp = Response::new(full(format!("{reply:#}\n")));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

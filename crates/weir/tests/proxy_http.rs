@@ -126,7 +126,7 @@ fn route_actions_rewrite_redirect_answer_and_edit_headers() {
 fn timeouts_retries_and_istio_default_retry_policy() {
     let (_e, a) = echo("slow");
     let svc = http_service("slow.test", 80, "slow", &[("v1", a)]);
-    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: slow}\nspec:\n  hosts: [slow.test]\n  http:\n  - match: [{uri: {prefix: /delay}}]\n    timeout: 0.5s\n    route: [{destination: {host: slow.test}}]\n  - match: [{uri: {prefix: /flaky/retried}}]\n    retries: {attempts: 3, retryOn: 5xx}\n    route: [{destination: {host: slow.test}}]\n  - match: [{uri: {prefix: /flaky/never}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: slow.test}}]\n  - route: [{destination: {host: slow.test}}]\n";
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: slow}\nspec:\n  hosts: [slow.test]\n  http:\n  - match: [{uri: {prefix: /delay}}, {uri: {prefix: /stream}}]\n    timeout: 0.5s\n    route: [{destination: {host: slow.test}}]\n  - match: [{uri: {prefix: /flaky/retried}}]\n    retries: {attempts: 3, retryOn: 5xx}\n    route: [{destination: {host: slow.test}}]\n  - match: [{uri: {prefix: /flaky/never}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: slow.test}}]\n  - route: [{destination: {host: slow.test}}]\n";
     let mesh = Mesh::start("timeouts", &[("svc.yaml", &svc), ("vs.yaml", vs)], &[]);
 
     let r = mesh.get("http://slow.test/delay/3000", &[]);
@@ -134,6 +134,20 @@ fn timeouts_retries_and_istio_default_retry_policy() {
     assert_eq!(r.body, "upstream request timeout");
     assert!(r.elapsed < Duration::from_millis(2500), "{:?}", r.elapsed);
     assert_eq!(mesh.get("http://slow.test/delay/10", &[]).status, 200);
+    // The timeout covers the whole response: a body still streaming is cut at 0.5 s (the
+    // head has gone out, so the stream is reset) …
+    let cut = mesh.get("http://slow.test/stream/10/150", &[]);
+    assert_eq!(cut.status, 200, "{cut:?}");
+    let chunks = cut.body.lines().count();
+    assert!(chunks < 10, "the body was not cut: {cut:?}");
+    assert!(
+        (Duration::from_millis(450)..Duration::from_millis(1300)).contains(&cut.elapsed),
+        "{:?}",
+        cut.elapsed
+    );
+    // … and one that ends in time is whole.
+    let whole = mesh.get("http://slow.test/stream/3/100", &[]);
+    assert_eq!(whole.body.lines().count(), 3, "{whole:?}");
     // `x-envoy-upstream-rq-timeout-ms` overrides the route's timeout.
     let r = mesh.get(
         "http://slow.test/delay/800",
@@ -227,7 +241,11 @@ fn the_admin_endpoint_reports_readiness_configuration_hosts_and_metrics() {
     let (_e, a) = echo("adm");
     let svc = http_service("adm.test", 80, "adm", &[("v1", a)]);
     let mesh = Mesh::start("admin", &[("svc.yaml", &svc)], &[]);
-    assert_eq!(mesh.get("http://adm.test/", &[]).status, 200);
+    let posted = "x".repeat(1000);
+    let r = mesh
+        .client
+        .via_proxy(mesh.proxy, "POST", "http://adm.test/", &[], &posted);
+    assert_eq!((r.status, r.json()["body_bytes"].as_u64()), (200, Some(1000)));
     let ready = mesh.admin("/ready");
     assert_eq!((ready.status, ready.body.trim()), (200, "LIVE"));
     let dump: serde_json::Value = serde_json::from_str(&mesh.admin("/config_dump").body).unwrap();
@@ -271,6 +289,18 @@ fn the_admin_endpoint_reports_readiness_configuration_hosts_and_metrics() {
         assert!(line.contains(label), "{label} missing in {line}");
     }
     assert!(line.ends_with(" 1"), "{line}");
+    let size = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}_sum{{")) && l.contains("destination_service=\"adm.test\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name}_sum: {metrics}"))
+    };
+    assert_eq!(size("istio_request_bytes"), 1000.0);
+    assert!(size("istio_response_bytes") > 0.0);
     assert!(
         metrics.contains("istio_request_duration_milliseconds_bucket{"),
         "{metrics}"

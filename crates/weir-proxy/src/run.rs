@@ -56,6 +56,8 @@ pub struct RunningProxy {
     /// Where the forward proxy listens.
     pub http_proxy: Option<SocketAddr>,
     tasks: Vec<tokio::task::AbortHandle>,
+    /// Stops the admin endpoint's own thread.
+    admin_stop: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl RunningProxy {
@@ -66,6 +68,7 @@ impl RunningProxy {
         let agent = Agent::new(state.clone(), listeners.clone());
         let mut tasks = Vec::new();
         let mut admin_addr = None;
+        let mut admin_stop = None;
         if let Some(address) = options.admin {
             let socket = admin::bind(address)
                 .await
@@ -76,7 +79,7 @@ impl RunningProxy {
                 agent: agent.clone(),
                 listeners: listeners.clone(),
             };
-            tasks.push(tokio::spawn(admin::serve(admin, socket)).abort_handle());
+            admin_stop = Some(serve_admin_apart(admin, socket).map_err(|e| StartError::Admin(address, e))?);
         }
         let mut http_proxy = None;
         if let Some(address) = options.http_proxy {
@@ -104,16 +107,51 @@ impl RunningProxy {
             admin: admin_addr,
             http_proxy,
             tasks,
+            admin_stop,
         })
     }
 
     /// Stops accepting, drains connections, and stops the xDS stream.
     pub fn shutdown(&self) {
         self.listeners.shutdown();
+        if let Some(stop) = &self.admin_stop {
+            stop.send_replace(true);
+        }
         for t in &self.tasks {
             t.abort();
         }
     }
+}
+
+/// Serves the admin endpoint on a thread and runtime of its own (as ztunnel keeps admin and data
+/// plane apart), so that it answers while the data path is saturated; returns its stop switch.
+fn serve_admin_apart(
+    admin: Admin,
+    socket: tokio::net::TcpListener,
+) -> std::io::Result<tokio::sync::watch::Sender<bool>> {
+    let socket = socket.into_std()?;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("weir-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let socket = match tokio::net::TcpListener::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "admin endpoint: cannot register its socket");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    () = admin::serve(admin, socket) => {}
+                    _ = stopped.wait_for(|s| *s) => {}
+                }
+            });
+        })?;
+    Ok(stop)
 }
 
 impl Drop for RunningProxy {

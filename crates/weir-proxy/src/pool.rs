@@ -255,7 +255,12 @@ impl Pool {
                 return Ok(conn);
             }
             if let Ok(slot) = self.breakers.connection() {
-                return self.connect_http1(target, slot).await;
+                let connected = self.connect_http1(target, slot).await;
+                if connected.is_err() {
+                    // The slot was given back: a request waiting for a connection may open one.
+                    self.released.notify_waiters();
+                }
+                return connected;
             }
             released.await;
         }

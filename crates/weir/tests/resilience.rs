@@ -85,6 +85,29 @@ fn concurrent_load_beyond_the_connection_pool_is_answered_503_overflow() {
 }
 
 #[test]
+fn requests_waiting_for_the_only_connection_fail_fast_when_it_cannot_be_made() {
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let svc = http_service("down.test", 80, "down", &[("v1", closed)]);
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: down}\nspec:\n  host: down.test\n  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 10}\n";
+    let mesh = Mesh::start("down", &[("svc.yaml", &svc), ("dr.yaml", dr)], &[]);
+    let proxy = mesh.proxy;
+    let replies: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || Client::new().via_proxy(proxy, "GET", "http://down.test/", &[], ""))
+        })
+        .collect();
+    for r in replies {
+        let r = r.join().unwrap();
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(r.body.contains("connection failure"), "{r:?}");
+        assert!(
+            r.elapsed < Duration::from_secs(5),
+            "a waiting request was not woken: {r:?}"
+        );
+    }
+}
+
+#[test]
 fn retries_beyond_the_retry_circuit_breaker_are_not_made() {
     let (_e, a) = echo("retry-pool");
     let svc = http_service("retry.test", 80, "retry", &[("v1", a)]);

@@ -425,17 +425,7 @@ pub async fn forward(
                 cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
                 host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
                 cluster.report(&host, crate::outlier::Outcome::Timeout);
-                return (
-                    finish_local(
-                        ctx,
-                        started,
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream request timeout",
-                        flags::UPSTREAM_TIMEOUT,
-                        Some(&cluster_name),
-                    ),
-                    false,
-                );
+                return (upstream_timeout(ctx, started, &cluster_name), false);
             }
             Ok(Ok(resp)) => Outcome::Response(
                 resp.status().as_u16(),
@@ -570,17 +560,7 @@ pub async fn forward(
             Err(()) => {
                 // A per-try timeout that is not retried answers like Envoy: 504.
                 cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
-                (
-                    finish_local(
-                        ctx,
-                        started,
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream request timeout",
-                        flags::UPSTREAM_TIMEOUT,
-                        Some(&cluster_name),
-                    ),
-                    false,
-                )
+                (upstream_timeout(ctx, started, &cluster_name), false)
             }
         };
     }
@@ -609,6 +589,18 @@ pub(crate) fn set_target(
             parts.headers.remove(HOST);
         }
     }
+}
+
+/// Envoy's answer to a request that timed out before the response started.
+fn upstream_timeout(ctx: &HttpContext, started: Instant, cluster: &str) -> Response<Body> {
+    finish_local(
+        ctx,
+        started,
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream request timeout",
+        flags::UPSTREAM_TIMEOUT,
+        Some(cluster),
+    )
 }
 
 /// A circuit breaker refused the request: Envoy's 503 with `x-envoy-overloaded`.

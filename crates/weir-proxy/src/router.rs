@@ -154,33 +154,11 @@ pub async fn forward(
 ) -> (Response<Body>, bool) {
     let snapshot = ctx.state.snapshot();
     let Some((cluster_name, target)) = forward.clusters.pick(fastrand::u64(..), req.headers()) else {
-        ctx.state.counters.no_cluster.fetch_add(1, Ordering::Relaxed);
-        return (
-            finish_local(
-                ctx,
-                started,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "",
-                flags::NO_CLUSTER,
-                None,
-            ),
-            false,
-        );
+        return (no_cluster(ctx, started, None), false);
     };
     let Some(cluster) = snapshot.clusters.get(&cluster_name).cloned() else {
-        ctx.state.counters.no_cluster.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(cluster = %cluster_name, "route points at a cluster this proxy does not have");
-        return (
-            finish_local(
-                ctx,
-                started,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "",
-                flags::NO_CLUSTER,
-                Some(&cluster_name),
-            ),
-            false,
-        );
+        return (no_cluster(ctx, started, Some(&cluster_name)), false);
     };
     let destination = Destination::from_cluster(&cluster_name);
     let upgrade = is_upgrade(&req);
@@ -272,15 +250,16 @@ pub async fn forward(
     } else {
         stream = Some(body::incoming(incoming));
     }
-    // The request's size, for the metrics (a streamed body is counted as it passes).
-    let request_bytes = Arc::new(std::sync::atomic::AtomicU64::new(
-        replay.as_ref().map_or(0, |b| b.len() as u64),
-    ));
+    // The request's size, for the metrics: known when buffered or empty, else counted as the
+    // body streams (a shared counter only then, off the common path).
+    let mut request_bytes = RequestSize::Known(replay.as_ref().map_or(0, |b| b.len() as u64));
     if let Some(s) = stream.take() {
         stream = Some(if hyper::body::Body::is_end_stream(&s) {
             s
         } else {
-            body::Counted::body(s, request_bytes.clone())
+            let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            request_bytes = RequestSize::Counted(counter.clone());
+            body::Counted::body(s, counter)
         });
     }
 
@@ -591,6 +570,19 @@ pub(crate) fn set_target(
     }
 }
 
+/// Envoy's answer when the route names no cluster this proxy has (flag NC), counted.
+fn no_cluster(ctx: &HttpContext, started: Instant, cluster: Option<&str>) -> Response<Body> {
+    ctx.state.counters.no_cluster.fetch_add(1, Ordering::Relaxed);
+    finish_local(
+        ctx,
+        started,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "",
+        flags::NO_CLUSTER,
+        cluster,
+    )
+}
+
 /// Envoy's answer to a request that timed out before the response started.
 fn upstream_timeout(ctx: &HttpContext, started: Instant, cluster: &str) -> Response<Body> {
     finish_local(
@@ -690,6 +682,23 @@ fn prepare_headers(
     let _ = forward;
 }
 
+/// A request body's size for the metrics.
+enum RequestSize {
+    /// Buffered or empty.
+    Known(u64),
+    /// Streamed: counted as it passes.
+    Counted(Arc<std::sync::atomic::AtomicU64>),
+}
+
+impl RequestSize {
+    fn get(&self) -> u64 {
+        match self {
+            RequestSize::Known(n) => *n,
+            RequestSize::Counted(c) => c.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// What the response of an attempt is finished with.
 struct Finish<'a> {
     target: Option<&'a WeightedTarget>,
@@ -702,7 +711,7 @@ struct Finish<'a> {
     request_slot: crate::breaker::Slot,
     /// The route timeout's deadline, which also bounds the response body.
     deadline: Option<Instant>,
-    request_bytes: Arc<std::sync::atomic::AtomicU64>,
+    request_bytes: RequestSize,
     cluster: &'a Arc<crate::upstream::ClusterRuntime>,
 }
 
@@ -814,7 +823,7 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
             grpc_status: grpc_status.as_deref(),
             flags: flag,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            request_bytes: request_bytes.load(Ordering::Relaxed),
+            request_bytes: request_bytes.get(),
             response_bytes: bytes,
             inbound,
         });

@@ -11,16 +11,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use support::{
-    Client, Proc, discovery, echo, eventually, folder, free_port, http_service, standalone_proxy, wait_ready,
+    Client, Proc, Standalone, discovery, echo, eventually, folder, free_port, http_service, standalone,
+    wait_ready,
 };
-
-fn proxy(discovery: u16) -> (Proc, SocketAddr, SocketAddr) {
-    standalone_proxy(discovery, &[])
-}
-
-fn proxy_speaking(discovery: u16, protocol: &str) -> (Proc, SocketAddr, SocketAddr) {
-    standalone_proxy(discovery, &["--xds-protocol", protocol])
-}
 
 #[test]
 fn the_last_good_configuration_serves_while_the_control_plane_is_away() {
@@ -32,10 +25,15 @@ fn the_last_good_configuration_serves_while_the_control_plane_is_away() {
         http_service("svc.test", 80, "svc", &[("v1", a1)]),
     )
     .unwrap();
-    let port = free_port();
-    let (mut cp, _) = discovery(dir.to_str().unwrap(), port);
-    let (_p, admin, http) = proxy(port);
-    let client = Client::new();
+    let Standalone {
+        control_plane: mut cp,
+        port,
+        proxy: _p,
+        admin,
+        http,
+        client,
+        ..
+    } = standalone(&dir, &[]);
     wait_ready(&client, admin);
     assert_eq!(
         client
@@ -91,10 +89,15 @@ fn a_resource_the_proxy_cannot_honour_is_nacked_and_the_rest_applies() {
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: guarded}\nspec:\n  host: guarded.test\n  trafficPolicy:\n    tls: {mode: SIMPLE, caCertificates: /nonexistent/weir-test-ca.pem}\n",
     )
     .unwrap();
-    let port = free_port();
-    let (_cp, monitoring) = discovery(dir.to_str().unwrap(), port);
-    let (_p, admin, http) = proxy(port);
-    let client = Client::new();
+    let Standalone {
+        control_plane: _cp,
+        monitoring,
+        proxy: _p,
+        admin,
+        http,
+        client,
+        ..
+    } = standalone(&dir, &[]);
     eventually("good.test served", Duration::from_secs(15), &mut || {
         client
             .via_proxy(http, "GET", "http://good.test/", &[], "")
@@ -199,10 +202,14 @@ fn tcp_services_are_proxied_through_connect_tunnels() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
-    let (_p, admin, http) = proxy(port);
-    let client = Client::new();
+    let Standalone {
+        control_plane: _cp,
+        proxy: _p,
+        admin,
+        http,
+        client,
+        ..
+    } = standalone(&dir, &[]);
     wait_ready(&client, admin);
     let mut s = TcpStream::connect(http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -253,10 +260,14 @@ fn the_state_of_the_world_protocol_serves_the_same_configuration() {
         http_service("sotw.test", 80, "sotw", &[("v1", a1)]),
     )
     .unwrap();
-    let port = free_port();
-    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
-    let (p, admin, http) = proxy_speaking(port, "sotw");
-    let client = Client::new();
+    let Standalone {
+        control_plane: _cp,
+        proxy: p,
+        admin,
+        http,
+        client,
+        ..
+    } = standalone(&dir, &["--xds-protocol", "sotw"]);
     wait_ready(&client, admin);
     assert_eq!(
         client
@@ -287,10 +298,14 @@ fn websocket_upgrades_pass_through_the_sidecar() {
         http_service("ws.test", 80, "ws", &[("v1", backend)]),
     )
     .unwrap();
-    let port = free_port();
-    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
-    let (_p, admin, http) = proxy(port);
-    let client = Client::new();
+    let Standalone {
+        control_plane: _cp,
+        proxy: _p,
+        admin,
+        http,
+        client,
+        ..
+    } = standalone(&dir, &[]);
     wait_ready(&client, admin);
     let mut s = TcpStream::connect(http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -339,10 +354,14 @@ fn endpoints_on_unix_domain_sockets_are_reached() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
-    let (_p, admin, http) = proxy(port);
-    let client = Client::new();
+    let Standalone {
+        control_plane: _cp,
+        proxy: _p,
+        admin,
+        http,
+        client,
+        ..
+    } = standalone(&dir, &[]);
     wait_ready(&client, admin);
     let r = client.via_proxy(http, "GET", "http://local.test/over-a-socket", &[], "");
     assert_eq!((r.status, r.server()), (200, Some("unix-backend")), "{r:?}");

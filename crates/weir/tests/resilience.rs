@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{
-    Client, Mesh, Proc, discovery, echo, echo_with, eventually, folder, free_port, http_service,
-    standalone_proxy, wait_ready,
+    Client, Mesh, Proc, Standalone, echo, echo_with, eventually, folder, free_port, http_service, standalone,
+    wait_ready,
 };
 
 /// A `weir echo` answering `status` to everything.
@@ -295,10 +295,14 @@ fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_f
     std::fs::write(dir.join("svc.yaml"), svc).unwrap();
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: geo}\nspec:\n  host: geo.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        enabled: true\n        failover: [{from: us-east, to: us-west}]\n";
     std::fs::write(dir.join("dr.yaml"), dr).unwrap();
-    let port = free_port();
-    let (_cp, _) = discovery(dir.to_str().unwrap(), port);
-    let (_p, admin, http) = standalone_proxy(port, &["--locality", "us-east/zone-a"]);
-    let client = Client::new();
+    let Standalone {
+        control_plane: _cp,
+        proxy: _p,
+        admin,
+        http,
+        client,
+        ..
+    } = standalone(&dir, &["--locality", "us-east/zone-a"]);
     wait_ready(&client, admin);
     let server = || {
         client

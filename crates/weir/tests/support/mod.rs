@@ -155,6 +155,40 @@ pub fn discovery(dir: &str, port: u16) -> (Proc, SocketAddr) {
     (p, monitoring)
 }
 
+/// `weir discovery` on a folder and `weir proxy --local` against it.
+pub struct Standalone {
+    /// The control plane.
+    pub control_plane: Proc,
+    /// Its ADS port.
+    pub port: u16,
+    /// Its monitoring address.
+    pub monitoring: SocketAddr,
+    /// The proxy.
+    pub proxy: Proc,
+    /// The proxy's admin address.
+    pub admin: SocketAddr,
+    /// The proxy's HTTP proxy address.
+    pub http: SocketAddr,
+    /// A client.
+    pub client: Client,
+}
+
+/// Starts `weir discovery` on `dir` and the proxy against it, with `extra` proxy arguments.
+pub fn standalone(dir: &Path, extra: &[&str]) -> Standalone {
+    let port = free_port();
+    let (control_plane, monitoring) = discovery(dir.to_str().unwrap(), port);
+    let (proxy, admin, http) = standalone_proxy(port, extra);
+    Standalone {
+        control_plane,
+        port,
+        monitoring,
+        proxy,
+        admin,
+        http,
+        client: Client::new(),
+    }
+}
+
 /// `weir proxy --local` against the control plane on `discovery` (with `extra` arguments);
 /// returns it, its admin address and its HTTP proxy address.
 pub fn standalone_proxy(discovery: u16, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {

@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::body;
 use crate::convert::Target;
@@ -159,7 +158,6 @@ fn connect(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>)
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                let (_tx, drain) = watch::channel(0u64);
                 dispatch(
                     state,
                     listener,
@@ -167,7 +165,6 @@ fn connect(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>)
                     peer,
                     address,
                     Some(target),
-                    drain,
                 )
                 .await;
             }

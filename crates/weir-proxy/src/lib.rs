@@ -16,6 +16,7 @@ pub mod bootstrap;
 pub mod breaker;
 pub mod cluster;
 mod convert;
+pub mod drain;
 pub mod endpoints;
 pub mod forward_proxy;
 pub mod headers;

@@ -1,8 +1,9 @@
 //! Listeners at run time: sockets bound for the listeners that ask for it, accept loops, the
 //! original-destination hand-off, listener inspectors, filter-chain selection, and the chain's
-//! work (TCP proxy or HTTP). A listener whose configuration changes keeps its socket; its
-//! existing HTTP connections are drained gracefully (HTTP/1.1 `connection: close` after the
-//! current request, HTTP/2 GOAWAY) and new connections use the new configuration.
+//! work (TCP proxy or HTTP). A listener whose configuration changes keeps its socket; the HTTP
+//! connections it handles — accepted on its socket or handed to it as their original
+//! destination — are drained gracefully (HTTP/1.1 `connection: close` after the current request,
+//! HTTP/2 GOAWAY; see [`crate::drain`]) and new connections use the new configuration.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,9 +17,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::convert::Target;
+use crate::drain::DrainSignal;
 use crate::http::{Downstream, HttpContext, handle};
 use crate::inspect::{HttpGuess, MAX_HELLO, Rewind, Tls, guess_http, parse_client_hello};
 use crate::listener::{ChainKind, Codec, ConnectionFacts, HttpManagerConfig, ListenerConfig};
@@ -69,13 +70,12 @@ struct Running {
     address: SocketAddr,
     version: String,
     accept: tokio::task::AbortHandle,
-    drain: watch::Sender<u64>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // Its connections are drained by the listener's removal or change (`ListenerDrains`).
         self.accept.abort();
-        self.drain.send_modify(|g| *g += 1);
     }
 }
 
@@ -147,9 +147,9 @@ impl Listeners {
                 let version = format!("{:?}", l.source);
                 match running.get_mut(*name) {
                     Some(r) if r.version != version => {
-                        // Same socket, new configuration: drain what the old one accepted.
+                        // Same socket, new configuration (the installed snapshot drained the
+                        // old one's connections).
                         r.version = version;
-                        r.drain.send_modify(|g| *g += 1);
                     }
                     Some(_) => {}
                     None => to_bind.push(((*name).to_string(), *address, version)),
@@ -159,13 +159,7 @@ impl Listeners {
         for (name, address, version) in to_bind {
             match bind(address).await {
                 Ok(socket) => {
-                    let (drain, _) = watch::channel(0u64);
-                    let accept = tokio::spawn(accept_loop(
-                        self.state.clone(),
-                        name.clone(),
-                        socket,
-                        drain.clone(),
-                    ));
+                    let accept = tokio::spawn(accept_loop(self.state.clone(), name.clone(), socket));
                     tracing::info!(listener = %name, %address, "listening");
                     if let Ok(mut running) = self.running.lock() {
                         running.insert(
@@ -174,7 +168,6 @@ impl Listeners {
                                 address,
                                 version,
                                 accept: accept.abort_handle(),
-                                drain,
                             },
                         );
                     }
@@ -211,6 +204,7 @@ impl Listeners {
                 task.abort();
             }
         }
+        self.state.drains.drain_all();
     }
 
     /// Accepts connections on these addresses as if they had been redirected to the proxy with
@@ -273,7 +267,7 @@ async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-async fn accept_loop(state: Arc<ProxyState>, name: String, socket: TcpListener, drain: watch::Sender<u64>) {
+async fn accept_loop(state: Arc<ProxyState>, name: String, socket: TcpListener) {
     loop {
         let (stream, peer) = match socket.accept().await {
             Ok(s) => s,
@@ -286,21 +280,17 @@ async fn accept_loop(state: Arc<ProxyState>, name: String, socket: TcpListener, 
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let name = name.clone();
-        let drain = drain.subscribe();
-        tokio::spawn(async move { accept_connection(state, &name, stream, peer, drain).await });
+        tokio::spawn(async move { accept_connection(state, &name, stream, peer).await });
     }
 }
 
 async fn redirect_loop(state: Arc<ProxyState>, socket: TcpListener, destination: SocketAddr) {
-    // Connections to a redirected address are drained only when the proxy stops.
-    let (_drain, drain_rx) = watch::channel(0u64);
     loop {
         let Ok((stream, peer)) = socket.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let drain = drain_rx.clone();
         tokio::spawn(async move {
             let snapshot = state.snapshot();
             let Some(listener) = snapshot.listener_for_redirected(destination) else {
@@ -313,7 +303,6 @@ async fn redirect_loop(state: Arc<ProxyState>, socket: TcpListener, destination:
                 peer,
                 destination,
                 Some(Target::Socket(destination)),
-                drain,
             )
             .await;
         });
@@ -332,13 +321,7 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
     addr.as_socket()
 }
 
-async fn accept_connection(
-    state: Arc<ProxyState>,
-    name: &str,
-    stream: TcpStream,
-    peer: SocketAddr,
-    drain: watch::Receiver<u64>,
-) {
+async fn accept_connection(state: Arc<ProxyState>, name: &str, stream: TcpStream, peer: SocketAddr) {
     let snapshot = state.snapshot();
     let Some(listener) = snapshot.listeners.get(name).cloned() else {
         return;
@@ -358,12 +341,12 @@ async fn accept_connection(
         peer,
         destination,
         Some(Target::Socket(destination)),
-        drain,
     )
     .await;
 }
 
-/// Handles a connection on a listener: inspectors, chain selection, then the chain.
+/// Handles a connection on a listener: inspectors, chain selection, then the chain. The
+/// connection is drained when that listener changes.
 pub async fn dispatch<S>(
     state: Arc<ProxyState>,
     listener: Arc<ListenerConfig>,
@@ -371,11 +354,11 @@ pub async fn dispatch<S>(
     peer: SocketAddr,
     destination: SocketAddr,
     original_dst: Option<Target>,
-    drain: watch::Receiver<u64>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use std::sync::atomic::Ordering;
+    let (listener, drain) = state.drains.join(listener);
     state.counters.downstream_cx_total.fetch_add(1, Ordering::Relaxed);
     state
         .counters
@@ -480,7 +463,7 @@ async fn run_chain<S>(
     original_dst: Option<Target>,
     sni: Option<String>,
     tls: bool,
-    drain: watch::Receiver<u64>,
+    drain: DrainSignal,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -549,7 +532,7 @@ async fn inspect<S: AsyncRead + Unpin>(
 }
 
 /// Serves HTTP on a connection until it ends or is drained.
-pub async fn serve_http<S>(ctx: Arc<HttpContext>, stream: S, mut drain: watch::Receiver<u64>)
+pub async fn serve_http<S>(ctx: Arc<HttpContext>, stream: S, mut drain: DrainSignal)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -573,14 +556,13 @@ where
     let service = service_fn(move |req| handle(service_ctx.clone(), req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let start = *drain.borrow_and_update();
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
             }
         }
-        _ = async { let _ = drain.wait_for(|g| *g != start).await; } => {
+        _ = drain.drained() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 use arc_swap::ArcSwap;
 
+use crate::drain::ListenerDrains;
 use crate::listener::ListenerConfig;
 use crate::routes::CompiledRoutes;
 use crate::stats::IstioMetrics;
@@ -104,6 +105,8 @@ pub struct ProxyState {
     pub counters: ProxyCounters,
     /// Addresses this proxy accepts on; a passthrough to one of them would loop.
     own_addresses: ArcSwap<std::collections::HashSet<SocketAddr>>,
+    /// Each listener's current configuration and the drain of the connections it handles.
+    pub drains: ListenerDrains,
 }
 
 impl ProxyState {
@@ -114,6 +117,7 @@ impl ProxyState {
             metrics,
             counters: ProxyCounters::default(),
             own_addresses: ArcSwap::from_pointee(std::collections::HashSet::new()),
+            drains: ListenerDrains::default(),
         })
     }
 
@@ -138,6 +142,7 @@ impl ProxyState {
 
     /// Installs a new configuration.
     pub fn install(&self, snapshot: Snapshot) {
+        self.drains.update(&snapshot.listeners);
         self.snapshot.store(Arc::new(snapshot));
     }
 }

@@ -395,3 +395,76 @@ fn consistent_hashing_keeps_a_user_on_one_backend_and_faults_are_injected() {
         "{metrics}"
     );
 }
+
+/// Sends one HTTP/1.1 request on a kept-alive connection and reads the response head and its
+/// `content-length` body: (status, whether the proxy said `connection: close`).
+fn exchange(stream: &mut std::net::TcpStream, host: &str, extra: &str) -> (u16, bool) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    write!(stream, "GET / HTTP/1.1\r\nhost: {host}\r\n{extra}\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {status_line:?}"));
+    let (mut length, mut close) = (0usize, false);
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        close |= line == "connection: close";
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (status, close)
+}
+
+#[test]
+fn a_changed_listener_drains_its_kept_alive_connections_after_the_request_in_flight() {
+    use std::io::Read;
+    let (_e, a) = echo("drained");
+    let svc = http_service("drain.test", 18090, "drained", &[("v1", a)]);
+    let mesh = Mesh::start(
+        "drain",
+        &[("svc.yaml", &svc)],
+        &["--allocation-range", "127.242.0.0/16"],
+    );
+    let vip = support::address_in(
+        &mesh.run.wait_line("drain.test on ", Duration::from_secs(10)),
+        "drain.test on ",
+    );
+    let mut kept = std::net::TcpStream::connect(vip).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(exchange(&mut kept, "drain.test:18090", ""), (200, false));
+
+    // A service on another port changes another listener: this connection stays.
+    let other = http_service("other.test", 18091, "other", &[("v1", a)]);
+    mesh.write("other.yaml", &other);
+    mesh.run.wait_line("other.test on ", Duration::from_secs(10));
+    assert_eq!(exchange(&mut kept, "drain.test:18090", ""), (200, false));
+
+    // A TCP service on the same port changes this connection's listener (`0.0.0.0_18090` gets
+    // a chain of its own) while a slow request is in flight: the request is answered, with
+    // `connection: close`, and the connection ends; a new one gets the new configuration.
+    let mut slow = kept.try_clone().unwrap();
+    let in_flight =
+        std::thread::spawn(move || exchange(&mut slow, "drain.test:18090", "x-echo-delay-ms: 1500\r\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    let tcp = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db}\nspec:\n  hosts: [db.test]\n  ports: [{number: 18090, name: tcp, protocol: TCP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n";
+    mesh.write("tcp.yaml", tcp);
+    mesh.run.wait_line("db.test on ", Duration::from_secs(10));
+    assert_eq!(in_flight.join().unwrap(), (200, true));
+    let mut rest = Vec::new();
+    assert_eq!(kept.read_to_end(&mut rest).unwrap(), 0, "the connection ends");
+    let mut fresh = std::net::TcpStream::connect(vip).unwrap();
+    fresh.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(exchange(&mut fresh, "drain.test:18090", ""), (200, false));
+}

@@ -15,9 +15,11 @@ release:
 	$(CARGO) build --release -p weir
 
 ## test: every unit, corpus, rule-table, golden and CLI test (needs ../shared/corpus/istio beside the repo),
-## then the interop tests (interop/run.sh installs grpcio into target/interop-venv itself)
+## then the interop tests (interop/run.sh installs grpcio into target/interop-venv itself);
+## scripts/test-deps.sh installs iproute2, iptables and curl when missing (the sidecar capture test runs as root)
 test:
 	@test -d $(CORPUS) || { echo "make test: $(CORPUS) not found (the Istio corpus must sit beside the repository)"; exit 2; }
+	bash scripts/test-deps.sh
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	bash interop/run.sh

@@ -23,8 +23,22 @@ pub struct Proc {
 impl Proc {
     /// Starts `weir` with these arguments.
     pub fn weir(label: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command.args(args);
+        Proc::start(label, command)
+    }
+
+    /// Starts `weir` with these arguments inside a network namespace.
+    pub fn weir_in(ns: &Netns, label: &str, args: &[&str]) -> Proc {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_weir")])
+            .args(args);
+        Proc::start(label, command)
+    }
+
+    fn start(label: &str, mut command: Command) -> Proc {
+        let mut child = command
             .env("WEIR_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -476,4 +490,50 @@ pub fn subsets(host: &str, name: &str, versions: &[&str]) -> String {
         out.push_str(&format!("  - name: {v}\n    labels: {{version: {v}}}\n"));
     }
     out
+}
+
+/// A network namespace of the test's own (loopback up), deleted when dropped. Needs root and
+/// iproute2; `scripts/test-deps.sh` (run by `make test`) installs what the tests need.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `weir-<pid>-<name>`.
+    pub fn new(name: &str) -> Netns {
+        let ns = Netns {
+            name: format!("weir-{}-{name}", std::process::id()),
+        };
+        let _ = Command::new("ip").args(["netns", "del", &ns.name]).output();
+        run_ok("ip", &["netns", "add", &ns.name]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside the namespace; panics with its output if it fails.
+    pub fn exec(&self, command: &[&str]) -> String {
+        let mut args = vec!["netns", "exec", &self.name];
+        args.extend_from_slice(command);
+        run_ok("ip", &args)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} cannot start ({e}): run scripts/test-deps.sh as root"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

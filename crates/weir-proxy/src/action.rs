@@ -2,6 +2,7 @@
 //! or answer directly; plus its per-route CORS and fault settings. Compiled once per
 //! RouteConfiguration; anything Envoy would do that Weir cannot is an error.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,23 +50,29 @@ pub struct WeightedTarget {
 impl Clusters {
     /// Picks a target with `random` in `0..u64::MAX` (weighted clusters), returning the
     /// cluster name and the target's header operations.
-    pub fn pick(&self, random: u64, headers: &http::HeaderMap) -> Option<(String, Option<&WeightedTarget>)> {
+    pub fn pick(
+        &self,
+        random: u64,
+        headers: &http::HeaderMap,
+    ) -> Option<(Cow<'_, str>, Option<&WeightedTarget>)> {
         match self {
-            Clusters::One(c) => Some((c.clone(), None)),
+            Clusters::One(c) => Some((Cow::Borrowed(c), None)),
             Clusters::Weighted(targets, total) => {
                 let mut point = random % (*total).max(1);
                 for t in targets {
                     if point < t.weight {
-                        return Some((t.cluster.clone(), Some(t)));
+                        return Some((Cow::Borrowed(&t.cluster), Some(t)));
                     }
                     point -= t.weight;
                 }
-                targets.last().map(|t| (t.cluster.clone(), Some(t)))
+                targets
+                    .last()
+                    .map(|t| (Cow::Borrowed(t.cluster.as_str()), Some(t)))
             }
             Clusters::FromHeader(h) => headers
                 .get(h)
                 .and_then(|v| v.to_str().ok())
-                .map(|c| (c.to_string(), None)),
+                .map(|c| (Cow::Owned(c.to_string()), None)),
         }
     }
 }

@@ -22,6 +22,15 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
+/// A complete body that does not announce its length, which stays the `content-length` header's:
+/// the answer to HEAD, or a 304, declares a length it does not carry.
+pub fn full_unsized(bytes: Bytes) -> Body {
+    http_body_util::StreamBody::new(futures_util::stream::once(async move {
+        Ok::<_, BoxError>(Frame::data(bytes))
+    }))
+    .boxed()
+}
+
 /// A streamed body from hyper.
 pub fn incoming(body: Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed()

@@ -18,6 +18,7 @@ use crate::action::{Abort, Action, Cors, Fault, Redirect, RedirectPath};
 use crate::body;
 use crate::convert::Target;
 use crate::listener::{HttpManagerConfig, RouteSource};
+use crate::names;
 use crate::pool::Body;
 use crate::routes::{CompiledRoute, CompiledRoutes, CompiledVirtualHost};
 use crate::state::ProxyState;
@@ -91,9 +92,7 @@ pub fn local_reply(manager: &HttpManagerConfig, status: StatusCode, text: &str) 
     if !text.is_empty() {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
-    if let Ok(v) = HeaderValue::from_str(&manager.server_name) {
-        h.insert(http::header::SERVER, v);
-    }
+    h.insert(http::header::SERVER, manager.server_name.clone());
     resp
 }
 
@@ -131,8 +130,8 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(&str, &str)> {
 
 /// Headers that end at this hop (besides `connection` and `upgrade`, handled with upgrades).
 const HOP_BY_HOP: [http::header::HeaderName; 5] = [
-    http::header::HeaderName::from_static("keep-alive"),
-    http::header::HeaderName::from_static("proxy-connection"),
+    names::KEEP_ALIVE,
+    names::PROXY_CONNECTION,
     http::header::TRANSFER_ENCODING,
     http::header::PROXY_AUTHENTICATE,
     http::header::PROXY_AUTHORIZATION,
@@ -140,6 +139,17 @@ const HOP_BY_HOP: [http::header::HeaderName; 5] = [
 
 /// Removes hop-by-hop headers (and those `connection` names), except `upgrade` when upgrading.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One look at the names first: most messages carry none of these, and a removal costs a
+    // hash and a probe each.
+    let present = headers.keys().any(|k| {
+        k == http::header::CONNECTION
+            || k == http::header::UPGRADE
+            || k == http::header::TE
+            || HOP_BY_HOP.contains(k)
+    });
+    if !present {
+        return;
+    }
     if headers.contains_key(http::header::CONNECTION) {
         strip_connection_named(headers, keep_upgrade);
     }
@@ -173,20 +183,24 @@ fn strip_fixed(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// A random UUID v4, as Envoy generates for `x-request-id`.
-pub fn uuid4() -> String {
-    let a = fastrand::u64(..);
-    let b = fastrand::u64(..);
-    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
+/// A random UUID v4 in its text form, as Envoy generates for `x-request-id` (written digit by
+/// digit: this runs for every request, and `format!` with padding cost more than the rest of
+/// the header handling).
+pub fn uuid4() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let a = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let b = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let bits = (u128::from(a) << 64) | u128::from(b);
+    let mut out = [b'-'; 36];
+    let mut nibble = 0;
+    for (i, byte) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        *byte = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
+        nibble += 1;
+    }
+    out
 }
 
 /// The route a request matched, with the virtual host and configuration it belongs to.
@@ -377,9 +391,8 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Result<Res
     if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
         decorate_cors(cors, origin, resp.headers_mut());
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.manager.server_name) {
-        resp.headers_mut().insert(http::header::SERVER, v);
-    }
+    resp.headers_mut()
+        .insert(http::header::SERVER, ctx.manager.server_name.clone());
     Ok(resp)
 }
 
@@ -546,8 +559,11 @@ async fn apply_fault(manager: &HttpManagerConfig, fault: &Fault, headers: &Heade
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/grpc"),
             );
-            h.insert("grpc-status", HeaderValue::from(code));
-            h.insert("grpc-message", HeaderValue::from_static("fault filter abort"));
+            h.insert(names::GRPC_STATUS, HeaderValue::from(code));
+            h.insert(
+                names::GRPC_MESSAGE,
+                HeaderValue::from_static("fault filter abort"),
+            );
             FaultOutcome::Abort(Box::new(resp))
         }
         None => outcome,
@@ -644,8 +660,12 @@ mod tests {
 
     #[test]
     fn uuids_are_version_4() {
-        let u = uuid4();
+        let u = String::from_utf8(uuid4().to_vec()).unwrap();
         assert_eq!(u.len(), 36);
+        let digits: String = u.split('-').collect();
+        assert_eq!(u.split('-').map(str::len).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
+        assert!(u128::from_str_radix(&digits, 16).is_ok(), "{u}");
+        assert_ne!(uuid4(), uuid4());
         assert_eq!(&u[14..15], "4");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
     }

@@ -26,6 +26,7 @@ pub mod io;
 pub mod lb;
 pub mod listener;
 pub mod mirror;
+pub mod names;
 pub mod outlier;
 pub mod pool;
 pub mod resources;

@@ -147,7 +147,7 @@ pub struct HttpManagerConfig {
     /// Return `x-request-id` in responses.
     pub always_set_request_id_in_response: bool,
     /// `server` header value (default `envoy`).
-    pub server_name: String,
+    pub server_name: http::HeaderValue,
     /// `via` header to append.
     pub via: Option<http::HeaderValue>,
     /// Remove `x-forwarded-client-cert` from requests (SANITIZE, SANITIZE_SET).
@@ -185,7 +185,7 @@ impl HttpManagerConfig {
             generate_request_id: true,
             preserve_external_request_id: false,
             always_set_request_id_in_response: false,
-            server_name: "envoy".into(),
+            server_name: http::HeaderValue::from_static("envoy"),
             via: None,
             sanitize_xfcc: true,
             stream_idle_timeout: Some(Duration::from_secs(300)),
@@ -707,9 +707,10 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
         preserve_external_request_id: h.preserve_external_request_id,
         always_set_request_id_in_response: h.always_set_request_id_in_response,
         server_name: if h.server_name.is_empty() {
-            "envoy".into()
+            http::HeaderValue::from_static("envoy")
         } else {
-            h.server_name.clone()
+            http::HeaderValue::from_str(&h.server_name)
+                .map_err(|_| format!("server_name {:?} is not a header value", h.server_name))?
         },
         via: (!h.via.is_empty())
             .then(|| {

@@ -20,7 +20,7 @@ pub struct Target<'a> {
     /// The upstream authority of the original request.
     pub authority: &'a str,
     /// Its path (after rewrites).
-    pub path: &'a str,
+    pub path: &'a http::uri::PathAndQuery,
     /// Whether it arrived over HTTP/2 (for clusters that use the downstream protocol).
     pub downstream_h2: bool,
     /// The route's timeout, which bounds the copy too.

@@ -93,10 +93,11 @@ pub struct PoolStats {
 
 /// The connection pool of one cluster.
 pub struct Pool {
-    http1: Arc<Mutex<HashMap<Target, Vec<Idle>>>>,
+    // Hashed with foldhash: looked up twice per request (SipHash showed in profiles).
+    http1: Arc<Mutex<HashMap<Target, Vec<Idle>, FastHash>>>,
     /// Woken when an HTTP/1.1 connection is returned or closed (requests waiting for one).
     released: Arc<Notify>,
-    http2: Mutex<HashMap<Target, Vec<H2Conn>>>,
+    http2: Mutex<HashMap<Target, Vec<H2Conn>, FastHash>>,
     settings: ConnectSettings,
     breakers: Arc<Breakers>,
     options: HttpOptions,
@@ -112,6 +113,9 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// The hasher of maps looked up on every request.
+type FastHash = foldhash::fast::RandomState;
+
 /// At most this many idle HTTP/1.1 connections are kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
@@ -121,9 +125,9 @@ impl Pool {
         Pool {
             settings,
             breakers,
-            http1: Arc::new(Mutex::new(HashMap::new())),
+            http1: Arc::new(Mutex::new(HashMap::default())),
             released: Arc::new(Notify::new()),
-            http2: Mutex::new(HashMap::new()),
+            http2: Mutex::new(HashMap::default()),
             options,
             stats: PoolStats::default(),
         }

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::route::v3::RetryPolicy as PbRetryPolicy;
 use http::HeaderMap;
 
 use crate::convert::opt_duration;
+use crate::names;
 
 /// Retry conditions (`retry_on`), as a bit set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -241,8 +242,8 @@ impl RetryPolicy {
                 .filter(|p| p.on != RetryOn::default() && p.num_retries > 0)
                 .cloned();
         }
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let header_on = [text("x-envoy-retry-on"), text("x-envoy-retry-grpc-on")]
+        let text = |name: http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let header_on = [text(names::X_ENVOY_RETRY_ON), text(names::X_ENVOY_RETRY_GRPC_ON)]
             .into_iter()
             .flatten()
             // Envoy ignores unknown names in the header rather than failing the request.
@@ -252,9 +253,9 @@ impl RetryPolicy {
                     .fold(RetryOn::default(), RetryOn::union)
             })
             .fold(RetryOn::default(), RetryOn::union);
-        let max = text("x-envoy-max-retries").and_then(|v| v.trim().parse::<u32>().ok());
+        let max = text(names::X_ENVOY_MAX_RETRIES).and_then(|v| v.trim().parse::<u32>().ok());
         let per_try =
-            text("x-envoy-upstream-rq-per-try-timeout-ms").and_then(|v| v.trim().parse::<u64>().ok());
+            text(names::X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS).and_then(|v| v.trim().parse::<u64>().ok());
         if route.is_none() && header_on == RetryOn::default() {
             return None;
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -17,6 +18,7 @@ use crate::action::{Forward, HashPolicy, WeightedTarget};
 use crate::body::{self, Buffered};
 use crate::http::{HttpContext, finish_local, flags, record, rewritten_path, strip_hop_by_hop, uuid4};
 use crate::lb::{Host, PickContext};
+use crate::names;
 use crate::pool::{Body, SendError};
 use crate::retry::{Outcome, RetryPolicy};
 use crate::stats::Destination;
@@ -33,11 +35,11 @@ use crate::http::Matched;
 
 /// Envoy's request headers that configure the router; consumed here.
 const ENVOY_CONTROL_HEADERS: [http::header::HeaderName; 5] = [
-    http::header::HeaderName::from_static("x-envoy-upstream-rq-timeout-ms"),
-    http::header::HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms"),
-    http::header::HeaderName::from_static("x-envoy-retry-on"),
-    http::header::HeaderName::from_static("x-envoy-retry-grpc-on"),
-    http::header::HeaderName::from_static("x-envoy-max-retries"),
+    names::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS,
+    names::X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS,
+    names::X_ENVOY_RETRY_ON,
+    names::X_ENVOY_RETRY_GRPC_ON,
+    names::X_ENVOY_MAX_RETRIES,
 ];
 
 fn grpc_timeout(v: &HeaderValue) -> Option<Duration> {
@@ -58,14 +60,14 @@ fn grpc_timeout(v: &HeaderValue) -> Option<Duration> {
 /// The request's timeout: header override, then gRPC, then the route's.
 fn request_timeout(forward: &Forward, headers: &http::HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers
-        .get("x-envoy-upstream-rq-timeout-ms")
+        .get(names::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
     {
         return (ms > 0).then(|| Duration::from_millis(ms));
     }
     if let Some(max) = forward.grpc_timeout_max
-        && let Some(t) = headers.get("grpc-timeout").and_then(grpc_timeout)
+        && let Some(t) = headers.get(names::GRPC_TIMEOUT).and_then(grpc_timeout)
     {
         return Some(match max {
             Some(m) => t.min(m),
@@ -156,11 +158,11 @@ pub async fn forward(
     let Some((cluster_name, target)) = forward.clusters.pick(fastrand::u64(..), req.headers()) else {
         return (no_cluster(ctx, started, None), false);
     };
-    let Some(cluster) = snapshot.clusters.get(&cluster_name).cloned() else {
+    let Some(cluster) = snapshot.clusters.get(cluster_name.as_ref()).cloned() else {
         tracing::debug!(cluster = %cluster_name, "route points at a cluster this proxy does not have");
         return (no_cluster(ctx, started, Some(&cluster_name)), false);
     };
-    let destination = Destination::from_cluster(&cluster_name);
+    let destination = cluster.destination.clone();
     let upgrade = is_upgrade(&req);
     if let Some(kind) = &upgrade {
         let allowed = forward.upgrades.iter().find(|(k, _)| k == kind).map_or_else(
@@ -204,18 +206,22 @@ pub async fn forward(
         timeout,
         upgrade.is_some(),
     );
-    let path = rewritten_path(&parts.uri, matched.route, forward)
-        .or_else(|| parts.uri.path_and_query().map(|p| p.as_str().to_string()))
-        .unwrap_or_else(|| "/".into());
-    if path != parts.uri.path_and_query().map_or("/", |p| p.as_str())
-        && let Ok(v) = HeaderValue::from_str(parts.uri.path())
-    {
-        parts.headers.insert("x-envoy-original-path", v);
-    }
-    let upstream_authority = forward
-        .host_rewrite
-        .clone()
-        .unwrap_or_else(|| authority.to_string());
+    // The request's own path and query unless a rewrite changes them (then parsed once).
+    let original = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = match rewritten_path(&parts.uri, matched.route, forward) {
+        Some(p) if p != original.as_str() => {
+            if let Ok(v) = HeaderValue::from_str(parts.uri.path()) {
+                parts.headers.insert(names::X_ENVOY_ORIGINAL_PATH, v);
+            }
+            PathAndQuery::try_from(p).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+        }
+        _ => original,
+    };
+    let upstream_authority: &str = forward.host_rewrite.as_deref().unwrap_or(authority);
     // Shadow copies go out with the request as it is now (their own authority and protocol).
     let mirrors: Vec<&crate::action::Mirror> = forward
         .mirrors
@@ -223,7 +229,7 @@ pub async fn forward(
         .filter(|m| m.fraction.hit(fastrand::u64(..)))
         .collect();
     let shadow_parts = (!mirrors.is_empty() && upgrade.is_none()).then(|| parts.clone());
-    set_target(&mut parts, protocol, &upstream_authority, &path);
+    set_target(&mut parts, protocol, upstream_authority, &path);
 
     // The body: kept for retries and mirrors when small enough.
     let mut replay: Option<Bytes> = None;
@@ -271,7 +277,7 @@ pub async fn forward(
                 &mirrors,
                 &shadow,
                 &crate::mirror::Target {
-                    authority: &upstream_authority,
+                    authority: upstream_authority,
                     path: &path,
                     downstream_h2,
                     timeout,
@@ -374,7 +380,7 @@ pub async fn forward(
         if matched.vhost.include_attempt_count {
             upstream_req
                 .headers_mut()
-                .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+                .insert(names::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
         }
         let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -409,7 +415,7 @@ pub async fn forward(
             Ok(Ok(resp)) => Outcome::Response(
                 resp.status().as_u16(),
                 resp.headers()
-                    .get("grpc-status")
+                    .get(names::GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok()),
             ),
@@ -551,19 +557,26 @@ pub(crate) fn set_target(
     parts: &mut http::request::Parts,
     protocol: crate::pool::Protocol,
     authority: &str,
-    path: &str,
+    path: &PathAndQuery,
 ) {
     match protocol {
         crate::pool::Protocol::Http1 => {
-            parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+            parts.uri = Uri::from(path.clone());
             parts.version = Version::HTTP_11;
-            if let Ok(v) = HeaderValue::from_str(authority) {
+            // Most requests already carry this `host` (HTTP/1.1 downstream, no rewrite).
+            if parts.headers.get(HOST).map(HeaderValue::as_bytes) != Some(authority.as_bytes())
+                && let Ok(v) = HeaderValue::from_str(authority)
+            {
                 parts.headers.insert(HOST, v);
             }
         }
         crate::pool::Protocol::Http2 => {
-            parts.uri =
-                Uri::try_from(format!("http://{authority}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
+            parts.uri = Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path.clone())
+                .build()
+                .unwrap_or_else(|_| Uri::from_static("/"));
             parts.version = Version::HTTP_2;
             parts.headers.remove(HOST);
         }
@@ -606,7 +619,7 @@ fn overflow(ctx: &HttpContext, started: Instant, cluster: &str) -> Response<Body
         Some(cluster),
     );
     resp.headers_mut()
-        .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+        .insert(names::X_ENVOY_OVERLOADED, HeaderValue::from_static("true"));
     resp
 }
 
@@ -632,43 +645,43 @@ fn prepare_headers(
     // x-request-id.
     let external = manager.use_remote_address && !manager.preserve_external_request_id;
     if manager.generate_request_id
-        && (external || !h.contains_key("x-request-id"))
-        && let Ok(v) = HeaderValue::from_str(&uuid4())
+        && (external || !h.contains_key(names::X_REQUEST_ID))
+        && let Ok(v) = HeaderValue::from_bytes(&uuid4())
     {
-        h.insert("x-request-id", v);
+        h.insert(names::X_REQUEST_ID, v);
     }
     // x-forwarded-for / -proto.
     let scheme = if ctx.downstream.tls { "https" } else { "http" };
     if manager.use_remote_address {
         if !manager.skip_xff_append {
             let ip = ctx.downstream.peer.ip().to_string();
-            let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let value = match h.get(names::X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
                 _ => ip,
             };
             if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert("x-forwarded-for", v);
+                h.insert(names::X_FORWARDED_FOR, v);
             }
         }
         h.insert(
-            "x-forwarded-proto",
+            names::X_FORWARDED_PROTO,
             HeaderValue::from_static(if ctx.downstream.tls { "https" } else { "http" }),
         );
-    } else if !h.contains_key("x-forwarded-proto") {
+    } else if !h.contains_key(names::X_FORWARDED_PROTO) {
         h.insert(
-            "x-forwarded-proto",
+            names::X_FORWARDED_PROTO,
             HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
         );
     }
     if manager.sanitize_xfcc {
-        h.remove("x-forwarded-client-cert");
+        h.remove(names::X_FORWARDED_CLIENT_CERT);
     }
     if let Some(via) = &manager.via {
         h.append(http::header::VIA, via.clone());
     }
     if let Some(t) = timeout {
         h.insert(
-            "x-envoy-expected-rq-timeout-ms",
+            names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
             HeaderValue::from(t.as_millis() as u64),
         );
     }
@@ -702,7 +715,7 @@ impl RequestSize {
 /// What the response of an attempt is finished with.
 struct Finish<'a> {
     target: Option<&'a WeightedTarget>,
-    destination: &'a Destination,
+    destination: &'a Arc<Destination>,
     started: Instant,
     service_time: Duration,
     injected: &'static str,
@@ -733,7 +746,7 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, switching);
     parts.headers.insert(
-        "x-envoy-upstream-service-time",
+        names::X_ENVOY_UPSTREAM_SERVICE_TIME,
         HeaderValue::from(service_time.as_millis() as u64),
     );
     if let Some(t) = target {
@@ -759,7 +772,7 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
     }
     let grpc_status = parts
         .headers
-        .get("grpc-status")
+        .get(names::GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let state = ctx.state.clone();
@@ -774,17 +787,33 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
     // A small body of known length is read before the response goes out, so head and body
     // leave in one write (one syscall and one wake-up of the client instead of two); larger or
     // unknown-length bodies stream.
-    let small = parts
+    let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n <= SMALL_BODY);
+        .and_then(|v| v.parse::<usize>().ok());
+    let small = declared.is_some_and(|n| n <= SMALL_BODY);
     let timed_out = {
         let cluster = cluster.clone();
         move || {
             cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
         }
+    };
+    // Recorded when the response body is done: the request is in flight (`max_requests`)
+    // until then.
+    let done = move |bytes: u64| {
+        drop(request_slot);
+        state.metrics.record_request(&crate::stats::RequestRecord {
+            destination: &destination,
+            protocol: if grpc_status.is_some() { "grpc" } else { "http" },
+            status: code,
+            grpc_status: grpc_status.as_deref(),
+            flags: flag,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            request_bytes: request_bytes.get(),
+            response_bytes: bytes,
+            inbound,
+        });
     };
     let upstream_body = if small {
         let collect = http_body_util::BodyExt::collect(incoming);
@@ -793,6 +822,17 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
             None => Some(collect.await),
         };
         match collected {
+            // The whole body is here: done now, and it leaves as one buffer.
+            Some(Ok(collected)) if collected.trailers().is_none() => {
+                let bytes = collected.to_bytes();
+                done(bytes.len() as u64);
+                let body = if Some(bytes.len()) == declared {
+                    body::full(bytes)
+                } else {
+                    body::full_unsized(bytes)
+                };
+                return Response::from_parts(parts, body);
+            }
             // `Collected` replays the data and the trailers.
             Some(Ok(collected)) => http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
                 collected,
@@ -813,20 +853,5 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
             None => body::incoming(incoming),
         }
     };
-    let metered = body::Metered::body(upstream_body, move |bytes| {
-        // The request is in flight (`max_requests`) until its response body is done.
-        drop(request_slot);
-        state.metrics.record_request(&crate::stats::RequestRecord {
-            destination: &destination,
-            protocol: if grpc_status.is_some() { "grpc" } else { "http" },
-            status: code,
-            grpc_status: grpc_status.as_deref(),
-            flags: flag,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            request_bytes: request_bytes.get(),
-            response_bytes: bytes,
-            inbound,
-        });
-    });
-    Response::from_parts(parts, metered)
+    Response::from_parts(parts, body::Metered::body(upstream_body, done))
 }

@@ -104,7 +104,7 @@ pub struct ProxyState {
     /// Proxy-wide counters.
     pub counters: ProxyCounters,
     /// Addresses this proxy accepts on; a passthrough to one of them would loop.
-    own_addresses: ArcSwap<std::collections::HashSet<SocketAddr>>,
+    own_addresses: ArcSwap<std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>>,
     /// Each listener's current configuration and the drain of the connections it handles.
     pub drains: ListenerDrains,
 }
@@ -116,7 +116,7 @@ impl ProxyState {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             metrics,
             counters: ProxyCounters::default(),
-            own_addresses: ArcSwap::from_pointee(std::collections::HashSet::new()),
+            own_addresses: ArcSwap::from_pointee(std::collections::HashSet::default()),
             drains: ListenerDrains::default(),
         })
     }

@@ -144,11 +144,15 @@ struct Series {
     response_bytes: Histogram,
 }
 
+/// Request series by the hash of their labels (collisions kept side by side), hashed again
+/// with foldhash: this map is read on every request.
+type SeriesByHash = std::collections::HashMap<u64, Vec<(SeriesKey, Series)>, foldhash::fast::RandomState>;
+
 /// The proxy's Istio metrics.
 #[derive(Debug)]
 pub struct IstioMetrics {
     /// Series already created, so a request costs a hash and a read lock, not a label set.
-    series: std::sync::RwLock<std::collections::HashMap<u64, Vec<(SeriesKey, Series)>>>,
+    series: std::sync::RwLock<SeriesByHash>,
     /// This proxy.
     pub identity: Identity,
     requests: Family<RequestLabels, Counter>,
@@ -297,7 +301,7 @@ impl IstioMetrics {
             tcp_received.clone(),
         );
         IstioMetrics {
-            series: std::sync::RwLock::new(std::collections::HashMap::new()),
+            series: std::sync::RwLock::new(std::collections::HashMap::default()),
             identity,
             requests,
             duration,

@@ -13,7 +13,6 @@ use crate::io::connect_with;
 use crate::lb::PickContext;
 use crate::listener::TcpProxyConfig;
 use crate::state::ProxyState;
-use crate::stats::Destination;
 
 /// Proxies one downstream connection.
 pub async fn proxy<S>(
@@ -27,7 +26,7 @@ pub async fn proxy<S>(
 {
     let snapshot = state.snapshot();
     let picked = match (config.cluster_from_sni, server_name) {
-        (true, Some(sni)) => Some(sni.to_string()),
+        (true, Some(sni)) => Some(std::borrow::Cow::Borrowed(sni)),
         _ => config
             .clusters
             .pick(fastrand::u64(..), &http::HeaderMap::new())
@@ -36,12 +35,12 @@ pub async fn proxy<S>(
     let Some(cluster_name) = picked else {
         return;
     };
-    let destination = Destination::from_cluster(&cluster_name);
-    let Some(cluster) = snapshot.clusters.get(&cluster_name).cloned() else {
+    let Some(cluster) = snapshot.clusters.get(cluster_name.as_ref()).cloned() else {
         tracing::debug!(cluster = %cluster_name, "tcp_proxy cluster not found; closing");
         state.counters.no_cluster.fetch_add(1, Ordering::Relaxed);
         return;
     };
+    let destination = cluster.destination.clone();
     cluster.warmed(cluster.config.connect_timeout).await;
     // Envoy's `max_connections` breaker: past it the connection is closed (flag UO).
     let Ok(_connection_slot) = cluster.pool.breakers().connection() else {

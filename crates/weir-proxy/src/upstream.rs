@@ -16,6 +16,7 @@ use crate::io::resolve_with_ttl;
 use crate::lb::{Host, HostSet, PickContext};
 use crate::outlier::{self, OutlierStats};
 use crate::pool::{Pool, Protocol};
+use crate::stats::Destination;
 
 /// Counters of a cluster (Envoy's names without the `cluster.<name>.` prefix).
 #[derive(Debug, Default)]
@@ -73,6 +74,8 @@ pub struct ClusterRuntime {
     pub config: ClusterConfig,
     /// The resource's version (unchanged resource → same runtime object).
     pub version: String,
+    /// The destination labels of Istio's metrics, from the cluster's name.
+    pub destination: Arc<Destination>,
     hosts: ArcSwap<HostSet>,
     /// The endpoints the host set was built from (rebuilt when outlier detection ejects or
     /// brings back a host).
@@ -129,6 +132,7 @@ impl ClusterRuntime {
             outlier_stats: OutlierStats::default(),
             tasks: std::sync::Mutex::new(Vec::new()),
             version,
+            destination: Arc::new(Destination::from_cluster(&config.name)),
             config,
         });
         match &runtime.config.discovery {

@@ -58,6 +58,16 @@ fn weighted_and_header_routing_follow_the_virtual_service_and_its_edits() {
     assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
     assert_eq!(seen["headers"]["x-request-id"].as_str().unwrap().len(), 36);
     assert!(seen["headers"]["proxy-connection"].is_null());
+    // HEAD: no body, and the upstream's content-length kept.
+    let get = mesh.get("http://hello.test/some/path", &[]);
+    let head = mesh
+        .client
+        .via_proxy(mesh.proxy, "HEAD", "http://hello.test/some/path", &[], "");
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(head.body.is_empty(), "{head:?}");
+    let length = head.header("content-length").expect("content-length");
+    // The echo's answer names the method: one byte longer for HEAD than for GET.
+    assert_eq!(length, (get.body.len() + 1).to_string(), "{head:?}");
 
     // An edit is applied while running: everything to v1.
     mesh.write("vs.yaml", &weighted(100, 0));

@@ -287,6 +287,7 @@ pub async fn forward(
             None => tracing::debug!("request body above {RETRY_BUFFER_LIMIT} bytes: not mirrored"),
         }
     }
+    let mut parts = Some(parts);
     let deadline = timeout.map(|t| Instant::now() + t);
     let max_retries = policy.as_ref().map_or(0, |p| p.num_retries);
     let mut tried: Vec<Arc<Host>> = Vec::new();
@@ -371,12 +372,37 @@ pub async fn forward(
                 false,
             );
         }
+        // Without a retry policy, or with a body that streams, this attempt is the only one:
+        // the request's head moves into it instead of being copied.
+        let only_attempt = policy.is_none() || replay.is_none();
         let body = match (&replay, stream.take()) {
             (Some(b), _) => body::full(b.clone()),
             (None, Some(s)) => s,
             (None, None) => body::empty(),
         };
-        let mut upstream_req = Request::from_parts(parts.clone(), body);
+        let head = match parts.take() {
+            Some(p) if only_attempt => p,
+            Some(p) => {
+                let copy = p.clone();
+                parts = Some(p);
+                copy
+            }
+            None => {
+                // Not reached: a request is attempted again only with its body kept (above).
+                return (
+                    finish_local(
+                        ctx,
+                        started,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "request head already sent and not kept for a retry",
+                        flags::UPSTREAM_CONNECTION_FAILURE,
+                        Some(&cluster_name),
+                    ),
+                    false,
+                );
+            }
+        };
+        let mut upstream_req = Request::from_parts(head, body);
         if matched.vhost.include_attempt_count {
             upstream_req
                 .headers_mut()

@@ -4,7 +4,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 300
 CORPUS := ../shared/corpus/istio
 
-.PHONY: all build release test interop lint fmt bench bench-e2e bench-proxy fuzz fuzz-seed clean
+.PHONY: all build release test interop lint fmt bench bench-e2e bench-proxy bench-instructions fuzz fuzz-seed clean
 
 all: build
 
@@ -57,6 +57,12 @@ bench-proxy: release
 	$(CARGO) build --release -p weir --example loadgen
 	bench/proxy/setup.sh
 	python3 bench/proxy/bench.py
+
+## bench-instructions: instructions per request of the proxy under callgrind (repeatable, unlike CPU seconds here)
+bench-instructions: release
+	$(CARGO) build --release -p weir --example loadgen
+	bench/proxy/setup.sh
+	python3 bench/proxy/instructions.py
 
 ## fuzz: run a fuzz target (needs `cargo install cargo-fuzz`): FUZZ_TARGET=parse_and_validate, model, xds or proxy
 FUZZ_TARGET ?= parse_and_validate

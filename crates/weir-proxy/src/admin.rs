@@ -304,7 +304,7 @@ impl Admin {
     }
 
     /// Proxy-wide counters: (`/stats` name, Prometheus name, value).
-    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 5] {
+    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 6] {
         let c = &self.state.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         [
@@ -324,6 +324,11 @@ impl Admin {
                 get(&c.no_filter_chain_match),
             ),
             ("http.no_route", "envoy_http_no_route", get(&c.no_route)),
+            (
+                "http.downstream_rq_idle_timeout",
+                "envoy_http_downstream_rq_idle_timeout",
+                get(&c.downstream_rq_idle_timeout),
+            ),
             ("http.no_cluster", "envoy_http_no_cluster", get(&c.no_cluster)),
         ]
     }

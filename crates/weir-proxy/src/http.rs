@@ -60,6 +60,8 @@ pub mod flags {
     pub const UPSTREAM_CONNECTION_FAILURE: &str = "UF";
     /// Upstream request timeout.
     pub const UPSTREAM_TIMEOUT: &str = "UT";
+    /// Stream idle timeout.
+    pub const STREAM_IDLE_TIMEOUT: &str = "SI";
     /// Upstream overflow (circuit breaking).
     pub const UPSTREAM_OVERFLOW: &str = "UO";
     /// Retry limit exceeded / upstream reset.

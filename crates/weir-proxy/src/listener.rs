@@ -154,8 +154,6 @@ pub struct HttpManagerConfig {
     pub sanitize_xfcc: bool,
     /// Stream idle timeout (default 5 min).
     pub stream_idle_timeout: Option<Duration>,
-    /// Whole-request timeout (default disabled).
-    pub request_timeout: Option<Duration>,
     /// Connection idle timeout (default 1 h).
     pub idle_timeout: Option<Duration>,
     /// Upgrades allowed (`websocket`…).
@@ -189,7 +187,6 @@ impl HttpManagerConfig {
             via: None,
             sanitize_xfcc: true,
             stream_idle_timeout: Some(Duration::from_secs(300)),
-            request_timeout: None,
             idle_timeout: Some(Duration::from_secs(3600)),
             upgrades: Vec::new(),
             codec: Codec::Auto,
@@ -570,6 +567,13 @@ fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
 
 #[allow(deprecated)]
 fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
+    if opt_duration(h.request_timeout.as_ref(), "request_timeout")?.is_some_and(|t| !t.is_zero()) {
+        return Err(
+            "request_timeout (Envoy's timeout for receiving the whole request) is not supported; \
+             remove it or set it to 0s"
+                .into(),
+        );
+    }
     use http_connection_manager::{CodecType, ForwardClientCertDetails as Fcc, RouteSpecifier as R};
     let unsupported = [
         (h.add_user_agent.is_some_and(|b| b.value), "add_user_agent"),
@@ -727,7 +731,6 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             "stream_idle_timeout",
             Some(Duration::from_secs(300)),
         )?,
-        request_timeout: timeout_or(h.request_timeout.as_ref(), "request_timeout", None)?,
         idle_timeout: timeout_or(
             common.and_then(|c| c.idle_timeout.as_ref()),
             "idle_timeout",

@@ -375,6 +375,12 @@ pub async fn forward(
         // Without a retry policy, or with a body that streams, this attempt is the only one:
         // the request's head moves into it instead of being copied.
         let only_attempt = policy.is_none() || replay.is_none();
+        // Envoy's stream idle timeout (5 min unless the connection manager sets it) bounds the
+        // wait for the response head once the request has gone whole: nothing moves on the
+        // stream then. A request body still streaming up is activity, so it is not bounded here.
+        let request_sent_whole =
+            replay.is_some() || stream.as_ref().is_none_or(hyper::body::Body::is_end_stream);
+        let idle = ctx.manager.stream_idle_timeout.filter(|_| request_sent_whole);
         let body = match (&replay, stream.take()) {
             (Some(b), _) => body::full(b.clone()),
             (None, Some(s)) => s,
@@ -414,8 +420,15 @@ pub async fn forward(
             (Some(r), Some(p)) => Some(r.min(p)),
             (r, p) => r.or(p),
         };
-        let per_try_bound = matches!((remaining, per_try), (Some(r), Some(p)) if p < r)
-            || (remaining.is_none() && per_try.is_some());
+        let idle_bound = match (limit, idle) {
+            (Some(l), Some(i)) => i < l,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        let limit = if idle_bound { idle } else { limit };
+        let per_try_bound = !idle_bound
+            && (matches!((remaining, per_try), (Some(r), Some(p)) if p < r)
+                || (remaining.is_none() && per_try.is_some()));
         let request_slot = match cluster.pool.breakers().request() {
             Ok(slot) => slot,
             Err(_) => return (overflow(ctx, started, &cluster_name), false),
@@ -423,14 +436,35 @@ pub async fn forward(
         cluster.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         host.active_requests.fetch_add(1, Ordering::Relaxed);
-        let send = cluster.pool.send(&host.target, protocol, upstream_req);
         let sent_at = Instant::now();
-        let result = match limit {
-            Some(l) => tokio::time::timeout(l, send).await.map_err(|_| ()),
-            None => Ok(send.await),
+        let result = {
+            // Pinned where it is: the timeout wraps a pointer instead of moving the future.
+            let send = cluster.pool.send(&host.target, protocol, upstream_req);
+            tokio::pin!(send);
+            match limit {
+                Some(l) => tokio::time::timeout(l, send.as_mut()).await.map_err(|_| ()),
+                None => Ok(send.await),
+            }
         };
         host.active_requests.fetch_sub(1, Ordering::Relaxed);
         let outcome = match &result {
+            Err(()) if idle_bound => {
+                ctx.state
+                    .counters
+                    .downstream_rq_idle_timeout
+                    .fetch_add(1, Ordering::Relaxed);
+                return (
+                    finish_local(
+                        ctx,
+                        started,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "stream timeout",
+                        flags::STREAM_IDLE_TIMEOUT,
+                        Some(&cluster_name),
+                    ),
+                    false,
+                );
+            }
             Err(()) if per_try_bound => Outcome::PerTryTimeout,
             Err(()) => {
                 cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);

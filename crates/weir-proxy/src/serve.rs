@@ -541,7 +541,10 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(60))
+        // Hyper's timer runs from when the connection waits for a request head, so it closes an
+        // HTTP/1.1 connection idle for the connection manager's `idle_timeout` (Envoy's 1 h
+        // default) — or one slow to send its head for as long.
+        .header_read_timeout(manager.idle_timeout)
         .max_buf_size(manager.max_request_headers.max(8192) * 2);
     builder
         .http2()

@@ -93,6 +93,8 @@ pub struct ProxyCounters {
     pub no_cluster: AtomicU64,
     /// `no_filter_chain_match`.
     pub no_filter_chain_match: AtomicU64,
+    /// `downstream_rq_idle_timeout` (the stream idle timeout answered 408).
+    pub downstream_rq_idle_timeout: AtomicU64,
 }
 
 /// What the data path shares.

@@ -11,8 +11,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use support::{
-    Client, Proc, Standalone, discovery, echo, eventually, folder, free_port, http_service, standalone,
-    wait_ready,
+    Client, Proc, Standalone, address_in, discovery, echo, eventually, folder, free_port, http_service,
+    standalone, wait_ready,
 };
 
 #[test]
@@ -136,6 +136,8 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
+          stream_idle_timeout: 0.6s
+          common_http_protocol_options: {{idle_timeout: 1s}}
           route_config:
             name: local
             virtual_hosts:
@@ -144,6 +146,10 @@ static_resources:
               routes:
               - match: {{prefix: /health}}
                 direct_response: {{status: 200, body: {{inline_string: ok}}}}
+              - match: {{prefix: /untimed}}
+                route: {{cluster: backend, timeout: 0s}}
+              - match: {{prefix: /short}}
+                route: {{cluster: backend, timeout: 0.2s}}
               - match: {{prefix: /}}
                 route: {{cluster: backend, timeout: 5s}}
           http_filters:
@@ -176,6 +182,43 @@ static_resources:
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
     let r = client.direct(listener, "GET", "/hello", &[], "");
     assert_eq!(r.server(), Some("static"), "{r:?}");
+
+    // The stream idle timeout (0.6 s) bounds the wait for a response head, with or without a
+    // longer route timeout: Envoy's 408 "stream timeout"; a shorter route timeout answers first.
+    let slow = [("x-echo-delay-ms", "1500")];
+    for path in ["/untimed", "/hello"] {
+        let r = client.direct(listener, "GET", path, &slow, "");
+        assert_eq!((r.status, r.body.as_str()), (408, "stream timeout"), "{path}");
+        assert!(r.elapsed < Duration::from_millis(1400), "{path}: {r:?}");
+    }
+    let r = client.direct(listener, "GET", "/short", &slow, "");
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream request timeout"));
+    let admin = address_in(&p.wait_line("admin on", Duration::from_secs(5)), "admin on ");
+    let stats = client.direct(admin, "GET", "/stats", &[], "").body;
+    assert!(stats.contains("http.downstream_rq_idle_timeout: 2"), "{stats}");
+    // A kept-alive HTTP/1.1 connection idle for the connection manager's idle_timeout (1 s) is
+    // closed by the proxy.
+    {
+        use std::io::{Read, Write};
+        let mut idle = std::net::TcpStream::connect(listener).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        idle.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = idle.read(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        let waited = std::time::Instant::now();
+        assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed when idle");
+        assert!(
+            waited.elapsed() >= Duration::from_millis(800),
+            "{:?}",
+            waited.elapsed()
+        );
+    }
 
     // What the proxy cannot honour is refused with the field named.
     let bad = dir.join("bad.yaml");

@@ -113,6 +113,8 @@ pub struct Forward {
     pub host_rewrite: Option<String>,
     /// Request timeout (`None`: disabled). Envoy's default is 15 s.
     pub timeout: Option<Duration>,
+    /// The timeout as `x-envoy-expected-rq-timeout-ms` sends it (made once, not per request).
+    pub timeout_header: Option<http::HeaderValue>,
     /// Use `grpc-timeout` when present, capped by this (`Some(None)`: uncapped).
     pub grpc_timeout_max: Option<Option<Duration>>,
     /// Retries.
@@ -488,6 +490,7 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
         regex_rewrite,
         host_rewrite,
+        timeout_header: timeout.map(|t| http::HeaderValue::from(t.as_millis() as u64)),
         timeout,
         grpc_timeout_max,
         retry,

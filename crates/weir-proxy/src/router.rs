@@ -740,10 +740,11 @@ fn prepare_headers(
         h.append(http::header::VIA, via.clone());
     }
     if let Some(t) = timeout {
-        h.insert(
-            names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
-            HeaderValue::from(t.as_millis() as u64),
-        );
+        let value = match &forward.timeout_header {
+            Some(v) if forward.timeout == Some(t) => v.clone(),
+            _ => HeaderValue::from(t.as_millis() as u64),
+        };
+        h.insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, value);
     }
     // Header operations: weighted cluster, route, virtual host, configuration.
     if let Some(t) = target {
@@ -752,7 +753,6 @@ fn prepare_headers(
     matched.route.request_headers.apply(h);
     matched.vhost.request_headers.apply(h);
     matched.routes.request_headers.apply(h);
-    let _ = forward;
 }
 
 /// A request body's size for the metrics.

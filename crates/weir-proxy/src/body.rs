@@ -138,6 +138,61 @@ impl<F: FnOnce() + Send + Sync + Unpin> HttpBody for Deadline<F> {
     }
 }
 
+/// A response body cut when nothing arrives for `timeout` (Envoy's stream idle timeout, while
+/// the body streams): `on_idle` runs once and the stream is reset.
+pub struct Idle<F: FnOnce() + Send + Sync + Unpin> {
+    inner: Body,
+    timeout: std::time::Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    on_idle: Option<F>,
+}
+
+impl<F: FnOnce() + Send + Sync + Unpin + 'static> Idle<F> {
+    /// Wraps a body.
+    pub fn body(inner: Body, timeout: std::time::Duration, on_idle: F) -> Body {
+        Idle {
+            inner,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            on_idle: Some(on_idle),
+        }
+        .boxed()
+    }
+}
+
+impl<F: FnOnce() + Send + Sync + Unpin> HttpBody for Idle<F> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            let next = tokio::time::Instant::now() + self.timeout;
+            self.sleep.as_mut().reset(next);
+            return Poll::Ready(frame);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            if let Some(f) = self.on_idle.take() {
+                f();
+            }
+            return Poll::Ready(Some(Err(
+                "stream idle timeout while the response body was streaming".into(),
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request body after buffering.
 pub enum Buffered {
     /// The whole body (it can be replayed).

@@ -877,7 +877,15 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
     };
     let upstream_body = if small {
         let collect = http_body_util::BodyExt::collect(incoming);
-        let collected = match deadline {
+        // A small body comes at once; one that stalls is cut by the route's deadline or the
+        // stream idle timeout, whichever comes first.
+        let idle_deadline = ctx.manager.stream_idle_timeout.map(|i| Instant::now() + i);
+        let (bound, by_idle) = match (deadline, idle_deadline) {
+            (Some(d), Some(i)) if i < d => (Some(i), true),
+            (None, Some(i)) => (Some(i), true),
+            (d, _) => (d, false),
+        };
+        let collected = match bound {
             Some(d) => tokio::time::timeout_at(d.into(), collect).await.ok(),
             None => Some(collect.await),
         };
@@ -902,15 +910,34 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
                 tracing::debug!(error = %e, "upstream response body failed");
                 body::failed(e)
             }
+            None if by_idle => {
+                ctx.state
+                    .counters
+                    .downstream_rq_idle_timeout
+                    .fetch_add(1, Ordering::Relaxed);
+                body::failed("stream idle timeout while reading the response body")
+            }
             None => {
                 timed_out();
                 body::failed("upstream request timeout while reading the response body")
             }
         }
     } else {
-        match deadline {
+        let streamed = match deadline {
             Some(d) => body::Deadline::body(body::incoming(incoming), d, timed_out),
             None => body::incoming(incoming),
+        };
+        match ctx.manager.stream_idle_timeout {
+            Some(idle) => {
+                let state = ctx.state.clone();
+                body::Idle::body(streamed, idle, move || {
+                    state
+                        .counters
+                        .downstream_rq_idle_timeout
+                        .fetch_add(1, Ordering::Relaxed);
+                })
+            }
+            None => streamed,
         }
     };
     Response::from_parts(parts, body::Metered::body(upstream_body, done))

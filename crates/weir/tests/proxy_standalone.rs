@@ -148,6 +148,8 @@ static_resources:
                 direct_response: {{status: 200, body: {{inline_string: ok}}}}
               - match: {{prefix: /untimed}}
                 route: {{cluster: backend, timeout: 0s}}
+              - match: {{prefix: /stream/}}
+                route: {{cluster: backend, timeout: 0s}}
               - match: {{prefix: /short}}
                 route: {{cluster: backend, timeout: 0.2s}}
               - match: {{prefix: /}}
@@ -193,9 +195,17 @@ static_resources:
     }
     let r = client.direct(listener, "GET", "/short", &slow, "");
     assert_eq!((r.status, r.body.as_str()), (504, "upstream request timeout"));
+    // While a body streams, it is the gap between chunks that counts: 4 chunks 200 ms apart
+    // pass (0.8 s in all), chunks 900 ms apart are cut after the first.
+    let whole = client.direct(listener, "GET", "/stream/4/200", &[], "");
+    assert_eq!(whole.body.lines().count(), 4, "{whole:?}");
+    let cut = client.direct(listener, "GET", "/stream/4/900", &[], "");
+    assert_eq!(cut.status, 200, "{cut:?}");
+    assert!(cut.body.lines().count() < 4, "the body was not cut: {cut:?}");
+    assert!(cut.elapsed < Duration::from_millis(2500), "{cut:?}");
     let admin = address_in(&p.wait_line("admin on", Duration::from_secs(5)), "admin on ");
     let stats = client.direct(admin, "GET", "/stats", &[], "").body;
-    assert!(stats.contains("http.downstream_rq_idle_timeout: 2"), "{stats}");
+    assert!(stats.contains("http.downstream_rq_idle_timeout: 3"), "{stats}");
     // A kept-alive HTTP/1.1 connection idle for the connection manager's idle_timeout (1 s) is
     // closed by the proxy.
     {

@@ -87,80 +87,45 @@ impl HttpBody for Counted {
     }
 }
 
-/// The route timeout over a response body still streaming: past the deadline the body fails
-/// (the downstream stream is reset, as Envoy resets it) and `on_timeout` runs once.
-pub struct Deadline<F: FnOnce() + Send + Sync + Unpin> {
+/// A response body under a timer: past it the body fails (the downstream stream is reset, as
+/// Envoy resets it) and `on_expiry` runs once. The timer is either the route's deadline, or
+/// Envoy's stream idle timeout, which starts again with every frame.
+pub struct Timed<F: FnOnce() + Send + Sync + Unpin> {
     inner: Body,
     sleep: Pin<Box<tokio::time::Sleep>>,
-    on_timeout: Option<F>,
+    /// Restart the timer this long after each frame (idle timeout); `None`: a fixed deadline.
+    restart: Option<std::time::Duration>,
+    what: &'static str,
+    on_expiry: Option<F>,
 }
 
-impl<F: FnOnce() + Send + Sync + Unpin + 'static> Deadline<F> {
-    /// Wraps a body.
-    pub fn body(inner: Body, deadline: std::time::Instant, on_timeout: F) -> Body {
-        Deadline {
+impl<F: FnOnce() + Send + Sync + Unpin + 'static> Timed<F> {
+    /// The body fails at `deadline` (the route timeout).
+    pub fn deadline(inner: Body, deadline: std::time::Instant, on_timeout: F) -> Body {
+        Timed {
             inner,
             sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
-            on_timeout: Some(on_timeout),
+            restart: None,
+            what: "upstream request timeout while the response body was streaming",
+            on_expiry: Some(on_timeout),
         }
         .boxed()
     }
-}
 
-impl<F: FnOnce() + Send + Sync + Unpin> HttpBody for Deadline<F> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
-        }
-        if self.sleep.as_mut().poll(cx).is_ready() {
-            if let Some(f) = self.on_timeout.take() {
-                f();
-            }
-            return Poll::Ready(Some(Err(
-                "upstream request timeout while the response body was streaming".into(),
-            )));
-        }
-        Poll::Pending
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body cut when nothing arrives for `timeout` (Envoy's stream idle timeout, while
-/// the body streams): `on_idle` runs once and the stream is reset.
-pub struct Idle<F: FnOnce() + Send + Sync + Unpin> {
-    inner: Body,
-    timeout: std::time::Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    on_idle: Option<F>,
-}
-
-impl<F: FnOnce() + Send + Sync + Unpin + 'static> Idle<F> {
-    /// Wraps a body.
-    pub fn body(inner: Body, timeout: std::time::Duration, on_idle: F) -> Body {
-        Idle {
+    /// The body fails when nothing arrives for `timeout` (the stream idle timeout).
+    pub fn idle(inner: Body, timeout: std::time::Duration, on_idle: F) -> Body {
+        Timed {
             inner,
-            timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
-            on_idle: Some(on_idle),
+            restart: Some(timeout),
+            what: "stream idle timeout while the response body was streaming",
+            on_expiry: Some(on_idle),
         }
         .boxed()
     }
 }
 
-impl<F: FnOnce() + Send + Sync + Unpin> HttpBody for Idle<F> {
+impl<F: FnOnce() + Send + Sync + Unpin> HttpBody for Timed<F> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -169,17 +134,16 @@ impl<F: FnOnce() + Send + Sync + Unpin> HttpBody for Idle<F> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            let next = tokio::time::Instant::now() + self.timeout;
-            self.sleep.as_mut().reset(next);
+            if let Some(after) = self.restart {
+                self.sleep.as_mut().reset(tokio::time::Instant::now() + after);
+            }
             return Poll::Ready(frame);
         }
         if self.sleep.as_mut().poll(cx).is_ready() {
-            if let Some(f) = self.on_idle.take() {
+            if let Some(f) = self.on_expiry.take() {
                 f();
             }
-            return Poll::Ready(Some(Err(
-                "stream idle timeout while the response body was streaming".into(),
-            )));
+            return Poll::Ready(Some(Err(self.what.into())));
         }
         Poll::Pending
     }

@@ -924,13 +924,13 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
         }
     } else {
         let streamed = match deadline {
-            Some(d) => body::Deadline::body(body::incoming(incoming), d, timed_out),
+            Some(d) => body::Timed::deadline(body::incoming(incoming), d, timed_out),
             None => body::incoming(incoming),
         };
         match ctx.manager.stream_idle_timeout {
             Some(idle) => {
                 let state = ctx.state.clone();
-                body::Idle::body(streamed, idle, move || {
+                body::Timed::idle(streamed, idle, move || {
                     state
                         .counters
                         .downstream_rq_idle_timeout

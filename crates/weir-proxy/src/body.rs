@@ -87,7 +87,7 @@ impl HttpBody for Counted {
     }
 }
 
-/// A response body under a timer: past it the body fails (the downstream stream is reset, as
+/// A body under a timer: past it the body fails (the downstream stream is reset, as
 /// Envoy resets it) and `on_expiry` runs once. The timer is either the route's deadline, or
 /// Envoy's stream idle timeout, which starts again with every frame.
 pub struct Timed<F: FnOnce() + Send + Sync + Unpin> {
@@ -112,13 +112,13 @@ impl<F: FnOnce() + Send + Sync + Unpin + 'static> Timed<F> {
         .boxed()
     }
 
-    /// The body fails when nothing arrives for `timeout` (the stream idle timeout).
-    pub fn idle(inner: Body, timeout: std::time::Duration, on_idle: F) -> Body {
+    /// The body fails with `what` when nothing arrives for `timeout` (the stream idle timeout).
+    pub fn idle(inner: Body, timeout: std::time::Duration, what: &'static str, on_idle: F) -> Body {
         Timed {
             inner,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             restart: Some(timeout),
-            what: "stream idle timeout while the response body was streaming",
+            what,
             on_expiry: Some(on_idle),
         }
         .boxed()

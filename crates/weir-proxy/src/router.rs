@@ -259,13 +259,29 @@ pub async fn forward(
     // The request's size, for the metrics: known when buffered or empty, else counted as the
     // body streams (a shared counter only then, off the common path).
     let mut request_bytes = RequestSize::Known(replay.as_ref().map_or(0, |b| b.len() as u64));
+    // A request body that streams up and stalls for the stream idle timeout ends the stream
+    // (Envoy's 408 when no response has started).
+    let mut request_stalled: Option<Arc<std::sync::atomic::AtomicBool>> = None;
     if let Some(s) = stream.take() {
         stream = Some(if hyper::body::Body::is_end_stream(&s) {
             s
         } else {
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
             request_bytes = RequestSize::Counted(counter.clone());
-            body::Counted::body(s, counter)
+            let counted = body::Counted::body(s, counter);
+            match ctx.manager.stream_idle_timeout {
+                Some(idle) => {
+                    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    request_stalled = Some(stalled.clone());
+                    body::Timed::idle(
+                        counted,
+                        idle,
+                        "stream idle timeout while the request body was streaming",
+                        move || stalled.store(true, Ordering::Relaxed),
+                    )
+                }
+                None => counted,
+            }
         });
     }
 
@@ -447,24 +463,15 @@ pub async fn forward(
             }
         };
         host.active_requests.fetch_sub(1, Ordering::Relaxed);
+        if !matches!(result, Ok(Ok(_)))
+            && request_stalled
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            return (stream_idle_timeout(ctx, started, &cluster_name), false);
+        }
         let outcome = match &result {
-            Err(()) if idle_bound => {
-                ctx.state
-                    .counters
-                    .downstream_rq_idle_timeout
-                    .fetch_add(1, Ordering::Relaxed);
-                return (
-                    finish_local(
-                        ctx,
-                        started,
-                        StatusCode::REQUEST_TIMEOUT,
-                        "stream timeout",
-                        flags::STREAM_IDLE_TIMEOUT,
-                        Some(&cluster_name),
-                    ),
-                    false,
-                );
-            }
+            Err(()) if idle_bound => return (stream_idle_timeout(ctx, started, &cluster_name), false),
             Err(()) if per_try_bound => Outcome::PerTryTimeout,
             Err(()) => {
                 cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
@@ -653,6 +660,22 @@ fn no_cluster(ctx: &HttpContext, started: Instant, cluster: Option<&str>) -> Res
         "",
         flags::NO_CLUSTER,
         cluster,
+    )
+}
+
+/// Envoy's answer when the stream idle timeout fires before the response started, counted.
+fn stream_idle_timeout(ctx: &HttpContext, started: Instant, cluster: &str) -> Response<Body> {
+    ctx.state
+        .counters
+        .downstream_rq_idle_timeout
+        .fetch_add(1, Ordering::Relaxed);
+    finish_local(
+        ctx,
+        started,
+        StatusCode::REQUEST_TIMEOUT,
+        "stream timeout",
+        flags::STREAM_IDLE_TIMEOUT,
+        Some(cluster),
     )
 }
 
@@ -930,12 +953,17 @@ async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Fi
         match ctx.manager.stream_idle_timeout {
             Some(idle) => {
                 let state = ctx.state.clone();
-                body::Timed::idle(streamed, idle, move || {
-                    state
-                        .counters
-                        .downstream_rq_idle_timeout
-                        .fetch_add(1, Ordering::Relaxed);
-                })
+                body::Timed::idle(
+                    streamed,
+                    idle,
+                    "stream idle timeout while the response body was streaming",
+                    move || {
+                        state
+                            .counters
+                            .downstream_rq_idle_timeout
+                            .fetch_add(1, Ordering::Relaxed);
+                    },
+                )
             }
             None => streamed,
         }

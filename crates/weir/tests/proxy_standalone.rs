@@ -203,9 +203,24 @@ static_resources:
     assert_eq!(cut.status, 200, "{cut:?}");
     assert!(cut.body.lines().count() < 4, "the body was not cut: {cut:?}");
     assert!(cut.elapsed < Duration::from_millis(2500), "{cut:?}");
+    // A request body that stalls on its way up ends the stream too: 408 before any response.
+    {
+        use std::io::{Read, Write};
+        let mut stalled = std::net::TcpStream::connect(listener).unwrap();
+        stalled.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = std::time::Instant::now();
+        stalled
+            .write_all(b"POST /untimed HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = stalled.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+        assert!(started.elapsed() < Duration::from_millis(2000), "{:?}", started.elapsed());
+    }
     let admin = address_in(&p.wait_line("admin on", Duration::from_secs(5)), "admin on ");
     let stats = client.direct(admin, "GET", "/stats", &[], "").body;
-    assert!(stats.contains("http.downstream_rq_idle_timeout: 3"), "{stats}");
+    assert!(stats.contains("http.downstream_rq_idle_timeout: 4"), "{stats}");
     // A kept-alive HTTP/1.1 connection idle for the connection manager's idle_timeout (1 s) is
     // closed by the proxy.
     {

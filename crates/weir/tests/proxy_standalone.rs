@@ -216,7 +216,11 @@ static_resources:
         let n = stalled.read(&mut buf).unwrap();
         let head = String::from_utf8_lossy(&buf[..n]);
         assert!(head.starts_with("HTTP/1.1 408"), "{head}");
-        assert!(started.elapsed() < Duration::from_millis(2000), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(2000),
+            "{:?}",
+            started.elapsed()
+        );
     }
     let admin = address_in(&p.wait_line("admin on", Duration::from_secs(5)), "admin on ");
     let stats = client.direct(admin, "GET", "/stats", &[], "").body;

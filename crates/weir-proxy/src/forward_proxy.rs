@@ -127,6 +127,7 @@ async fn serve(
             original_dst: Some(target),
         },
         inbound: false,
+        streams: None,
     });
     handle(ctx, req).await
 }

@@ -48,6 +48,9 @@ pub struct HttpContext {
     pub downstream: Downstream,
     /// Traffic to this proxy's own workload (metrics report as destination).
     pub inbound: bool,
+    /// The HTTP/2 streams of the downstream connection, for its idle timeout (none for a
+    /// request taken through the forward-proxy port).
+    pub streams: Option<Arc<crate::idle::Streams>>,
 }
 
 /// Envoy's response flags (for metrics and `x-weir-flags`).
@@ -219,6 +222,11 @@ pub struct Matched<'a> {
 /// Handles one request; never fails (errors are local replies).
 pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
+    // An HTTP/2 stream stays open (for the idle timeout) until its response body is done.
+    let stream = match &ctx.streams {
+        Some(streams) if req.version() == http::Version::HTTP_2 => Some(streams.open()),
+        _ => None,
+    };
     ctx.state
         .counters
         .downstream_rq_total
@@ -395,7 +403,10 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Result<Res
     }
     resp.headers_mut()
         .insert(http::header::SERVER, ctx.manager.server_name.clone());
-    Ok(resp)
+    Ok(match stream {
+        Some(stream) => resp.map(|body| crate::idle::hold(body, stream)),
+        None => resp,
+    })
 }
 
 fn route_cluster_hint(route: &CompiledRoute) -> String {

@@ -21,6 +21,7 @@ pub mod endpoints;
 pub mod forward_proxy;
 pub mod headers;
 pub mod http;
+pub mod idle;
 pub mod inspect;
 pub mod io;
 pub mod lb;

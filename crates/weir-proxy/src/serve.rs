@@ -480,6 +480,7 @@ async fn run_chain<S>(
                     original_dst,
                 },
                 inbound: listener.name == "virtualInbound" || listener.source.traffic_direction == 1,
+                streams: Some(crate::idle::Streams::new()),
             });
             serve_http(ctx, stream, drain).await;
         }
@@ -559,6 +560,10 @@ where
     let service = service_fn(move |req| handle(service_ctx.clone(), req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    // HTTP/2 streams are counted by `handle` for the idle timeout (HTTP/1.1 connections get it
+    // from hyper's header-read timer).
+    let streams = ctx.streams.clone();
+    let idle = manager.idle_timeout.filter(|_| streams.is_some());
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
@@ -566,6 +571,15 @@ where
             }
         }
         _ = drain.drained() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        _ = async {
+            if let (Some(streams), Some(idle)) = (&streams, idle) {
+                streams.idle_for(idle).await;
+            }
+        }, if idle.is_some() => {
+            // Envoy's idle timeout: GOAWAY, then the connection ends.
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

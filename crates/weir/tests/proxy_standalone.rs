@@ -203,6 +203,36 @@ static_resources:
     assert_eq!(cut.status, 200, "{cut:?}");
     assert!(cut.body.lines().count() < 4, "the body was not cut: {cut:?}");
     assert!(cut.elapsed < Duration::from_millis(2500), "{cut:?}");
+    // HTTP/2 (h2c): a stream that lasts longer than the idle timeout keeps the connection; once
+    // no stream is open for 1 s, the proxy ends it (GOAWAY).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (lines, closed_after) = rt.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri(format!("http://{listener}/stream/3/400"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let lines = String::from_utf8_lossy(&body).lines().count();
+        let idle_from = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(ended.is_ok(), "the idle HTTP/2 connection was not closed");
+        (lines, idle_from.elapsed())
+    });
+    assert_eq!(lines, 3, "a 1.2 s stream is not cut by the 1 s idle timeout");
+    assert!(closed_after >= Duration::from_millis(800), "{closed_after:?}");
     // A request body that stalls on its way up ends the stream too: 408 before any response.
     {
         use std::io::{Read, Write};

@@ -2,19 +2,13 @@
 //! connection that has had no open stream for that long. (HTTP/1.1 connections get it from
 //! hyper's header-read timer, which runs while a connection waits for its next request.)
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
-
-use crate::pool::{Body, BoxError};
+use crate::pool::Body;
 
 /// The streams of one downstream connection.
 #[derive(Debug)]
@@ -75,43 +69,10 @@ impl Drop for StreamGuard {
     }
 }
 
-/// A response body that keeps its stream counted until it is done or dropped.
-struct Counted {
-    inner: Body,
-    guard: Option<StreamGuard>,
-}
-
-/// Keeps `guard` (the stream) open as long as `body` is being sent.
+/// Keeps `guard` (the stream) open as long as `body` is being sent: until it ends, fails or is
+/// dropped.
 pub fn hold(body: Body, guard: StreamGuard) -> Body {
-    Counted {
-        inner: body,
-        guard: Some(guard),
-    }
-    .boxed()
-}
-
-impl HttpBody for Counted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            self.guard = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+    crate::body::Metered::body(body, move |_| drop(guard))
 }
 
 #[cfg(test)]

@@ -336,6 +336,8 @@ fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_f
 fn workload_entries_under_health_checks_take_traffic_only_while_their_probe_passes() {
     let (_a, a) = echo("probed-http");
     let (_b, b) = echo("probed-exec");
+    let (_c, c) = echo("probed-503");
+    let (_d, d) = echo("probed-tcp");
     let flag = folder("health-flag").join("ready");
     let group = |name: &str, probe: &str| {
         format!(
@@ -350,7 +352,7 @@ fn workload_entries_under_health_checks_take_traffic_only_while_their_probe_pass
         )
     };
     let config = format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: hc}}\nspec:\n  hosts: [hc.test]\n  location: MESH_INTERNAL\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  workloadSelector: {{labels: {{app: hc}}}}\n{}{}{}{}",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: hc}}\nspec:\n  hosts: [hc.test]\n  location: MESH_INTERNAL\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  workloadSelector: {{labels: {{app: hc}}}}\n{}{}{}{}{}{}{}{}",
         entry("http-probed", a),
         group(
             "http-probed",
@@ -361,6 +363,13 @@ fn workload_entries_under_health_checks_take_traffic_only_while_their_probe_pass
             "exec-probed",
             &format!("exec: {{command: [test, -e, {}]}}", flag.display())
         ),
+        entry("unavailable", c),
+        group(
+            "unavailable",
+            &format!("httpGet: {{path: /status/503, port: {}}}", c.port())
+        ),
+        entry("tcp-probed", d),
+        group("tcp-probed", &format!("tcpSocket: {{port: {}}}", d.port())),
     );
     let mesh = Mesh::start("health", &[("svc.yaml", &config)], &[]);
     let servers = |n: usize| -> std::collections::BTreeSet<String> {
@@ -368,28 +377,28 @@ fn workload_entries_under_health_checks_take_traffic_only_while_their_probe_pass
             .filter_map(|_| mesh.get("http://hc.test/", &[]).server().map(str::to_string))
             .collect()
     };
-    // The HTTP probe passes; the exec probe's file does not exist yet.
-    mesh.eventually("the HTTP-probed entry takes traffic", || {
-        servers(4).contains("probed-http")
-    });
-    assert_eq!(
-        servers(20),
-        ["probed-http".to_string()].into(),
-        "the failing entry takes none"
-    );
+    // One HTTP probe passes, the other is answered 503; the TCP probe passes; the exec probe's
+    // file does not exist yet. Two of four healthy keeps the cluster out of Envoy's panic mode
+    // (below 50% every endpoint would take traffic).
+    let passing: std::collections::BTreeSet<String> =
+        ["probed-http".to_string(), "probed-tcp".to_string()].into();
+    mesh.eventually("the passing entries take traffic", || servers(8) == passing);
+    assert_eq!(servers(20), passing, "the failing entries take none");
     let clusters = mesh.admin("/clusters").body;
-    assert!(
-        clusters.contains(&format!(
-            "outbound|80||hc.test::{b}::health_flags::/failed_eds_health"
-        )),
-        "{clusters}"
-    );
+    for failing in [b, c] {
+        assert!(
+            clusters.contains(&format!(
+                "outbound|80||hc.test::{failing}::health_flags::/failed_eds_health"
+            )),
+            "{clusters}"
+        );
+    }
     std::fs::write(&flag, "").unwrap();
     mesh.eventually("the exec-probed entry takes traffic once ready", || {
         servers(8).contains("probed-exec")
     });
     std::fs::remove_file(&flag).unwrap();
     mesh.eventually("the exec-probed entry is drained again", || {
-        servers(20) == ["probed-http".to_string()].into()
+        servers(20) == passing
     });
 }

@@ -39,6 +39,7 @@ pub mod serve;
 pub mod state;
 pub mod stats;
 pub mod tcp;
+pub mod timer_anchor;
 pub mod tls;
 pub mod upstream;
 pub mod xds;

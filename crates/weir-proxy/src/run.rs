@@ -66,7 +66,7 @@ impl RunningProxy {
         let state = ProxyState::new(IstioMetrics::new(options.identity.clone()));
         let listeners = Listeners::new(state.clone(), options.bind.clone());
         let agent = Agent::new(state.clone(), listeners.clone());
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(crate::timer_anchor::run()).abort_handle()];
         let mut admin_addr = None;
         let mut admin_stop = None;
         if let Some(address) = options.admin {

@@ -48,8 +48,8 @@ pub struct HttpContext {
     pub downstream: Downstream,
     /// Traffic to this proxy's own workload (metrics report as destination).
     pub inbound: bool,
-    /// The HTTP/2 streams of the downstream connection, for its idle timeout (none for a
-    /// request taken through the forward-proxy port).
+    /// What the downstream connection has carried (its HTTP/2 streams counted), for its idle
+    /// timeout (none for a request taken through the forward-proxy port).
     pub streams: Option<Arc<crate::idle::Streams>>,
 }
 
@@ -225,7 +225,11 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Result<Res
     // An HTTP/2 stream stays open (for the idle timeout) until its response body is done.
     let stream = match &ctx.streams {
         Some(streams) if req.version() == http::Version::HTTP_2 => Some(streams.open()),
-        _ => None,
+        Some(streams) => {
+            streams.http1_request();
+            None
+        }
+        None => None,
     };
     ctx.state
         .counters

@@ -156,6 +156,10 @@ pub struct HttpManagerConfig {
     pub stream_idle_timeout: Option<Duration>,
     /// Connection idle timeout (default 1 h).
     pub idle_timeout: Option<Duration>,
+    /// How long an HTTP/2 connection closing for its idle timeout may take to say goodbye
+    /// (Envoy's `drain_timeout`, default 5 s): a client that never answers the GOAWAY's PING is
+    /// then disconnected if it has no stream open.
+    pub drain_timeout: Duration,
     /// Upgrades allowed (`websocket`…).
     pub upgrades: Vec<String>,
     /// Downstream codec.
@@ -188,6 +192,7 @@ impl HttpManagerConfig {
             sanitize_xfcc: true,
             stream_idle_timeout: Some(Duration::from_secs(300)),
             idle_timeout: Some(Duration::from_secs(3600)),
+            drain_timeout: Duration::from_secs(5),
             upgrades: Vec::new(),
             codec: Codec::Auto,
             strip_any_host_port: false,
@@ -736,6 +741,8 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             "idle_timeout",
             Some(Duration::from_secs(3600)),
         )?,
+        drain_timeout: opt_duration(h.drain_timeout.as_ref(), "drain_timeout")?
+            .unwrap_or(Duration::from_secs(5)),
         upgrades,
         codec,
         strip_any_host_port: matches!(

@@ -579,9 +579,15 @@ where
                 streams.idle_for(idle).await;
             }
         }, if idle.is_some() => {
-            // Envoy's idle timeout: GOAWAY, then the connection ends.
+            // Envoy's idle timeout: GOAWAY, then the connection ends. Hyper's HTTP/2 server
+            // waits for the client to answer the GOAWAY's PING; one that never does is
+            // disconnected after the drain timeout, unless a stream opened meanwhile.
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            let goodbye = tokio::time::timeout(manager.drain_timeout, conn.as_mut()).await;
+            let stream_opened = streams.as_ref().is_some_and(|s| s.open_streams() > 0);
+            if goodbye.is_err() && stream_opened {
+                let _ = conn.await;
+            }
         }
     }
 }

@@ -137,6 +137,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
           stream_idle_timeout: 0.6s
+          drain_timeout: 0.5s
           common_http_protocol_options: {{idle_timeout: 1s}}
           route_config:
             name: local
@@ -233,6 +234,43 @@ static_resources:
     });
     assert_eq!(lines, 3, "a 1.2 s stream is not cut by the 1 s idle timeout");
     assert!(closed_after >= Duration::from_millis(800), "{closed_after:?}");
+    // An HTTP/2 connection that never opens a stream (preface and settings, then nothing — not
+    // even an answer to the proxy's PING) gets a GOAWAY after the idle timeout and is closed
+    // after the drain timeout (0.5 s).
+    {
+        use std::io::{Read, Write};
+        let mut silent = std::net::TcpStream::connect(listener).unwrap();
+        silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let opened = std::time::Instant::now();
+        silent
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .unwrap();
+        let mut frames = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match silent.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => frames.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("the silent HTTP/2 connection was not closed: {e}"),
+            }
+        }
+        assert!(
+            opened.elapsed() >= Duration::from_millis(1300),
+            "{:?}",
+            opened.elapsed()
+        );
+        // Frame type 7 is GOAWAY: the proxy said goodbye before closing.
+        let mut at = 0;
+        let mut types = Vec::new();
+        while at + 9 <= frames.len() {
+            let len = usize::from(frames[at]) << 16
+                | usize::from(frames[at + 1]) << 8
+                | usize::from(frames[at + 2]);
+            types.push(frames[at + 3]);
+            at += 9 + len;
+        }
+        assert!(types.contains(&7), "frame types {types:?}");
+    }
     // A request body that stalls on its way up ends the stream too: 408 before any response.
     {
         use std::io::{Read, Write};

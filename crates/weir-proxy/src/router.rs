@@ -262,6 +262,9 @@ pub async fn forward(
     // A request body that streams up and stalls for the stream idle timeout ends the stream
     // (Envoy's 408 when no response has started).
     let mut request_stalled: Option<Arc<std::sync::atomic::AtomicBool>> = None;
+    // Once such a body has gone up whole, the wait for the response head is bounded by the
+    // stream idle timeout from its end (signalled here).
+    let mut request_ended: Option<Arc<tokio::sync::Notify>> = None;
     if let Some(s) = stream.take() {
         stream = Some(if hyper::body::Body::is_end_stream(&s) {
             s
@@ -273,12 +276,16 @@ pub async fn forward(
                 Some(idle) => {
                     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
                     request_stalled = Some(stalled.clone());
-                    body::Timed::idle(
+                    let ended = Arc::new(tokio::sync::Notify::new());
+                    request_ended = Some(ended.clone());
+                    let timed = body::Timed::idle(
                         counted,
                         idle,
                         "stream idle timeout while the request body was streaming",
                         move || stalled.store(true, Ordering::Relaxed),
-                    )
+                    );
+                    // At its end (or when the connection drops it, done writing).
+                    body::Metered::body(timed, move |_| ended.notify_one())
                 }
                 None => counted,
             }
@@ -393,7 +400,8 @@ pub async fn forward(
         let only_attempt = policy.is_none() || replay.is_none();
         // Envoy's stream idle timeout (5 min unless the connection manager sets it) bounds the
         // wait for the response head once the request has gone whole: nothing moves on the
-        // stream then. A request body still streaming up is activity, so it is not bounded here.
+        // stream then. A request body still streaming up is activity: for it the bound counts
+        // from the body's end (below).
         let request_sent_whole =
             replay.is_some() || stream.as_ref().is_none_or(hyper::body::Body::is_end_stream);
         let idle = ctx.manager.stream_idle_timeout.filter(|_| request_sent_whole);
@@ -453,16 +461,52 @@ pub async fn forward(
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         host.active_requests.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
-        let result = {
-            // Pinned where it is: the timeout wraps a pointer instead of moving the future.
-            let send = cluster.pool.send(&host.target, protocol, upstream_req);
-            tokio::pin!(send);
-            match limit {
-                Some(l) => tokio::time::timeout(l, send.as_mut()).await.map_err(|_| ()),
-                None => Ok(send.await),
+        // A body streaming up: the stream idle timeout counts from its end.
+        let idle_after_request = match (&request_ended, ctx.manager.stream_idle_timeout) {
+            (Some(ended), Some(idle)) if !request_sent_whole => Some((ended.clone(), idle)),
+            _ => None,
+        };
+        let mut idle_after_request_fired = false;
+        let result = match idle_after_request {
+            None => {
+                // Pinned where it is: the timeout wraps a pointer instead of moving the future.
+                let send = cluster.pool.send(&host.target, protocol, upstream_req);
+                tokio::pin!(send);
+                match limit {
+                    Some(l) => tokio::time::timeout(l, send.as_mut()).await.map_err(|_| ()),
+                    None => Ok(send.await),
+                }
+            }
+            Some((ended, idle)) => {
+                let send = cluster.pool.send(&host.target, protocol, upstream_req);
+                tokio::pin!(send);
+                let idle_fired = &mut idle_after_request_fired;
+                let bounded = async move {
+                    tokio::select! {
+                        biased;
+                        sent = send.as_mut() => Ok(sent),
+                        () = async {
+                            ended.notified().await;
+                            tokio::time::sleep(idle).await;
+                        } => {
+                            *idle_fired = true;
+                            Err(())
+                        }
+                    }
+                };
+                match limit {
+                    Some(l) => tokio::time::timeout(l, bounded)
+                        .await
+                        .map_err(|_| ())
+                        .and_then(|r| r),
+                    None => bounded.await,
+                }
             }
         };
         host.active_requests.fetch_sub(1, Ordering::Relaxed);
+        if idle_after_request_fired {
+            return (stream_idle_timeout(ctx, started, &cluster_name), false);
+        }
         if !matches!(result, Ok(Ok(_)))
             && request_stalled
                 .as_ref()

@@ -290,9 +290,34 @@ static_resources:
             started.elapsed()
         );
     }
+    // A body that streams up whole (two pieces 0.4 s apart, each gap within the 0.6 s): the
+    // wait for the response head then counts from the body's end — 408 about 0.6 s after it,
+    // not the backend's answer 1.5 s later.
+    {
+        use std::io::{Read, Write};
+        let mut slow_answer = std::net::TcpStream::connect(listener).unwrap();
+        slow_answer
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        slow_answer
+            .write_all(b"POST /untimed HTTP/1.1\r\nhost: x\r\nx-echo-delay-ms: 1500\r\ncontent-length: 10\r\n\r\nabc")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let body_ended = std::time::Instant::now();
+        slow_answer.write_all(b"defghij").unwrap();
+        let mut buf = [0u8; 512];
+        let n = slow_answer.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+        let waited = body_ended.elapsed();
+        assert!(
+            waited >= Duration::from_millis(500) && waited < Duration::from_millis(1300),
+            "{waited:?}"
+        );
+    }
     let admin = address_in(&p.wait_line("admin on", Duration::from_secs(5)), "admin on ");
     let stats = client.direct(admin, "GET", "/stats", &[], "").body;
-    assert!(stats.contains("http.downstream_rq_idle_timeout: 4"), "{stats}");
+    assert!(stats.contains("http.downstream_rq_idle_timeout: 5"), "{stats}");
     // A kept-alive HTTP/1.1 connection idle for the connection manager's idle_timeout (1 s) is
     // closed by the proxy.
     {

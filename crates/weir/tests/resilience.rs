@@ -333,6 +333,52 @@ fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_f
 }
 
 #[test]
+fn locality_weights_from_distribute_split_the_traffic_between_regions() {
+    let (_e1, east_a) = echo("east-a");
+    let (_e2, east_b) = echo("east-b");
+    let (_w, west) = echo("west");
+    let dir = folder("distribute");
+    let mut svc = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: geo}\nspec:\n  hosts: [geo.test]\n  location: MESH_INTERNAL\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  workloadSelector: {labels: {app: geo}}\n".to_string();
+    for (name, address, locality) in [
+        ("east-a", east_a, "us-east/zone-a"),
+        ("east-b", east_b, "us-east/zone-b"),
+        ("west", west, "us-west/zone-a"),
+    ] {
+        svc.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}}}\nspec:\n  address: {ip}\n  ports: {{http: {port}}}\n  labels: {{app: geo}}\n  locality: {locality}\n",
+            ip = address.ip(),
+            port = address.port()
+        ));
+    }
+    std::fs::write(dir.join("svc.yaml"), svc).unwrap();
+    // From us-east: 80% to us-east/zone-a, 20% to us-west (us-east/zone-b gets none).
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: geo}\nspec:\n  host: geo.test\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        enabled: true\n        distribute:\n        - from: us-east/*\n          to: {\"us-east/zone-a\": 80, \"us-west/*\": 20}\n";
+    std::fs::write(dir.join("dr.yaml"), dr).unwrap();
+    let Standalone {
+        control_plane: _cp,
+        proxy: _p,
+        admin,
+        http,
+        client,
+        ..
+    } = standalone(&dir, &["--locality", "us-east/zone-b"]);
+    wait_ready(&client, admin);
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    let n = 400;
+    for _ in 0..n {
+        let r = client.via_proxy(http, "GET", "http://geo.test/", &[], "");
+        assert_eq!(r.status, 200, "{r:?}");
+        *counts.entry(r.server().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    // Locality-weighted picks are random per request: binomial(400, 0.2) for us-west, mean 80,
+    // standard deviation 8; within ±4 of them.
+    let west_share = counts.get("west").copied().unwrap_or(0);
+    assert!((48..=112).contains(&west_share), "{counts:?}");
+    assert_eq!(counts.get("east-b"), None, "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), n, "{counts:?}");
+}
+
+#[test]
 fn workload_entries_under_health_checks_take_traffic_only_while_their_probe_passes() {
     let (_a, a) = echo("probed-http");
     let (_b, b) = echo("probed-exec");

@@ -132,19 +132,31 @@ pub fn apply(groups: &mut [LocalityLbEndpoints], policy: &Policy<'_>, proxy_loca
         .flat_map(|s| s.distribute.or_empty())
         .find(|d| matches(d.from.or_empty(), at))
     {
+        // Istio's applyLocalityWeights: each locality takes the weight of the first `to` entry
+        // it matches, shared among the localities that entry matches in proportion to their
+        // own weights (rounded up); a locality no entry matches gets no traffic — its
+        // endpoints are removed (Envoy refuses a locality weight of 0).
         let localities: Vec<String> = groups.iter().map(|g| text(g.locality.as_ref())).collect();
-        let mut weights = vec![0u32; groups.len()];
+        let mut matched = vec![false; groups.len()];
         for (pattern, weight) in rule.to.iter().flatten() {
             let hit: Vec<usize> = (0..groups.len())
-                .filter(|i| matches(pattern, &localities[*i]))
+                .filter(|i| !matched[*i] && matches(pattern, &localities[*i]))
                 .collect();
-            let count = u32::try_from(hit.len()).unwrap_or(u32::MAX).max(1);
+            let own =
+                |g: &LocalityLbEndpoints| u64::from(g.load_balancing_weight.as_ref().map_or(1, |w| w.value));
+            let total: u64 = hit.iter().map(|i| own(&groups[*i])).sum();
             for i in hit {
-                weights[i] = weights[i].saturating_add(weight / count);
+                matched[i] = true;
+                let share = (own(&groups[i]) * u64::from(*weight)).div_ceil(total.max(1));
+                if share > 0 {
+                    groups[i].load_balancing_weight = Some(u32v(u32::try_from(share).unwrap_or(u32::MAX)));
+                }
             }
         }
-        for (g, w) in groups.iter_mut().zip(weights) {
-            g.load_balancing_weight = Some(u32v(w));
+        for (g, matched) in groups.iter_mut().zip(matched) {
+            if !matched {
+                g.lb_endpoints.clear();
+            }
         }
         return;
     }
@@ -205,6 +217,7 @@ fn compact(groups: &mut [LocalityLbEndpoints], raw: Vec<u32>) {
 
 #[cfg(test)]
 mod tests {
+    use envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint;
     use weir_api::types::networking::{
         LoadBalancerSettings, LocalityDistribute, LocalityFailover, OutlierDetection,
     };
@@ -220,6 +233,7 @@ mod tests {
                 sub_zone: p.next().unwrap_or("").into(),
             }),
             load_balancing_weight: Some(u32v(1)),
+            lb_endpoints: vec![LbEndpoint::default()],
             ..Default::default()
         }
     }
@@ -262,11 +276,26 @@ mod tests {
         ];
         assert!(distributes(&policy, Some("us-east/a/1")));
         apply(&mut groups, &policy, Some("us-east/a/1"));
+        let w: Vec<(u32, usize)> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.load_balancing_weight.as_ref().map_or(0, |w| w.value),
+                    g.lb_endpoints.len(),
+                )
+            })
+            .collect();
+        // The locality no entry names keeps its weight but loses its endpoints.
+        assert_eq!(w, vec![(80, 1), (10, 1), (10, 1), (1, 0)]);
+        // Shares follow the localities' own weights, rounded up.
+        let mut groups = vec![group("us-east/a/1"), group("us-west/b/1"), group("us-west/c/1")];
+        groups[1].load_balancing_weight = Some(u32v(2));
+        apply(&mut groups, &policy, Some("us-east/a/1"));
         let w: Vec<u32> = groups
             .iter()
             .map(|g| g.load_balancing_weight.as_ref().map_or(0, |w| w.value))
             .collect();
-        assert_eq!(w, vec![80, 10, 10, 0]);
+        assert_eq!(w, vec![80, 14, 7]);
 
         // A proxy elsewhere: no distribute rule, so failover priorities.
         let mut groups = vec![

@@ -63,15 +63,23 @@ fn everything_weir_generates_compiles_or_is_a_known_gap() {
     let mut unexpected = Vec::new();
     for dir in folders() {
         let model = load(&dir);
-        for proxy in PROXIES {
-            let (_, r) = model.generate(&Proxy::parse(proxy).unwrap());
+        // Each proxy also once with a locality, so that locality rules (`distribute` for
+        // `eu-west/a/*` in the mesh scenario, failover priorities) are generated too.
+        let proxies = PROXIES.iter().flat_map(|p| {
+            let plain = Proxy::parse(p).unwrap();
+            let mut located = plain.clone();
+            located.locality = Some("eu-west/a/1".to_string());
+            [plain, located]
+        });
+        for proxy in proxies {
+            let (_, r) = model.generate(&proxy);
             for (kind, n) in compiled_counts(&r) {
                 *compiled.entry(kind).or_default() += n;
             }
             for e in refusals(&r) {
                 match KNOWN_GAPS.iter().find(|g| e.contains(*g)) {
                     Some(g) => *gaps.entry((*g).to_string()).or_default() += 1,
-                    None => unexpected.push(format!("{} {proxy}: {e}", dir.display())),
+                    None => unexpected.push(format!("{} {proxy:?}: {e}", dir.display())),
                 }
             }
         }

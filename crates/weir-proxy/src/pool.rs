@@ -3,8 +3,14 @@
 //! even be written to a reused connection (the upstream closed it while idle) is sent again on
 //! a new connection, as Envoy does; anything else is reported to the router with its kind so
 //! that retry policies can act on it.
+//!
+//! An HTTP/1.1 connection stays in its endpoint's list while it carries a request, and a request
+//! takes the most recently used connection that is ready for another (hyper marks it so once the
+//! previous response has been read): no task per response to give the connection back. Only
+//! when requests wait for a connection (at `max_connections`) are busy connections handed to
+//! tasks that give them back when ready and wake the waiting requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -57,11 +63,25 @@ pub enum SendError {
     Overflow(#[from] Overflow),
 }
 
-struct Idle {
+/// A pooled HTTP/1.1 connection, busy or ready.
+struct Http1Conn {
     sender: http1::SendRequest<Body>,
-    since: Instant,
+    /// When its latest request was sent (its idle time is counted from then: a connection may
+    /// be closed early, never kept past its idle timeout).
+    last_sent: Instant,
     created: Instant,
+    /// Requests sent on it.
     used: u32,
+}
+
+/// The HTTP/1.1 connections of a pool.
+#[derive(Default)]
+struct Http1Conns {
+    // Hashed with foldhash: looked up on every request (SipHash showed in profiles). Most
+    // recently used first.
+    by_endpoint: HashMap<Target, VecDeque<Http1Conn>, FastHash>,
+    /// Requests waiting for a connection at `max_connections`.
+    waiting: usize,
 }
 
 /// An HTTP/2 connection and the streams it carries now.
@@ -93,8 +113,7 @@ pub struct PoolStats {
 
 /// The connection pool of one cluster.
 pub struct Pool {
-    // Hashed with foldhash: looked up twice per request (SipHash showed in profiles).
-    http1: Arc<Mutex<HashMap<Target, Vec<Idle>, FastHash>>>,
+    http1: Arc<Mutex<Http1Conns>>,
     /// Woken when an HTTP/1.1 connection is returned or closed (requests waiting for one).
     released: Arc<Notify>,
     http2: Mutex<HashMap<Target, Vec<H2Conn>, FastHash>>,
@@ -116,8 +135,9 @@ impl std::fmt::Debug for Pool {
 /// The hasher of maps looked up on every request.
 type FastHash = foldhash::fast::RandomState;
 
-/// At most this many idle HTTP/1.1 connections are kept per endpoint.
-const MAX_IDLE_PER_ENDPOINT: usize = 128;
+/// At most this many HTTP/1.1 connections are kept per endpoint (more are closed after their
+/// request).
+const MAX_POOLED_PER_ENDPOINT: usize = 128;
 
 impl Pool {
     /// A pool with the cluster's connection settings and circuit breakers.
@@ -125,7 +145,7 @@ impl Pool {
         Pool {
             settings,
             breakers,
-            http1: Arc::new(Mutex::new(HashMap::default())),
+            http1: Arc::new(Mutex::new(Http1Conns::default())),
             released: Arc::new(Notify::new()),
             http2: Mutex::new(HashMap::default()),
             options,
@@ -169,19 +189,10 @@ impl Pool {
         }
     }
 
-    fn checkout_http1(&self, target: &Target) -> Option<Idle> {
-        let mut idle = self.http1.lock().ok()?;
-        let list = idle.get_mut(target)?;
-        while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < self.options.idle_timeout
-                && !self.expired(conn.created)
-                && conn.sender.is_ready()
-                && !conn.sender.is_closed()
-            {
-                return Some(conn);
-            }
-        }
-        None
+    /// Whether a connection is too old to take another request: idle for the idle timeout,
+    /// or past `max_connection_duration`.
+    fn stale(&self, conn: &Http1Conn) -> bool {
+        conn.last_sent.elapsed() >= self.options.idle_timeout || self.expired(conn.created)
     }
 
     /// Whether a connection made at `created` is past `max_connection_duration`.
@@ -191,9 +202,65 @@ impl Pool {
             .is_some_and(|d| created.elapsed() >= d)
     }
 
+    /// Takes the most recently used ready connection to `target` out of the pool (closed and
+    /// stale ones are dropped on the way).
+    fn take_ready(&self, conns: &mut Http1Conns, target: &Target) -> Option<Http1Conn> {
+        let list = conns.by_endpoint.get_mut(target)?;
+        let mut i = 0;
+        while let Some(conn) = list.get(i) {
+            if conn.sender.is_closed() {
+                list.remove(i);
+            } else if !conn.sender.is_ready() {
+                i += 1;
+            } else if self.stale(conn) {
+                list.remove(i);
+            } else {
+                return list.remove(i);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection that has just been given a request back in the pool: in the list
+    /// (it is taken again once ready) unless it has served `max_requests_per_connection`, or, while
+    /// requests wait for a connection, to a task that returns it when ready and wakes them.
+    fn keep(&self, conns: &mut Http1Conns, target: &Target, conn: Http1Conn) {
+        if self
+            .options
+            .max_requests_per_connection
+            .is_some_and(|m| conn.used >= m)
+        {
+            return;
+        }
+        if conns.waiting > 0 {
+            self.return_when_ready(target.clone(), conn);
+            return;
+        }
+        let list = conns.by_endpoint.entry(target.clone()).or_default();
+        if list.len() < MAX_POOLED_PER_ENDPOINT {
+            list.push_front(conn);
+        }
+    }
+
+    /// Sends a request on `conn`, keeping the connection in the pool.
+    fn dispatch(
+        &self,
+        conns: &mut Http1Conns,
+        target: &Target,
+        mut conn: Http1Conn,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>>> + use<>
+    {
+        conn.used += 1;
+        conn.last_sent = Instant::now();
+        let sent = conn.sender.try_send_request(req);
+        self.keep(conns, target, conn);
+        sent
+    }
+
     /// Opens a connection holding a `max_connections` slot; the slot is given back (and
     /// waiting requests woken) when the connection ends.
-    async fn connect_http1(&self, target: &Target, slot: Slot) -> Result<Idle, SendError> {
+    async fn connect_http1(&self, target: &Target, slot: Slot) -> Result<Http1Conn, SendError> {
         let io = self.open(target).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
@@ -208,9 +275,9 @@ impl Pool {
             released.notify_waiters();
         });
         let now = Instant::now();
-        Ok(Idle {
+        Ok(Http1Conn {
             sender,
-            since: now,
+            last_sent: now,
             created: now,
             used: 0,
         })
@@ -221,13 +288,18 @@ impl Pool {
         // A reused connection may have been closed by the upstream while idle; a request that
         // was not written is sent again on a fresh connection.
         for _ in 0..3 {
-            let Some(mut conn) = self.checkout_http1(target) else {
-                break;
+            let sent = {
+                let Ok(mut conns) = self.http1.lock() else {
+                    break;
+                };
+                let Some(conn) = self.take_ready(&mut conns, target) else {
+                    break;
+                };
+                self.dispatch(&mut conns, target, conn, req)
             };
-            match conn.sender.try_send_request(req).await {
+            match sent.await {
                 Ok(resp) => {
                     self.stats.rq_reused.fetch_add(1, Ordering::Relaxed);
-                    self.return_when_ready(target.clone(), conn);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -236,59 +308,64 @@ impl Pool {
                 },
             }
         }
-        let mut conn = self.wait_for_http1(target).await?;
-        match conn.sender.send_request(req).await {
-            Ok(resp) => {
-                self.return_when_ready(target.clone(), conn);
-                Ok(resp)
-            }
-            Err(e) => Err(classify(e)),
-        }
+        let conn = self.wait_for_http1(target).await?;
+        let sent = match self.http1.lock() {
+            Ok(mut conns) => self.dispatch(&mut conns, target, conn, req),
+            Err(poisoned) => self.dispatch(&mut poisoned.into_inner(), target, conn, req),
+        };
+        sent.await.map_err(|e| classify(e.into_error()))
     }
 
-    /// No idle connection: the request is pending (`max_pending_requests`) until a new
-    /// connection is open or, at `max_connections`, one is returned.
-    async fn wait_for_http1(&self, target: &Target) -> Result<Idle, SendError> {
+    /// No ready connection: the request is pending (`max_pending_requests`) until a new
+    /// connection is open or, at `max_connections`, one is free.
+    async fn wait_for_http1(&self, target: &Target) -> Result<Http1Conn, SendError> {
         let _pending = self.breakers.pending()?;
+        if let Ok(slot) = self.breakers.connection() {
+            return self.connect_new_http1(target, slot).await;
+        }
+        // At `max_connections`: busy connections in the list would not say when they are
+        // free, so they go to tasks that do, as do those given requests while this one waits.
+        let _waiting = Waiting::start(self, target);
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if let Some(conn) = self.checkout_http1(target) {
+            let ready = match self.http1.lock() {
+                Ok(mut conns) => self.take_ready(&mut conns, target),
+                Err(_) => None,
+            };
+            if let Some(conn) = ready {
                 self.stats.rq_reused.fetch_add(1, Ordering::Relaxed);
                 return Ok(conn);
             }
             if let Ok(slot) = self.breakers.connection() {
-                let connected = self.connect_http1(target, slot).await;
-                if connected.is_err() {
-                    // The slot was given back: a request waiting for a connection may open one.
-                    self.released.notify_waiters();
-                }
-                return connected;
+                return self.connect_new_http1(target, slot).await;
             }
             released.await;
         }
     }
 
-    fn return_when_ready(&self, target: Target, mut conn: Idle) {
-        if self
-            .options
-            .max_requests_per_connection
-            .is_some_and(|m| conn.used + 1 >= m)
-        {
-            return;
+    /// Opens a connection for a pending request; on failure the slot is given back and a
+    /// request waiting for a connection may open one.
+    async fn connect_new_http1(&self, target: &Target, slot: Slot) -> Result<Http1Conn, SendError> {
+        let connected = self.connect_http1(target, slot).await;
+        if connected.is_err() {
+            self.released.notify_waiters();
         }
-        // The connection takes another request once this response's body has been read.
-        let idle = self.http1.clone();
+        connected
+    }
+
+    /// Gives `conn` back to the pool once it can take another request, and wakes the requests
+    /// waiting for one.
+    fn return_when_ready(&self, target: Target, mut conn: Http1Conn) {
+        let conns = self.http1.clone();
         let released = self.released.clone();
         tokio::spawn(async move {
             if conn.sender.ready().await.is_ok() {
-                conn.used += 1;
-                conn.since = Instant::now();
-                if let Ok(mut idle) = idle.lock() {
-                    let list = idle.entry(target).or_default();
-                    if list.len() < MAX_IDLE_PER_ENDPOINT {
-                        list.push(conn);
+                if let Ok(mut conns) = conns.lock() {
+                    let list = conns.by_endpoint.entry(target).or_default();
+                    if list.len() < MAX_POOLED_PER_ENDPOINT {
+                        list.push_front(conn);
                     }
                 }
                 released.notify_waiters();
@@ -361,6 +438,43 @@ impl Pool {
     }
 }
 
+/// A request waiting for an HTTP/1.1 connection at `max_connections`, counted while it lives.
+struct Waiting<'a> {
+    pool: &'a Pool,
+}
+
+impl<'a> Waiting<'a> {
+    /// Counts the request and hands the busy connections to `target` to tasks that give them
+    /// back when ready (under the pool's lock, so none given a request meanwhile is missed).
+    fn start(pool: &'a Pool, target: &Target) -> Self {
+        if let Ok(mut conns) = pool.http1.lock() {
+            conns.waiting += 1;
+            if let Some(list) = conns.by_endpoint.get_mut(target) {
+                let all = std::mem::take(list);
+                for conn in all {
+                    if conn.sender.is_closed() {
+                        continue;
+                    }
+                    if conn.sender.is_ready() {
+                        list.push_back(conn);
+                    } else {
+                        pool.return_when_ready(target.clone(), conn);
+                    }
+                }
+            }
+        }
+        Waiting { pool }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut conns) = self.pool.http1.lock() {
+            conns.waiting = conns.waiting.saturating_sub(1);
+        }
+    }
+}
+
 /// Maps a hyper error to what retry policies see.
 fn classify(e: hyper::Error) -> SendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
@@ -373,4 +487,212 @@ fn classify(e: hyper::Error) -> SendError {
         source = s.source();
     }
     SendError::Reset(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+
+    use super::*;
+    use crate::breaker::Limits;
+
+    /// Requests served per connection, in the order the connections were accepted.
+    type Served = Arc<Mutex<Vec<usize>>>;
+
+    /// An HTTP/1.1 server answering after `?ms` milliseconds, counting the connections it
+    /// accepted and the requests each served; with `close_idle`, it closes a connection right
+    /// after each response.
+    async fn server(close_idle: bool) -> (SocketAddr, Arc<AtomicUsize>, Served) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let served: Served = Arc::default();
+        let (counter, per_connection) = (accepted.clone(), served.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let index = counter.fetch_add(1, Ordering::SeqCst);
+                per_connection.lock().unwrap().push(0);
+                let per_connection = per_connection.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        per_connection.lock().unwrap()[index] += 1;
+                        async move {
+                            let ms: u64 = req.uri().query().and_then(|q| q.parse().ok()).unwrap_or(0);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            Ok::<_, Infallible>(Response::new(crate::body::full("ok")))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(!close_idle)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted, served)
+    }
+
+    fn pool(limits: Limits, options: HttpOptions) -> Arc<Pool> {
+        let settings = ConnectSettings {
+            timeout: Duration::from_secs(1),
+            source: None,
+            tls: None,
+            keepalive: None,
+        };
+        Arc::new(Pool::new(
+            settings,
+            crate::breaker::Breakers::new(limits),
+            options,
+        ))
+    }
+
+    async fn get(pool: &Pool, target: &Target, delay_ms: u64) -> Result<u16, String> {
+        let req = Request::builder()
+            .uri(format!("/?{delay_ms}"))
+            .header("host", "test")
+            .body(crate::body::empty())
+            .unwrap();
+        let resp = pool
+            .send(target, Protocol::Http1, req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await.map_err(|e| e.to_string())?;
+        Ok(status)
+    }
+
+    #[tokio::test]
+    async fn http1_connections_are_reused_one_request_at_a_time() {
+        let (addr, accepted, _) = server(false).await;
+        let target = Target::Socket(addr);
+        let pool = pool(Limits::default(), HttpOptions::default());
+        for _ in 0..5 {
+            assert_eq!(get(&pool, &target, 0).await, Ok(200));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
+        // Four at once: the busy connection takes no second request, so three more are made.
+        let together: Vec<_> = (0..4)
+            .map(|_| {
+                let (pool, target) = (pool.clone(), target.clone());
+                tokio::spawn(async move { get(&pool, &target, 100).await })
+            })
+            .collect();
+        for t in together {
+            assert_eq!(t.await.unwrap(), Ok(200));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        // Afterwards all four are ready again: no new connection for another round.
+        let again: Vec<_> = (0..4)
+            .map(|_| {
+                let (pool, target) = (pool.clone(), target.clone());
+                tokio::spawn(async move { get(&pool, &target, 50).await })
+            })
+            .collect();
+        for t in again {
+            assert_eq!(t.await.unwrap(), Ok(200));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        assert_eq!(pool.stats.cx_total.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn a_connection_serves_at_most_max_requests_per_connection() {
+        let (addr, accepted, _) = server(false).await;
+        let target = Target::Socket(addr);
+        let options = HttpOptions {
+            max_requests_per_connection: Some(2),
+            ..HttpOptions::default()
+        };
+        let pool = pool(Limits::default(), options);
+        for _ in 0..5 {
+            assert_eq!(get(&pool, &target, 0).await, Ok(200));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_by_the_upstream_while_idle_is_not_used_again() {
+        let (addr, accepted, _) = server(true).await;
+        let target = Target::Socket(addr);
+        let pool = pool(Limits::default(), HttpOptions::default());
+        for _ in 0..3 {
+            assert_eq!(get(&pool, &target, 0).await, Ok(200));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_max_connections_wait_for_a_busy_connection() {
+        let (addr, accepted, served) = server(false).await;
+        let target = Target::Socket(addr);
+        let limits = Limits {
+            max_connections: 2,
+            max_pending_requests: 10,
+            ..Limits::default()
+        };
+        let pool = pool(limits, HttpOptions::default());
+        assert_eq!(get(&pool, &target, 0).await, Ok(200));
+        let crowd: Vec<_> = (0..6)
+            .map(|_| {
+                let (pool, target) = (pool.clone(), target.clone());
+                tokio::spawn(async move { get(&pool, &target, 100).await })
+            })
+            .collect();
+        for t in crowd {
+            let answered = tokio::time::timeout(Duration::from_secs(5), t).await;
+            assert_eq!(
+                answered.expect("a waiting request was never woken").unwrap(),
+                Ok(200)
+            );
+        }
+        // Two connections, both taking the waiting requests as they come free (seven requests
+        // in all with the first).
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        let served = served.lock().unwrap().clone();
+        assert!(served.iter().all(|n| (3..=4).contains(n)), "{served:?}");
+        // With nobody waiting any more, connections stay in the pool while busy again.
+        assert_eq!(get(&pool, &target, 0).await, Ok(200));
+        assert_eq!(pool.http1.lock().unwrap().waiting, 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_for_the_only_connection_gets_it_when_its_response_ends() {
+        let (addr, accepted, _) = server(false).await;
+        let target = Target::Socket(addr);
+        let limits = Limits {
+            max_connections: 1,
+            max_pending_requests: 10,
+            ..Limits::default()
+        };
+        let pool = pool(limits, HttpOptions::default());
+        assert_eq!(get(&pool, &target, 0).await, Ok(200));
+        // Taken while nobody waits, the connection stays in the pool's list, busy.
+        let holder = {
+            let (pool, target) = (pool.clone(), target.clone());
+            tokio::spawn(async move { get(&pool, &target, 200).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let (pool, target) = (pool.clone(), target.clone());
+                tokio::spawn(async move { get(&pool, &target, 20).await })
+            })
+            .collect();
+        assert_eq!(holder.await.unwrap(), Ok(200));
+        for t in waiting {
+            let answered = tokio::time::timeout(Duration::from_secs(5), t).await;
+            assert_eq!(
+                answered.expect("a waiting request was never woken").unwrap(),
+                Ok(200)
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
 }

@@ -567,6 +567,27 @@ mod tests {
         Ok(status)
     }
 
+    /// `n` requests sent at once, each answered after `delay_ms`; their answers in order.
+    async fn together(
+        pool: &Arc<Pool>,
+        target: &Target,
+        n: usize,
+        delay_ms: u64,
+    ) -> Vec<Result<u16, String>> {
+        let sent: Vec<_> = (0..n)
+            .map(|_| {
+                let (pool, target) = (pool.clone(), target.clone());
+                tokio::spawn(async move { get(&pool, &target, delay_ms).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in sent {
+            let answered = tokio::time::timeout(Duration::from_secs(5), t).await;
+            answers.push(answered.expect("a waiting request was never woken").unwrap());
+        }
+        answers
+    }
+
     #[tokio::test]
     async fn http1_connections_are_reused_one_request_at_a_time() {
         let (addr, accepted, _) = server(false).await;
@@ -577,26 +598,20 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
         // Four at once: the busy connection takes no second request, so three more are made.
-        let together: Vec<_> = (0..4)
-            .map(|_| {
-                let (pool, target) = (pool.clone(), target.clone());
-                tokio::spawn(async move { get(&pool, &target, 100).await })
-            })
-            .collect();
-        for t in together {
-            assert_eq!(t.await.unwrap(), Ok(200));
-        }
+        assert!(
+            together(&pool, &target, 4, 100)
+                .await
+                .iter()
+                .all(|a| a == &Ok(200))
+        );
         assert_eq!(accepted.load(Ordering::SeqCst), 4);
         // Afterwards all four are ready again: no new connection for another round.
-        let again: Vec<_> = (0..4)
-            .map(|_| {
-                let (pool, target) = (pool.clone(), target.clone());
-                tokio::spawn(async move { get(&pool, &target, 50).await })
-            })
-            .collect();
-        for t in again {
-            assert_eq!(t.await.unwrap(), Ok(200));
-        }
+        assert!(
+            together(&pool, &target, 4, 50)
+                .await
+                .iter()
+                .all(|a| a == &Ok(200))
+        );
         assert_eq!(accepted.load(Ordering::SeqCst), 4);
         assert_eq!(pool.stats.cx_total.load(Ordering::Relaxed), 4);
     }
@@ -639,19 +654,12 @@ mod tests {
         };
         let pool = pool(limits, HttpOptions::default());
         assert_eq!(get(&pool, &target, 0).await, Ok(200));
-        let crowd: Vec<_> = (0..6)
-            .map(|_| {
-                let (pool, target) = (pool.clone(), target.clone());
-                tokio::spawn(async move { get(&pool, &target, 100).await })
-            })
-            .collect();
-        for t in crowd {
-            let answered = tokio::time::timeout(Duration::from_secs(5), t).await;
-            assert_eq!(
-                answered.expect("a waiting request was never woken").unwrap(),
-                Ok(200)
-            );
-        }
+        assert!(
+            together(&pool, &target, 6, 100)
+                .await
+                .iter()
+                .all(|a| a == &Ok(200))
+        );
         // Two connections, both taking the waiting requests as they come free (seven requests
         // in all with the first).
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -679,20 +687,13 @@ mod tests {
             tokio::spawn(async move { get(&pool, &target, 200).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let waiting: Vec<_> = (0..3)
-            .map(|_| {
-                let (pool, target) = (pool.clone(), target.clone());
-                tokio::spawn(async move { get(&pool, &target, 20).await })
-            })
-            .collect();
+        assert!(
+            together(&pool, &target, 3, 20)
+                .await
+                .iter()
+                .all(|a| a == &Ok(200))
+        );
         assert_eq!(holder.await.unwrap(), Ok(200));
-        for t in waiting {
-            let answered = tokio::time::timeout(Duration::from_secs(5), t).await;
-            assert_eq!(
-                answered.expect("a waiting request was never woken").unwrap(),
-                Ok(200)
-            );
-        }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }

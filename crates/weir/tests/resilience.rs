@@ -274,18 +274,18 @@ fn faults_delay_one_user_and_abort_a_share_of_requests() {
     assert!((160..=240).contains(&aborted), "{aborted} of {n} aborted");
 }
 
-#[test]
-fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_fails() {
-    let (mut east_proc, east) = echo("us-east");
-    let (_w, west) = echo("us-west");
-    let (_eu, eu) = echo("eu-central");
-    let dir = folder("failover");
+/// `geo.test` (HTTP on port 80) served by WorkloadEntries `(name, address, locality)`, with
+/// `dr` as its DestinationRule, behind a control plane and a proxy at `proxy_locality`; the
+/// proxy is ready.
+fn geo_service(
+    name: &str,
+    entries: &[(&str, SocketAddr, &str)],
+    dr: &str,
+    proxy_locality: &str,
+) -> Standalone {
+    let dir = folder(name);
     let mut svc = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: geo}\nspec:\n  hosts: [geo.test]\n  location: MESH_INTERNAL\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  workloadSelector: {labels: {app: geo}}\n".to_string();
-    for (name, address, locality) in [
-        ("east", east, "us-east/zone-a"),
-        ("west", west, "us-west/zone-a"),
-        ("eu", eu, "eu-central/zone-a"),
-    ] {
+    for (name, address, locality) in entries {
         svc.push_str(&format!(
             "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}}}\nspec:\n  address: {ip}\n  ports: {{http: {port}}}\n  labels: {{app: geo}}\n  locality: {locality}\n",
             ip = address.ip(),
@@ -293,8 +293,18 @@ fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_f
         ));
     }
     std::fs::write(dir.join("svc.yaml"), svc).unwrap();
-    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: geo}\nspec:\n  host: geo.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        enabled: true\n        failover: [{from: us-east, to: us-west}]\n";
     std::fs::write(dir.join("dr.yaml"), dr).unwrap();
+    let mesh = standalone(&dir, &["--locality", proxy_locality]);
+    wait_ready(&mesh.client, mesh.admin);
+    mesh
+}
+
+#[test]
+fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_fails() {
+    let (mut east_proc, east) = echo("us-east");
+    let (_w, west) = echo("us-west");
+    let (_eu, eu) = echo("eu-central");
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: geo}\nspec:\n  host: geo.test\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        enabled: true\n        failover: [{from: us-east, to: us-west}]\n";
     let Standalone {
         control_plane: _cp,
         proxy: _p,
@@ -302,8 +312,16 @@ fn locality_failover_moves_traffic_to_the_configured_region_when_the_local_one_f
         http,
         client,
         ..
-    } = standalone(&dir, &["--locality", "us-east/zone-a"]);
-    wait_ready(&client, admin);
+    } = geo_service(
+        "failover",
+        &[
+            ("east", east, "us-east/zone-a"),
+            ("west", west, "us-west/zone-a"),
+            ("eu", eu, "eu-central/zone-a"),
+        ],
+        dr,
+        "us-east/zone-a",
+    );
     let server = || {
         client
             .via_proxy(http, "GET", "http://geo.test/", &[], "")
@@ -337,32 +355,24 @@ fn locality_weights_from_distribute_split_the_traffic_between_regions() {
     let (_e1, east_a) = echo("east-a");
     let (_e2, east_b) = echo("east-b");
     let (_w, west) = echo("west");
-    let dir = folder("distribute");
-    let mut svc = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: geo}\nspec:\n  hosts: [geo.test]\n  location: MESH_INTERNAL\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  workloadSelector: {labels: {app: geo}}\n".to_string();
-    for (name, address, locality) in [
-        ("east-a", east_a, "us-east/zone-a"),
-        ("east-b", east_b, "us-east/zone-b"),
-        ("west", west, "us-west/zone-a"),
-    ] {
-        svc.push_str(&format!(
-            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}}}\nspec:\n  address: {ip}\n  ports: {{http: {port}}}\n  labels: {{app: geo}}\n  locality: {locality}\n",
-            ip = address.ip(),
-            port = address.port()
-        ));
-    }
-    std::fs::write(dir.join("svc.yaml"), svc).unwrap();
     // From us-east: 80% to us-east/zone-a, 20% to us-west (us-east/zone-b gets none).
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: geo}\nspec:\n  host: geo.test\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        enabled: true\n        distribute:\n        - from: us-east/*\n          to: {\"us-east/zone-a\": 80, \"us-west/*\": 20}\n";
-    std::fs::write(dir.join("dr.yaml"), dr).unwrap();
     let Standalone {
         control_plane: _cp,
         proxy: _p,
-        admin,
         http,
         client,
         ..
-    } = standalone(&dir, &["--locality", "us-east/zone-b"]);
-    wait_ready(&client, admin);
+    } = geo_service(
+        "distribute",
+        &[
+            ("east-a", east_a, "us-east/zone-a"),
+            ("east-b", east_b, "us-east/zone-b"),
+            ("west", west, "us-west/zone-a"),
+        ],
+        dr,
+        "us-east/zone-b",
+    );
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     let n = 400;
     for _ in 0..n {

@@ -42,6 +42,7 @@ pub mod tcp;
 pub mod timer_anchor;
 pub mod tls;
 pub mod upstream;
+pub mod wake_gate;
 pub mod xds;
 
 pub use convert::Target;

@@ -24,6 +24,7 @@ use crate::http::{Downstream, HttpContext, handle};
 use crate::inspect::{HttpGuess, MAX_HELLO, Rewind, Tls, guess_http, parse_client_hello};
 use crate::listener::{ChainKind, Codec, ConnectionFacts, HttpManagerConfig, ListenerConfig};
 use crate::state::{ProxyState, Snapshot};
+use crate::wake_gate::Gated;
 
 /// Where listeners are bound.
 #[derive(Clone, Debug, Default)]
@@ -564,21 +565,26 @@ where
     // from hyper's header-read timer).
     let streams = ctx.streams.clone();
     let idle = manager.idle_timeout.filter(|_| streams.is_some());
+    // The drain and idle signals are polled only when they fire, not each time a request wakes
+    // this task (see `wake_gate`).
+    let drained = Gated::new(drain.drained());
+    let idle_for = Gated::new(async {
+        if let (Some(streams), Some(idle)) = (&streams, idle) {
+            streams.idle_for(idle).await;
+        }
+    });
     tokio::select! {
+        biased;
         res = conn.as_mut() => {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
             }
         }
-        _ = drain.drained() => {
+        _ = drained => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
-        _ = async {
-            if let (Some(streams), Some(idle)) = (&streams, idle) {
-                streams.idle_for(idle).await;
-            }
-        }, if idle.is_some() => {
+        _ = idle_for, if idle.is_some() => {
             // Envoy's idle timeout: GOAWAY, then the connection ends. Hyper's HTTP/2 server
             // waits for the client to answer the GOAWAY's PING; one that never does is
             // disconnected after the drain timeout, unless a stream opened meanwhile.

@@ -191,8 +191,12 @@ impl Pool {
 
     /// Whether a connection is too old to take another request: idle for the idle timeout,
     /// or past `max_connection_duration`.
-    fn stale(&self, conn: &Http1Conn) -> bool {
-        conn.last_sent.elapsed() >= self.options.idle_timeout || self.expired(conn.created)
+    fn stale(&self, conn: &Http1Conn, now: Instant) -> bool {
+        now.saturating_duration_since(conn.last_sent) >= self.options.idle_timeout
+            || self
+                .options
+                .max_connection_duration
+                .is_some_and(|d| now.saturating_duration_since(conn.created) >= d)
     }
 
     /// Whether a connection made at `created` is past `max_connection_duration`.
@@ -204,7 +208,7 @@ impl Pool {
 
     /// Takes the most recently used ready connection to `target` out of the pool (closed and
     /// stale ones are dropped on the way).
-    fn take_ready(&self, conns: &mut Http1Conns, target: &Target) -> Option<Http1Conn> {
+    fn take_ready(&self, conns: &mut Http1Conns, target: &Target, now: Instant) -> Option<Http1Conn> {
         let list = conns.by_endpoint.get_mut(target)?;
         let mut i = 0;
         while let Some(conn) = list.get(i) {
@@ -212,7 +216,7 @@ impl Pool {
                 list.remove(i);
             } else if !conn.sender.is_ready() {
                 i += 1;
-            } else if self.stale(conn) {
+            } else if self.stale(conn, now) {
                 list.remove(i);
             } else {
                 return list.remove(i);
@@ -249,10 +253,11 @@ impl Pool {
         target: &Target,
         mut conn: Http1Conn,
         req: Request<Body>,
+        now: Instant,
     ) -> impl Future<Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>>> + use<>
     {
         conn.used += 1;
-        conn.last_sent = Instant::now();
+        conn.last_sent = now;
         let sent = conn.sender.try_send_request(req);
         self.keep(conns, target, conn);
         sent
@@ -292,10 +297,11 @@ impl Pool {
                 let Ok(mut conns) = self.http1.lock() else {
                     break;
                 };
-                let Some(conn) = self.take_ready(&mut conns, target) else {
+                let now = Instant::now();
+                let Some(conn) = self.take_ready(&mut conns, target, now) else {
                     break;
                 };
-                self.dispatch(&mut conns, target, conn, req)
+                self.dispatch(&mut conns, target, conn, req, now)
             };
             match sent.await {
                 Ok(resp) => {
@@ -309,9 +315,10 @@ impl Pool {
             }
         }
         let conn = self.wait_for_http1(target).await?;
+        let now = Instant::now();
         let sent = match self.http1.lock() {
-            Ok(mut conns) => self.dispatch(&mut conns, target, conn, req),
-            Err(poisoned) => self.dispatch(&mut poisoned.into_inner(), target, conn, req),
+            Ok(mut conns) => self.dispatch(&mut conns, target, conn, req, now),
+            Err(poisoned) => self.dispatch(&mut poisoned.into_inner(), target, conn, req, now),
         };
         sent.await.map_err(|e| classify(e.into_error()))
     }
@@ -331,7 +338,7 @@ impl Pool {
             tokio::pin!(released);
             released.as_mut().enable();
             let ready = match self.http1.lock() {
-                Ok(mut conns) => self.take_ready(&mut conns, target),
+                Ok(mut conns) => self.take_ready(&mut conns, target, Instant::now()),
                 Err(_) => None,
             };
             if let Some(conn) = ready {

@@ -439,7 +439,9 @@ pub async fn forward(
                 .insert(names::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
         }
         let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        // One clock read for the attempt's bounds and its start.
+        let sent_at = Instant::now();
+        let remaining = deadline.map(|d| d.saturating_duration_since(sent_at));
         let limit = match (remaining, per_try) {
             (Some(r), Some(p)) => Some(r.min(p)),
             (r, p) => r.or(p),
@@ -460,7 +462,6 @@ pub async fn forward(
         cluster.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         host.active_requests.fetch_add(1, Ordering::Relaxed);
-        let sent_at = Instant::now();
         // A body streaming up: the stream idle timeout counts from its end.
         let idle_after_request = match (&request_ended, ctx.manager.stream_idle_timeout) {
             (Some(ended), Some(idle)) if !request_sent_whole => Some((ended.clone(), idle)),

@@ -283,6 +283,10 @@ impl ClusterRuntime {
 
     /// Waits (at most `limit`) for the first endpoints, as Envoy waits for a cluster to warm.
     pub async fn warmed(&self, limit: Duration) {
+        // Once warm, a cluster stays warm: no receiver or timer for every request after that.
+        if *self.warmed.borrow() {
+            return;
+        }
         let mut rx = self.warmed.subscribe();
         let _ = tokio::time::timeout(limit, rx.wait_for(|w| *w)).await;
     }

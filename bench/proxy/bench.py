@@ -5,6 +5,11 @@ reverse proxy with one worker), in one run, and prints per target: added latency
 and peak RSS of the proxy process.
 
     bench/proxy/bench.py [--rate 1000] [--seconds 10] [--connections 16] [--saturate-connections 32]
+                         [--pairs 1] [--weir-only] [--baseline BINARY] [--rounds 3]
+
+After the per-target runs, the added latency is measured again with every target running at
+once, in `--rounds` interleaved rounds (median and range per target): the figure to compare
+proxies' latency by on a shared machine.
 
 Needs target/release/weir and target/release/examples/loadgen (`make bench-proxy` builds them)
 and nginx and haproxy (bench/proxy/setup.sh installs them from Debian). Writes
@@ -26,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 WEIR = ROOT / "target/release/weir"
 LOADGEN = ROOT / "target/release/examples/loadgen"
 BACKEND, NGINX, HAPROXY, WEIR_PORT, WEIR_ADMIN = 19000, 19001, 19002, 19003, 19004
+# A second Weir (the resilient route, or a baseline binary) running beside the first.
+WEIR2_PORT, WEIR2_ADMIN = 19005, 19006
 
 # The resilience machinery on the hot path (issue: "within 5% of the plain route"): the same
 # route with a retry policy and a timeout, to a cluster with outlier detection and circuit
@@ -142,15 +149,15 @@ backend b
     return p, lambda: [p.pid]
 
 
-def start_weir(tmp, resilient=False, binary=None):
-    conf = tmp / "weir.yaml"
+def start_weir(tmp, resilient=False, binary=None, port=WEIR_PORT, admin=WEIR_ADMIN):
+    conf = tmp / ("weir.yaml" if port == WEIR_PORT else f"weir-{port}.yaml")
     route_extra = RESILIENT_ROUTE if resilient else ""
     cluster_extra = RESILIENT_CLUSTER if resilient else ""
     conf.write_text(f"""
 static_resources:
   listeners:
   - name: bench
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {WEIR_PORT}}}}}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -179,9 +186,9 @@ static_resources:
       - lb_endpoints:
         - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {BACKEND}}}}}}}{cluster_extra}
 """)
-    p = subprocess.Popen([str(binary or WEIR), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{WEIR_ADMIN}", "--workers", "1"],
+    p = subprocess.Popen([str(binary or WEIR), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{admin}", "--workers", "1"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "WEIR_LOG": "warn"})
-    wait_port(WEIR_PORT)
+    wait_port(port)
     return p, lambda: [p.pid]
 
 
@@ -208,6 +215,33 @@ def measure(name, port, pids, args, direct):
     return row
 
 
+def latency_rounds(args, targets, tmp):
+    """Added latency at the fixed rate, with every target running at once and measured in turn,
+    round after round: a disturbance on the shared machine then hits one round of every target
+    instead of the whole measurement of one. Returns {target: [added p50/p90/p99 per round]}."""
+    running = []
+    try:
+        for name, port, start in targets:
+            p, _ = start(tmp)
+            running.append((name, port, p))
+        for _, port, _ in running:
+            load(port, 4, 1, 0)  # connections open, pools warm
+        added = {name: [] for name, _, _ in running}
+        for _ in range(args.rounds):
+            direct = load(BACKEND, args.connections, args.seconds, args.rate)
+            for name, port, _ in running:
+                r = load(port, args.connections, args.seconds, args.rate)
+                added[name].append({k: r[k] - direct[k] for k in ("p50_us", "p90_us", "p99_us")})
+        return added
+    finally:
+        for name, _, p in running:
+            p.send_signal(signal.SIGINT if name in ("weir", "weir+res", "baseline") else signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=float, default=1000)
@@ -219,6 +253,8 @@ def main():
     ap.add_argument("--weir-only", action="store_true", help="skip nginx and HAProxy")
     ap.add_argument("--baseline", metavar="BINARY",
                     help="another weir binary (say, before a change) measured alternately with this one, instead of weir+res")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="then measure added latency again in this many interleaved rounds, all targets running (0: skip)")
     args = ap.parse_args()
     for tool in [WEIR, LOADGEN]:
         if not tool.exists():
@@ -265,9 +301,27 @@ def main():
         print(f"\n{other} against weir (medians of {args.pairs} alternating run(s)): "
               f"CPU/10k {100 * (cpu[1] / cpu[0] - 1):+.1f}%, req/s {100 * (rps[1] / rps[0] - 1):+.1f}%, "
               f"p99 {p99[1] - p99[0]:+d} µs")
+        rounds = {}
+        if args.rounds > 0:
+            if args.baseline:
+                second_now = ("baseline", WEIR2_PORT,
+                              lambda tmp: start_weir(tmp, binary=args.baseline, port=WEIR2_PORT, admin=WEIR2_ADMIN))
+            else:
+                second_now = ("weir+res", WEIR2_PORT,
+                              lambda tmp: start_weir(tmp, resilient=True, port=WEIR2_PORT, admin=WEIR2_ADMIN))
+            rounds = latency_rounds(args, peers + [("weir", WEIR_PORT, start_weir), second_now], tmp)
+            print(f"\nadded latency at {args.rate:.0f} req/s, all targets running, {args.rounds} interleaved rounds of "
+                  f"{args.seconds:.0f}s each (over direct in the same round): median [min, max] of the rounds\n")
+            print(f"{'target':<9} {'p50 +µs':>18} {'p90 +µs':>18} {'p99 +µs':>20}")
+            for name, per_round in rounds.items():
+                cells = []
+                for k in ("p50_us", "p90_us", "p99_us"):
+                    v = sorted(r[k] for r in per_round)
+                    cells.append(f"{v[len(v) // 2]} [{v[0]}, {v[-1]}]")
+                print(f"{name:<9} {cells[0]:>18} {cells[1]:>18} {cells[2]:>20}")
         out = ROOT / "bench/out"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "proxy.json").write_text(json.dumps(rows, indent=2))
+        (out / "proxy.json").write_text(json.dumps({"runs": rows, "latency_rounds": rounds}, indent=2))
     finally:
         for p in procs:
             if p.poll() is None:

@@ -193,17 +193,14 @@ impl Pool {
     /// or past `max_connection_duration`.
     fn stale(&self, conn: &Http1Conn, now: Instant) -> bool {
         now.saturating_duration_since(conn.last_sent) >= self.options.idle_timeout
-            || self
-                .options
-                .max_connection_duration
-                .is_some_and(|d| now.saturating_duration_since(conn.created) >= d)
+            || self.expired(conn.created, now)
     }
 
-    /// Whether a connection made at `created` is past `max_connection_duration`.
-    fn expired(&self, created: Instant) -> bool {
+    /// Whether a connection made at `created` is past `max_connection_duration` at `now`.
+    fn expired(&self, created: Instant, now: Instant) -> bool {
         self.options
             .max_connection_duration
-            .is_some_and(|d| created.elapsed() >= d)
+            .is_some_and(|d| now.saturating_duration_since(created) >= d)
     }
 
     /// Takes the most recently used ready connection to `target` out of the pool (closed and
@@ -385,7 +382,8 @@ impl Pool {
     fn checkout_http2(&self, target: &Target) -> Option<(http2::SendRequest<Body>, StreamCount)> {
         let mut map = self.http2.lock().ok()?;
         let conns = map.get_mut(target)?;
-        conns.retain(|c| !c.sender.is_closed() && !self.expired(c.created));
+        let now = Instant::now();
+        conns.retain(|c| !c.sender.is_closed() && !self.expired(c.created, now));
         let limit = self.options.max_concurrent_streams.unwrap_or(u32::MAX);
         let c = conns.iter().find(|c| c.active.load(Ordering::Acquire) < limit)?;
         c.active.fetch_add(1, Ordering::AcqRel);

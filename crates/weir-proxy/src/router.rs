@@ -468,39 +468,37 @@ pub async fn forward(
             _ => None,
         };
         let mut idle_after_request_fired = false;
-        let result = match idle_after_request {
-            None => {
-                // Pinned where it is: the timeout wraps a pointer instead of moving the future.
-                let send = cluster.pool.send(&host.target, protocol, upstream_req);
-                tokio::pin!(send);
-                match limit {
+        let result = {
+            // Pinned where it is: the timeout wraps a pointer instead of moving the future.
+            let send = cluster.pool.send(&host.target, protocol, upstream_req);
+            tokio::pin!(send);
+            match idle_after_request {
+                None => match limit {
                     Some(l) => tokio::time::timeout(l, send.as_mut()).await.map_err(|_| ()),
                     None => Ok(send.await),
-                }
-            }
-            Some((ended, idle)) => {
-                let send = cluster.pool.send(&host.target, protocol, upstream_req);
-                tokio::pin!(send);
-                let idle_fired = &mut idle_after_request_fired;
-                let bounded = async move {
-                    tokio::select! {
-                        biased;
-                        sent = send.as_mut() => Ok(sent),
-                        () = async {
-                            ended.notified().await;
-                            tokio::time::sleep(idle).await;
-                        } => {
-                            *idle_fired = true;
-                            Err(())
+                },
+                Some((ended, idle)) => {
+                    let idle_fired = &mut idle_after_request_fired;
+                    let bounded = async move {
+                        tokio::select! {
+                            biased;
+                            sent = send.as_mut() => Ok(sent),
+                            () = async {
+                                ended.notified().await;
+                                tokio::time::sleep(idle).await;
+                            } => {
+                                *idle_fired = true;
+                                Err(())
+                            }
                         }
+                    };
+                    match limit {
+                        Some(l) => tokio::time::timeout(l, bounded)
+                            .await
+                            .map_err(|_| ())
+                            .and_then(|r| r),
+                        None => bounded.await,
                     }
-                };
-                match limit {
-                    Some(l) => tokio::time::timeout(l, bounded)
-                        .await
-                        .map_err(|_| ())
-                        .and_then(|r| r),
-                    None => bounded.await,
                 }
             }
         };

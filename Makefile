@@ -4,7 +4,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 300
 CORPUS := ../shared/corpus/istio
 
-.PHONY: all build release test interop lint fmt bench bench-e2e bench-proxy bench-instructions fuzz fuzz-seed clean
+.PHONY: all build release test interop lint fmt bench bench-e2e bench-proxy bench-instructions bench-anatomy fuzz fuzz-seed clean
 
 all: build
 
@@ -63,6 +63,12 @@ bench-instructions: release
 	$(CARGO) build --release -p weir --example loadgen
 	bench/proxy/setup.sh
 	python3 bench/proxy/instructions.py
+
+## bench-anatomy: per request at 1,000 req/s — user and system CPU, context switches, faults, syscalls — for nginx, HAProxy and Weir
+bench-anatomy: release
+	$(CARGO) build --release -p weir --example loadgen
+	bench/proxy/setup.sh
+	python3 bench/proxy/anatomy.py
 
 ## fuzz: run a fuzz target (needs `cargo install cargo-fuzz`): FUZZ_TARGET=parse_and_validate, model, xds or proxy
 FUZZ_TARGET ?= parse_and_validate

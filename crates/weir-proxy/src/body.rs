@@ -31,9 +31,13 @@ pub fn full_unsized(bytes: Bytes) -> Body {
     .boxed()
 }
 
-/// A streamed body from hyper.
-pub fn incoming(body: Incoming) -> Body {
-    body.map_err(|e| Box::new(e) as BoxError).boxed()
+/// A streamed body: the downstream request's, or an upstream response's.
+pub fn incoming<B>(body: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
 }
 
 /// A body that fails at once with `error` (a response whose body could not be read: the

@@ -19,7 +19,7 @@ use crate::body::{self, Buffered};
 use crate::http::{HttpContext, finish_local, flags, record, rewritten_path, strip_hop_by_hop, uuid4};
 use crate::lb::{Host, PickContext};
 use crate::names;
-use crate::pool::{Body, SendError};
+use crate::pool::{Body, ResponseBody, SendError};
 use crate::retry::{Outcome, RetryPolicy};
 use crate::stats::Destination;
 use crate::upstream::NoHost;
@@ -854,7 +854,11 @@ struct Finish<'a> {
     cluster: &'a Arc<crate::upstream::ClusterRuntime>,
 }
 
-async fn finish_upstream(ctx: &HttpContext, resp: Response<Incoming>, finish: Finish<'_>) -> Response<Body> {
+async fn finish_upstream(
+    ctx: &HttpContext,
+    resp: Response<ResponseBody>,
+    finish: Finish<'_>,
+) -> Response<Body> {
     let Finish {
         target,
         destination,

@@ -10,6 +10,9 @@
 //! when requests wait for a connection (at `max_connections`) are busy connections handed to
 //! tasks that give them back when ready and wake the waiting requests.
 
+mod codec;
+mod lean;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +31,9 @@ use crate::breaker::{Breakers, Overflow, Slot};
 use crate::cluster::HttpOptions;
 use crate::convert::Target;
 use crate::io::{ConnectError, ConnectSettings, connect_with};
+
+use self::lean::{Failed, LeanConn, LeanIdle};
+pub use self::lean::{LeanBody, ResponseBody};
 
 /// Errors inside bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -113,6 +119,9 @@ pub struct PoolStats {
 
 /// The connection pool of one cluster.
 pub struct Pool {
+    /// Connections of Weir's own client (requests without a body).
+    lean: Arc<LeanIdle>,
+    /// Connections of hyper's client (requests with a body, upgrades).
     http1: Arc<Mutex<Http1Conns>>,
     /// Woken when an HTTP/1.1 connection is returned or closed (requests waiting for one).
     released: Arc<Notify>,
@@ -142,11 +151,13 @@ const MAX_POOLED_PER_ENDPOINT: usize = 128;
 impl Pool {
     /// A pool with the cluster's connection settings and circuit breakers.
     pub fn new(settings: ConnectSettings, breakers: Arc<Breakers>, options: HttpOptions) -> Self {
+        let released = Arc::new(Notify::new());
         Pool {
+            lean: Arc::new(LeanIdle::new(options, released.clone())),
             settings,
             breakers,
             http1: Arc::new(Mutex::new(Http1Conns::default())),
-            released: Arc::new(Notify::new()),
+            released,
             http2: Mutex::new(HashMap::default()),
             options,
             stats: PoolStats::default(),
@@ -182,10 +193,89 @@ impl Pool {
         target: &Target,
         protocol: Protocol,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let hyper = |resp: Response<Incoming>| resp.map(ResponseBody::Hyper);
         match protocol {
-            Protocol::Http1 => self.send_http1(target, req).await,
-            Protocol::Http2 => self.send_http2(target, req).await,
+            Protocol::Http1 if lean::eligible(&req) => self.send_lean(target, req).await,
+            Protocol::Http1 => self.send_http1(target, req).await.map(hyper),
+            Protocol::Http2 => self.send_http2(target, req).await.map(hyper),
+        }
+    }
+
+    /// A request without a body, through Weir's own HTTP/1.1 client. A reused connection the
+    /// upstream had closed is replaced by another for a request that may be sent again.
+    async fn send_lean(
+        &self,
+        target: &Target,
+        req: Request<Body>,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let mut req = req;
+        for _ in 0..3 {
+            let now = Instant::now();
+            let Some(conn) = self.lean.take(target, now) else {
+                break;
+            };
+            match lean::exchange(&self.lean, target, conn, req, now).await {
+                Ok(resp) => {
+                    self.stats.rq_reused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Err(Failed {
+                    retry: Some(back), ..
+                }) => req = back,
+                Err(Failed { error, .. }) => return Err(error),
+            }
+        }
+        let conn = self.wait_for_lean(target).await?;
+        lean::exchange(&self.lean, target, conn, req, Instant::now())
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// No idle connection of Weir's client: the request is pending (`max_pending_requests`)
+    /// until a new connection is open or, at `max_connections`, one is given back (an idle
+    /// connection of hyper's client is closed to make room).
+    async fn wait_for_lean(&self, target: &Target) -> Result<Box<LeanConn>, SendError> {
+        let _pending = self.breakers.pending()?;
+        if let Ok(slot) = self.breakers.connection() {
+            return self.connect_lean(target, slot).await;
+        }
+        let _waiting = self.lean.wait();
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(conn) = self.lean.take(target, Instant::now()) {
+                self.stats.rq_reused.fetch_add(1, Ordering::Relaxed);
+                return Ok(conn);
+            }
+            if let Ok(slot) = self.breakers.connection() {
+                return self.connect_lean(target, slot).await;
+            }
+            self.evict_idle_http1(target);
+            released.await;
+        }
+    }
+
+    async fn connect_lean(&self, target: &Target, slot: Slot) -> Result<Box<LeanConn>, SendError> {
+        match self.open(target).await {
+            Ok(io) => Ok(LeanConn::new(io, slot, &self.lean)),
+            Err(e) => {
+                drop(slot);
+                self.released.notify_waiters();
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes one idle connection of hyper's client to `target` (its slot comes back when its
+    /// task ends).
+    fn evict_idle_http1(&self, target: &Target) {
+        if let Ok(mut conns) = self.http1.lock()
+            && let Some(list) = conns.by_endpoint.get_mut(target)
+            && let Some(i) = list.iter().rposition(|c| c.sender.is_ready())
+        {
+            list.remove(i);
         }
     }
 
@@ -198,9 +288,7 @@ impl Pool {
 
     /// Whether a connection made at `created` is past `max_connection_duration` at `now`.
     fn expired(&self, created: Instant, now: Instant) -> bool {
-        self.options
-            .max_connection_duration
-            .is_some_and(|d| now.saturating_duration_since(created) >= d)
+        expired(&self.options, created, now)
     }
 
     /// Takes the most recently used ready connection to `target` out of the pool (closed and
@@ -345,6 +433,8 @@ impl Pool {
             if let Ok(slot) = self.breakers.connection() {
                 return self.connect_new_http1(target, slot).await;
             }
+            // Idle connections of Weir's client may hold the slots: one is closed.
+            self.lean.evict_one(target);
             released.await;
         }
     }
@@ -478,6 +568,13 @@ impl Drop for Waiting<'_> {
             conns.waiting = conns.waiting.saturating_sub(1);
         }
     }
+}
+
+/// Whether a connection made at `created` is past `max_connection_duration` at `now`.
+fn expired(options: &HttpOptions, created: Instant, now: Instant) -> bool {
+    options
+        .max_connection_duration
+        .is_some_and(|d| now.saturating_duration_since(created) >= d)
 }
 
 /// Maps a hyper error to what retry policies see.
@@ -619,6 +716,51 @@ mod tests {
         );
         assert_eq!(accepted.load(Ordering::SeqCst), 4);
         assert_eq!(pool.stats.cx_total.load(Ordering::Relaxed), 4);
+    }
+
+    /// A POST with a body (hyper's client), answered after `delay_ms`.
+    async fn post(pool: &Pool, target: &Target, delay_ms: u64) -> Result<u16, String> {
+        let req = Request::post(format!("/?{delay_ms}"))
+            .header("host", "test")
+            .body(crate::body::full("payload"))
+            .unwrap();
+        let resp = pool
+            .send(target, Protocol::Http1, req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await.map_err(|e| e.to_string())?;
+        Ok(status)
+    }
+
+    #[tokio::test]
+    async fn requests_with_a_body_reuse_hyper_connections_one_at_a_time() {
+        let (addr, accepted, _) = server(false).await;
+        let target = Target::Socket(addr);
+        let pool = pool(Limits::default(), HttpOptions::default());
+        for _ in 0..5 {
+            assert_eq!(post(&pool, &target, 0).await, Ok(200));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
+        let at_once: Vec<_> = (0..4)
+            .map(|_| {
+                let (pool, target) = (pool.clone(), target.clone());
+                tokio::spawn(async move { post(&pool, &target, 100).await })
+            })
+            .collect();
+        for t in at_once {
+            assert_eq!(t.await.unwrap(), Ok(200));
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            4,
+            "a busy connection takes no second request"
+        );
+        assert_eq!(
+            pool.lean.counts(&target),
+            (0, 0),
+            "none of them went through Weir's client"
+        );
     }
 
     #[tokio::test]

@@ -424,9 +424,12 @@ impl LeanBody {
     /// The body has ended: the connection goes back to the pool if it may carry another
     /// request.
     fn settle(&mut self) {
+        // Bytes after the end of the answer were not asked for: such a connection is not
+        // reused either.
         if let Some(conn) = self.conn.take()
             && self.keep_alive
             && self.decoder.is_done()
+            && conn.buf.is_empty()
         {
             self.pool.put(self.target.clone(), conn);
         }
@@ -666,6 +669,22 @@ mod tests {
         let got: Vec<_> = answers.iter().map(|(s, b, _)| (*s, b.len())).collect();
         assert_eq!(got, [(200, 0), (204, 0), (304, 0), (200, 2)]);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sent_more_than_its_answer_is_not_reused() {
+        let (addr, accepted) = raw_server(|_| {
+            let wire = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n";
+            (wire.to_vec(), Then::KeepOpen)
+        })
+        .await;
+        let target = Target::Socket(addr);
+        let pool = pool(Limits::default());
+        for _ in 0..2 {
+            let (_, body, _) = fetch(&pool, &target, Method::GET).await.unwrap();
+            assert_eq!(&body[..], b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 //! when requests wait for a connection (at `max_connections`) are busy connections handed to
 //! tasks that give them back when ready and wake the waiting requests.
 
-mod codec;
+pub mod codec;
 mod lean;
 
 use std::collections::{HashMap, VecDeque};

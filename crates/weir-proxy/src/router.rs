@@ -762,6 +762,9 @@ fn prepare_headers(
 ) {
     let manager = &ctx.manager;
     let h = &mut parts.headers;
+    // Room for the headers added below at once: a map grown one insert at a time may rehash
+    // every entry more than once.
+    h.reserve(4);
     strip_hop_by_hop(h, upgrading);
     if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
         for name in &ENVOY_CONTROL_HEADERS {

@@ -134,7 +134,9 @@ pub fn parse_head(
     }
     let status = StatusCode::from_u16(code).map_err(|e| ParseError::Malformed(e.to_string()))?;
     let head = buf.split_to(used).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for what the proxy adds to an answer (`x-envoy-upstream-service-time`, `server`, a
+    // route's headers) without growing the map, which rehashes every entry.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoded = false;

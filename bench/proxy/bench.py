@@ -7,9 +7,9 @@ and peak RSS of the proxy process.
     bench/proxy/bench.py [--rate 1000] [--seconds 10] [--connections 16] [--saturate-connections 32]
                          [--pairs 1] [--weir-only] [--baseline BINARY] [--rounds 3]
 
-After the per-target runs, the added latency is measured again with every target running at
-once, in `--rounds` interleaved rounds (median and range per target): the figure to compare
-proxies' latency by on a shared machine.
+After the per-target runs, the added latency and the saturation throughput are measured again
+with every target running at once, in `--rounds` interleaved rounds (median and range per
+target, and each round's ratio to nginx): the figures to compare proxies by on a shared machine.
 
 Needs target/release/weir and target/release/examples/loadgen (`make bench-proxy` builds them)
 and nginx and haproxy (bench/proxy/setup.sh installs them from Debian). Writes
@@ -215,31 +215,44 @@ def measure(name, port, pids, args, direct):
     return row
 
 
-def latency_rounds(args, targets, tmp):
-    """Added latency at the fixed rate, with every target running at once and measured in turn,
-    round after round: a disturbance on the shared machine then hits one round of every target
-    instead of the whole measurement of one. Returns {target: [added p50/p90/p99 per round]}."""
+def interleaved_rounds(args, targets, tmp):
+    """Added latency at the fixed rate, then throughput at saturation, with every target running
+    at once and measured in turn, round after round: a disturbance on the shared machine then
+    hits one round of every target instead of the whole measurement of one. Returns
+    ({target: [added p50/p90/p99 per round]}, {target: [req/s and CPU s per 10k per round]})."""
     running = []
     try:
         for name, port, start in targets:
-            p, _ = start(tmp)
-            running.append((name, port, p))
-        for _, port, _ in running:
+            p, pids = start(tmp)
+            running.append((name, port, p, pids))
+        for _, port, _, _ in running:
             load(port, 4, 1, 0)  # connections open, pools warm
-        added = {name: [] for name, _, _ in running}
+        added = {name: [] for name, _, _, _ in running}
+        saturated = {name: [] for name, _, _, _ in running}
         for _ in range(args.rounds):
             direct = load(BACKEND, args.connections, args.seconds, args.rate)
-            for name, port, _ in running:
+            for name, port, _, _ in running:
                 r = load(port, args.connections, args.seconds, args.rate)
                 added[name].append({k: r[k] - direct[k] for k in ("p50_us", "p90_us", "p99_us")})
-        return added
+            for name, port, _, pids in running:
+                before = cpu_seconds(pids())
+                r = load(port, args.saturate_connections, args.seconds, 0)
+                cpu = cpu_seconds(pids()) - before
+                saturated[name].append({"rps": r["rps"], "cpu_s_per_10k": cpu / max(r["requests"], 1) * 10000})
+        return added, saturated
     finally:
-        for name, _, p in running:
+        for name, _, p, _ in running:
             p.send_signal(signal.SIGINT if name in ("weir", "weir+res", "baseline") else signal.SIGTERM)
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def spread(values):
+    """Median [min, max] of a list."""
+    v = sorted(values)
+    return v[len(v) // 2], v[0], v[-1]
 
 
 def main():
@@ -254,7 +267,7 @@ def main():
     ap.add_argument("--baseline", metavar="BINARY",
                     help="another weir binary (say, before a change) measured alternately with this one, instead of weir+res")
     ap.add_argument("--rounds", type=int, default=3,
-                    help="then measure added latency again in this many interleaved rounds, all targets running (0: skip)")
+                    help="then measure added latency and saturation again in this many interleaved rounds, all targets running (0: skip)")
     args = ap.parse_args()
     for tool in [WEIR, LOADGEN]:
         if not tool.exists():
@@ -301,7 +314,7 @@ def main():
         print(f"\n{other} against weir (medians of {args.pairs} alternating run(s)): "
               f"CPU/10k {100 * (cpu[1] / cpu[0] - 1):+.1f}%, req/s {100 * (rps[1] / rps[0] - 1):+.1f}%, "
               f"p99 {p99[1] - p99[0]:+d} µs")
-        rounds = {}
+        rounds, saturated = {}, {}
         if args.rounds > 0:
             if args.baseline:
                 second_now = ("baseline", WEIR2_PORT,
@@ -309,19 +322,29 @@ def main():
             else:
                 second_now = ("weir+res", WEIR2_PORT,
                               lambda tmp: start_weir(tmp, resilient=True, port=WEIR2_PORT, admin=WEIR2_ADMIN))
-            rounds = latency_rounds(args, peers + [("weir", WEIR_PORT, start_weir), second_now], tmp)
+            rounds, saturated = interleaved_rounds(args, peers + [("weir", WEIR_PORT, start_weir), second_now], tmp)
             print(f"\nadded latency at {args.rate:.0f} req/s, all targets running, {args.rounds} interleaved rounds of "
                   f"{args.seconds:.0f}s each (over direct in the same round): median [min, max] of the rounds\n")
             print(f"{'target':<9} {'p50 +µs':>18} {'p90 +µs':>18} {'p99 +µs':>20}")
             for name, per_round in rounds.items():
-                cells = []
-                for k in ("p50_us", "p90_us", "p99_us"):
-                    v = sorted(r[k] for r in per_round)
-                    cells.append(f"{v[len(v) // 2]} [{v[0]}, {v[-1]}]")
+                cells = [f"{m} [{lo}, {hi}]" for m, lo, hi in (spread([r[k] for r in per_round]) for k in ("p50_us", "p90_us", "p99_us"))]
                 print(f"{name:<9} {cells[0]:>18} {cells[1]:>18} {cells[2]:>20}")
+            print(f"\nsaturation with {args.saturate_connections} connections, same rounds: median [min, max]; "
+                  f"against nginx in the same round (median of the rounds' ratios)\n")
+            print(f"{'target':<9} {'req/s':>26} {'CPU s/10k':>26} {'req/s vs nginx':>15} {'CPU vs nginx':>13}")
+            for name, per_round in saturated.items():
+                rps, cpu = spread([r["rps"] for r in per_round]), spread([r["cpu_s_per_10k"] for r in per_round])
+                ratios = ""
+                if "nginx" in saturated:
+                    base = saturated["nginx"]
+                    rps_ratio = spread([r["rps"] / b["rps"] for r, b in zip(per_round, base)])[0]
+                    cpu_ratio = spread([r["cpu_s_per_10k"] / b["cpu_s_per_10k"] for r, b in zip(per_round, base)])[0]
+                    ratios = f"{rps_ratio:>15.2f} {cpu_ratio:>13.2f}"
+                print(f"{name:<9} {f'{rps[0]:.0f} [{rps[1]:.0f}, {rps[2]:.0f}]':>26} "
+                      f"{f'{cpu[0]:.3f} [{cpu[1]:.3f}, {cpu[2]:.3f}]':>26} {ratios}")
         out = ROOT / "bench/out"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "proxy.json").write_text(json.dumps({"runs": rows, "latency_rounds": rounds}, indent=2))
+        (out / "proxy.json").write_text(json.dumps({"runs": rows, "latency_rounds": rounds, "saturation_rounds": saturated}, indent=2))
     finally:
         for p in procs:
             if p.poll() is None:

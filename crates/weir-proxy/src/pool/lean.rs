@@ -528,7 +528,6 @@ mod tests {
 
     use super::*;
     use crate::breaker::Limits;
-    use crate::io::ConnectSettings;
     use crate::pool::{Pool, Protocol};
 
     /// What the raw server does after an answer.
@@ -581,17 +580,7 @@ mod tests {
     }
 
     fn pool(limits: Limits) -> Arc<Pool> {
-        let settings = ConnectSettings {
-            timeout: Duration::from_secs(1),
-            source: None,
-            tls: None,
-            keepalive: None,
-        };
-        Arc::new(Pool::new(
-            settings,
-            crate::breaker::Breakers::new(limits),
-            HttpOptions::default(),
-        ))
+        crate::pool::tests::pool(limits, HttpOptions::default())
     }
 
     fn request(method: Method, body: &'static str) -> Request<Body> {

@@ -592,7 +592,7 @@ fn classify(e: hyper::Error) -> SendError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::convert::Infallible;
     use std::net::SocketAddr;
     use std::sync::atomic::AtomicUsize;
@@ -640,7 +640,8 @@ mod tests {
         (addr, accepted, served)
     }
 
-    fn pool(limits: Limits, options: HttpOptions) -> Arc<Pool> {
+    /// A pool with the given limits and options, connecting plainly with a 1 s timeout.
+    pub(in crate::pool) fn pool(limits: Limits, options: HttpOptions) -> Arc<Pool> {
         let settings = ConnectSettings {
             timeout: Duration::from_secs(1),
             source: None,
@@ -654,12 +655,27 @@ mod tests {
         ))
     }
 
-    async fn get(pool: &Pool, target: &Target, delay_ms: u64) -> Result<u16, String> {
+    /// Which HTTP/1.1 client a test request goes through.
+    #[derive(Clone, Copy, Debug)]
+    enum Client {
+        /// Weir's own: a GET without a body.
+        Lean,
+        /// hyper's: a POST with a body.
+        Hyper,
+    }
+
+    const BOTH: [Client; 2] = [Client::Lean, Client::Hyper];
+
+    /// A request through `client`, answered after `delay_ms`; its status once its body is read.
+    async fn call(pool: &Pool, target: &Target, delay_ms: u64, client: Client) -> Result<u16, String> {
         let req = Request::builder()
             .uri(format!("/?{delay_ms}"))
-            .header("host", "test")
-            .body(crate::body::empty())
-            .unwrap();
+            .header("host", "test");
+        let req = match client {
+            Client::Lean => req.body(crate::body::empty()),
+            Client::Hyper => req.method("POST").body(crate::body::full("payload")),
+        }
+        .unwrap();
         let resp = pool
             .send(target, Protocol::Http1, req)
             .await
@@ -669,17 +685,26 @@ mod tests {
         Ok(status)
     }
 
+    /// Requests counted as waiting for a connection of `client`'s pool.
+    fn waiting(pool: &Pool, target: &Target, client: Client) -> usize {
+        match client {
+            Client::Lean => pool.lean.counts(target).1,
+            Client::Hyper => pool.http1.lock().unwrap().waiting,
+        }
+    }
+
     /// `n` requests sent at once, each answered after `delay_ms`; their answers in order.
     async fn together(
         pool: &Arc<Pool>,
         target: &Target,
         n: usize,
         delay_ms: u64,
+        client: Client,
     ) -> Vec<Result<u16, String>> {
         let sent: Vec<_> = (0..n)
             .map(|_| {
                 let (pool, target) = (pool.clone(), target.clone());
-                tokio::spawn(async move { get(&pool, &target, delay_ms).await })
+                tokio::spawn(async move { call(&pool, &target, delay_ms, client).await })
             })
             .collect();
         let mut answers = Vec::new();
@@ -690,157 +715,122 @@ mod tests {
         answers
     }
 
+    fn all_ok(answers: &[Result<u16, String>]) -> bool {
+        answers.iter().all(|a| a == &Ok(200))
+    }
+
     #[tokio::test]
     async fn http1_connections_are_reused_one_request_at_a_time() {
-        let (addr, accepted, _) = server(false).await;
-        let target = Target::Socket(addr);
-        let pool = pool(Limits::default(), HttpOptions::default());
-        for _ in 0..5 {
-            assert_eq!(get(&pool, &target, 0).await, Ok(200));
+        for client in BOTH {
+            let (addr, accepted, _) = server(false).await;
+            let target = Target::Socket(addr);
+            let pool = pool(Limits::default(), HttpOptions::default());
+            for _ in 0..5 {
+                assert_eq!(call(&pool, &target, 0, client).await, Ok(200));
+            }
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                1,
+                "{client:?}: one connection, reused"
+            );
+            // Four at once: the busy connection takes no second request, so three more are made.
+            assert!(all_ok(&together(&pool, &target, 4, 100, client).await));
+            assert_eq!(accepted.load(Ordering::SeqCst), 4, "{client:?}");
+            // Afterwards all four are ready again: no new connection for another round.
+            assert!(all_ok(&together(&pool, &target, 4, 50, client).await));
+            assert_eq!(accepted.load(Ordering::SeqCst), 4, "{client:?}");
+            assert_eq!(pool.stats.cx_total.load(Ordering::Relaxed), 4);
+            // And they went through the client meant for them.
+            let lean_idle = pool.lean.counts(&target).0;
+            match client {
+                Client::Lean => assert_eq!(lean_idle, 4),
+                Client::Hyper => assert_eq!(lean_idle, 0),
+            }
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
-        // Four at once: the busy connection takes no second request, so three more are made.
-        assert!(
-            together(&pool, &target, 4, 100)
-                .await
-                .iter()
-                .all(|a| a == &Ok(200))
-        );
-        assert_eq!(accepted.load(Ordering::SeqCst), 4);
-        // Afterwards all four are ready again: no new connection for another round.
-        assert!(
-            together(&pool, &target, 4, 50)
-                .await
-                .iter()
-                .all(|a| a == &Ok(200))
-        );
-        assert_eq!(accepted.load(Ordering::SeqCst), 4);
-        assert_eq!(pool.stats.cx_total.load(Ordering::Relaxed), 4);
-    }
-
-    /// A POST with a body (hyper's client), answered after `delay_ms`.
-    async fn post(pool: &Pool, target: &Target, delay_ms: u64) -> Result<u16, String> {
-        let req = Request::post(format!("/?{delay_ms}"))
-            .header("host", "test")
-            .body(crate::body::full("payload"))
-            .unwrap();
-        let resp = pool
-            .send(target, Protocol::Http1, req)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        resp.into_body().collect().await.map_err(|e| e.to_string())?;
-        Ok(status)
-    }
-
-    #[tokio::test]
-    async fn requests_with_a_body_reuse_hyper_connections_one_at_a_time() {
-        let (addr, accepted, _) = server(false).await;
-        let target = Target::Socket(addr);
-        let pool = pool(Limits::default(), HttpOptions::default());
-        for _ in 0..5 {
-            assert_eq!(post(&pool, &target, 0).await, Ok(200));
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
-        let at_once: Vec<_> = (0..4)
-            .map(|_| {
-                let (pool, target) = (pool.clone(), target.clone());
-                tokio::spawn(async move { post(&pool, &target, 100).await })
-            })
-            .collect();
-        for t in at_once {
-            assert_eq!(t.await.unwrap(), Ok(200));
-        }
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            4,
-            "a busy connection takes no second request"
-        );
-        assert_eq!(
-            pool.lean.counts(&target),
-            (0, 0),
-            "none of them went through Weir's client"
-        );
     }
 
     #[tokio::test]
     async fn a_connection_serves_at_most_max_requests_per_connection() {
-        let (addr, accepted, _) = server(false).await;
-        let target = Target::Socket(addr);
-        let options = HttpOptions {
-            max_requests_per_connection: Some(2),
-            ..HttpOptions::default()
-        };
-        let pool = pool(Limits::default(), options);
-        for _ in 0..5 {
-            assert_eq!(get(&pool, &target, 0).await, Ok(200));
+        for client in BOTH {
+            let (addr, accepted, _) = server(false).await;
+            let target = Target::Socket(addr);
+            let options = HttpOptions {
+                max_requests_per_connection: Some(2),
+                ..HttpOptions::default()
+            };
+            let pool = pool(Limits::default(), options);
+            for _ in 0..5 {
+                assert_eq!(call(&pool, &target, 0, client).await, Ok(200));
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 3, "{client:?}");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn a_connection_closed_by_the_upstream_while_idle_is_not_used_again() {
-        let (addr, accepted, _) = server(true).await;
-        let target = Target::Socket(addr);
-        let pool = pool(Limits::default(), HttpOptions::default());
-        for _ in 0..3 {
-            assert_eq!(get(&pool, &target, 0).await, Ok(200));
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for client in BOTH {
+            let (addr, accepted, _) = server(true).await;
+            let target = Target::Socket(addr);
+            let pool = pool(Limits::default(), HttpOptions::default());
+            for _ in 0..3 {
+                assert_eq!(call(&pool, &target, 0, client).await, Ok(200));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 3, "{client:?}");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn requests_beyond_max_connections_wait_for_a_busy_connection() {
-        let (addr, accepted, served) = server(false).await;
-        let target = Target::Socket(addr);
-        let limits = Limits {
-            max_connections: 2,
-            max_pending_requests: 10,
-            ..Limits::default()
-        };
-        let pool = pool(limits, HttpOptions::default());
-        assert_eq!(get(&pool, &target, 0).await, Ok(200));
-        assert!(
-            together(&pool, &target, 6, 100)
-                .await
-                .iter()
-                .all(|a| a == &Ok(200))
-        );
-        // Two connections, both taking the waiting requests as they come free (seven requests
-        // in all with the first).
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        let served = served.lock().unwrap().clone();
-        assert!(served.iter().all(|n| (3..=4).contains(n)), "{served:?}");
-        // With nobody waiting any more, connections stay in the pool while busy again.
-        assert_eq!(get(&pool, &target, 0).await, Ok(200));
-        assert_eq!(pool.http1.lock().unwrap().waiting, 0);
+        for client in BOTH {
+            let (addr, accepted, served) = server(false).await;
+            let target = Target::Socket(addr);
+            let limits = Limits {
+                max_connections: 2,
+                max_pending_requests: 10,
+                ..Limits::default()
+            };
+            let pool = pool(limits, HttpOptions::default());
+            assert_eq!(call(&pool, &target, 0, client).await, Ok(200));
+            assert!(all_ok(&together(&pool, &target, 6, 100, client).await));
+            // Two connections, both taking the waiting requests as they come free (seven
+            // requests in all with the first).
+            assert_eq!(accepted.load(Ordering::SeqCst), 2, "{client:?}");
+            let served = served.lock().unwrap().clone();
+            assert!(
+                served.iter().all(|n| (3..=4).contains(n)),
+                "{client:?}: {served:?}"
+            );
+            assert_eq!(call(&pool, &target, 0, client).await, Ok(200));
+            assert_eq!(
+                waiting(&pool, &target, client),
+                0,
+                "{client:?}: nobody counted as waiting"
+            );
+        }
     }
 
     #[tokio::test]
     async fn a_request_waiting_for_the_only_connection_gets_it_when_its_response_ends() {
-        let (addr, accepted, _) = server(false).await;
-        let target = Target::Socket(addr);
-        let limits = Limits {
-            max_connections: 1,
-            max_pending_requests: 10,
-            ..Limits::default()
-        };
-        let pool = pool(limits, HttpOptions::default());
-        assert_eq!(get(&pool, &target, 0).await, Ok(200));
-        // Taken while nobody waits, the connection stays in the pool's list, busy.
-        let holder = {
-            let (pool, target) = (pool.clone(), target.clone());
-            tokio::spawn(async move { get(&pool, &target, 200).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            together(&pool, &target, 3, 20)
-                .await
-                .iter()
-                .all(|a| a == &Ok(200))
-        );
-        assert_eq!(holder.await.unwrap(), Ok(200));
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        for client in BOTH {
+            let (addr, accepted, _) = server(false).await;
+            let target = Target::Socket(addr);
+            let limits = Limits {
+                max_connections: 1,
+                max_pending_requests: 10,
+                ..Limits::default()
+            };
+            let pool = pool(limits, HttpOptions::default());
+            assert_eq!(call(&pool, &target, 0, client).await, Ok(200));
+            // The only connection, busy for 200 ms: the next three wait for it.
+            let holder = {
+                let (pool, target) = (pool.clone(), target.clone());
+                tokio::spawn(async move { call(&pool, &target, 200, client).await })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(all_ok(&together(&pool, &target, 3, 20, client).await));
+            assert_eq!(holder.await.unwrap(), Ok(200));
+            assert_eq!(accepted.load(Ordering::SeqCst), 1, "{client:?}");
+        }
     }
 }

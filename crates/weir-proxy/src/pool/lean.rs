@@ -341,6 +341,8 @@ pub(super) async fn exchange(
             retry: reused.then(|| Request::from_parts(parts, body)),
         });
     }
+    // Whether any byte of an answer (an interim one included) has come.
+    let mut answered = false;
     let head = loop {
         // Nothing to parse before the first bytes of the answer.
         let parsed = if conn.buf.is_empty() {
@@ -369,14 +371,13 @@ pub(super) async fn exchange(
         }
         match std::future::poll_fn(|cx| conn.poll_fill(cx)).await {
             Ok(0) => {
-                let nothing_came = conn.buf.is_empty();
                 return Err(Failed {
                     error: reset("the upstream closed the connection before responding"),
-                    retry: (reused && nothing_came && parts.method.is_idempotent())
+                    retry: (reused && !answered && parts.method.is_idempotent())
                         .then(|| Request::from_parts(parts, body)),
                 });
             }
-            Ok(_) => {}
+            Ok(_) => answered = true,
             Err(e) => {
                 return Err(Failed {
                     error: reset(e),

@@ -70,14 +70,14 @@ bench-anatomy: release
 	bench/proxy/setup.sh
 	python3 bench/proxy/anatomy.py
 
-## fuzz: run a fuzz target (needs `cargo install cargo-fuzz`): FUZZ_TARGET=parse_and_validate, model, xds, proxy or http1_response
+## fuzz: run a fuzz target (needs `cargo install cargo-fuzz`): FUZZ_TARGET=parse_and_validate, model, xds, proxy, http1_response or http1_request
 FUZZ_TARGET ?= parse_and_validate
 fuzz: fuzz-seed
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_TARGET) corpus/$(FUZZ_TARGET) -- \
 		-max_total_time=$(FUZZ_SECONDS) -max_len=8192
 
 fuzz-seed:
-	@mkdir -p fuzz/corpus/parse_and_validate fuzz/corpus/model fuzz/corpus/xds fuzz/corpus/proxy fuzz/corpus/http1_response
+	@mkdir -p fuzz/corpus/parse_and_validate fuzz/corpus/model fuzz/corpus/xds fuzz/corpus/proxy fuzz/corpus/http1_response fuzz/corpus/http1_request
 	@i=0; for f in $$(find $(CORPUS) crates/weir-api/tests/rules -name '*.yaml'); do \
 		cp "$$f" fuzz/corpus/parse_and_validate/seed-$$i.yaml; i=$$((i+1)); done
 	@i=0; for f in $$(find crates/weir-model/tests/fixtures $(CORPUS)/bookinfo-networking $(CORPUS)/tests-testdata-config -name '*.yaml'); do \
@@ -89,6 +89,9 @@ fuzz-seed:
 	@printf '\x06HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n' > fuzz/corpus/http1_response/chunked
 	@printf '\x01HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\nuntil close' > fuzz/corpus/http1_response/close
 	@printf '\x20HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n' > fuzz/corpus/http1_response/interim
+	@printf '\x40GET /a?b=c HTTP/1.1\r\nhost: svc\r\n\r\nHEAD / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n' > fuzz/corpus/http1_request/pipelined
+	@printf '\x0aGET / HTTP/1.1\r\nhost: svc\r\ntrailer: x-sum\r\nx-sum: 1\r\ntransfer-encoding: gzip\r\n\r\n' > fuzz/corpus/http1_request/coded
+	@printf '\x05POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: 5\r\n\r\nhello' > fuzz/corpus/http1_request/body
 
 clean:
 	$(CARGO) clean

@@ -161,16 +161,55 @@ impl<F: FnOnce() + Send + Sync + Unpin> HttpBody for Timed<F> {
     }
 }
 
+/// A downstream request's body: hyper's stream, or none at all (a request read by Weir's own
+/// HTTP/1.1 server, `crate::lean_server`, which reads only requests without a body).
+#[derive(Debug)]
+pub enum RequestBody {
+    /// The body as hyper's server reads it.
+    Hyper(Incoming),
+    /// No body.
+    Empty,
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// A request body after buffering.
 pub enum Buffered {
     /// The whole body (it can be replayed).
     Complete(Bytes),
     /// More than the limit: what was read, and the rest (cannot be replayed).
-    Partial(Bytes, Incoming),
+    Partial(Bytes, RequestBody),
 }
 
 /// Reads a body until its end or until more than `limit` bytes were read.
-pub async fn buffer(mut body: Incoming, limit: usize) -> Result<Buffered, hyper::Error> {
+pub async fn buffer(mut body: RequestBody, limit: usize) -> Result<Buffered, hyper::Error> {
     let mut data = BytesMut::new();
     loop {
         if body.is_end_stream() {
@@ -194,12 +233,12 @@ pub async fn buffer(mut body: Incoming, limit: usize) -> Result<Buffered, hyper:
 /// A buffered prefix, then the rest of a stream.
 pub struct Prefixed {
     prefix: Option<Bytes>,
-    rest: Incoming,
+    rest: RequestBody,
 }
 
 impl Prefixed {
     /// The body `prefix ++ rest`.
-    pub fn body(prefix: Bytes, rest: Incoming) -> Body {
+    pub fn body(prefix: Bytes, rest: RequestBody) -> Body {
         Prefixed {
             prefix: (!prefix.is_empty()).then_some(prefix),
             rest,

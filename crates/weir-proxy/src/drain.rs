@@ -23,7 +23,7 @@ struct Current {
 }
 
 /// Fires when the connection's listener changed or went away after the connection started.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DrainSignal {
     generation: watch::Receiver<u64>,
     start: u64,
@@ -34,6 +34,12 @@ impl DrainSignal {
     pub fn fired() -> Self {
         let (_, generation) = watch::channel(0);
         DrainSignal { generation, start: 0 }
+    }
+
+    /// Whether the connection should be drained now.
+    pub fn has_fired(&self) -> bool {
+        // An error means the listener was removed.
+        self.generation.has_changed().is_err() || *self.generation.borrow() != self.start
     }
 
     /// Waits until the connection should be drained.

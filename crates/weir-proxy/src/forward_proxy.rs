@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::body;
+use crate::body::{self, RequestBody};
 use crate::convert::Target;
 use crate::http::{Downstream, HttpContext, handle};
 use crate::listener::{ChainKind, ConnectionFacts, HttpManagerConfig, ListenerConfig, RouteSource};
@@ -129,7 +129,7 @@ async fn serve(
         inbound: false,
         streams: None,
     });
-    handle(ctx, req).await
+    handle(ctx, req.map(RequestBody::Hyper)).await
 }
 
 fn split_authority(authority: &str, default_port: u16) -> (String, u16) {

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use http::header::{HOST, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 
 use crate::action::{Abort, Action, Cors, Fault, Redirect, RedirectPath};
-use crate::body;
+use crate::body::{self, RequestBody};
 use crate::convert::Target;
 use crate::listener::{HttpManagerConfig, RouteSource};
 use crate::names;
@@ -102,7 +101,7 @@ pub fn local_reply(manager: &HttpManagerConfig, status: StatusCode, text: &str) 
 }
 
 /// The authority of a request: the URI's (HTTP/2, absolute form), else `Host`.
-pub fn authority(req: &Request<Incoming>) -> Option<String> {
+pub fn authority<B>(req: &Request<B>) -> Option<String> {
     req.uri().authority().map(|a| a.as_str().to_string()).or_else(|| {
         req.headers()
             .get(HOST)
@@ -220,7 +219,7 @@ pub struct Matched<'a> {
 }
 
 /// Handles one request; never fails (errors are local replies).
-pub async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(ctx: Arc<HttpContext>, req: Request<RequestBody>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     // An HTTP/2 stream stays open (for the idle timeout) until its response body is done.
     let stream = match &ctx.streams {
@@ -474,7 +473,7 @@ pub fn finish_local(
 fn preflight(
     manager: &HttpManagerConfig,
     cors: &Cors,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     origin: &str,
 ) -> Option<Response<Body>> {
     if req.method() != Method::OPTIONS
@@ -590,7 +589,7 @@ async fn apply_fault(manager: &HttpManagerConfig, fault: &Fault, headers: &Heade
 fn redirect(
     ctx: &HttpContext,
     r: &Redirect,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     authority: &str,
     route: &CompiledRoute,
 ) -> Response<Body> {

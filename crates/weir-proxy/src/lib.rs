@@ -25,6 +25,7 @@ pub mod idle;
 pub mod inspect;
 pub mod io;
 pub mod lb;
+pub mod lean_server;
 pub mod listener;
 pub mod mirror;
 pub mod names;

@@ -12,10 +12,9 @@ use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
 use crate::action::{Forward, HashPolicy, WeightedTarget};
-use crate::body::{self, Buffered};
+use crate::body::{self, Buffered, RequestBody};
 use crate::http::{HttpContext, finish_local, flags, record, rewritten_path, strip_hop_by_hop, uuid4};
 use crate::lb::{Host, PickContext};
 use crate::names;
@@ -79,7 +78,7 @@ fn request_timeout(forward: &Forward, headers: &http::HeaderMap) -> Option<Durat
 
 fn hash_for(
     policies: &[crate::action::HashPolicyEntry],
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     ctx: &HttpContext,
 ) -> Option<u64> {
     let mut hash: Option<u64> = None;
@@ -127,7 +126,7 @@ fn hash_for(
     hash
 }
 
-fn is_upgrade(req: &Request<Incoming>) -> Option<String> {
+fn is_upgrade(req: &Request<RequestBody>) -> Option<String> {
     let connection_upgrade = req
         .headers()
         .get_all(http::header::CONNECTION)
@@ -149,7 +148,7 @@ pub async fn forward(
     ctx: &HttpContext,
     matched: &Matched<'_>,
     forward: &Forward,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     authority: &str,
     started: Instant,
     injected: &'static str,

@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::body::RequestBody;
 use crate::convert::Target;
 use crate::drain::DrainSignal;
 use crate::http::{Downstream, HttpContext, handle};
@@ -533,8 +534,22 @@ async fn inspect<S: AsyncRead + Unpin>(
     }
 }
 
-/// Serves HTTP on a connection until it ends or is drained.
-pub async fn serve_http<S>(ctx: Arc<HttpContext>, stream: S, mut drain: DrainSignal)
+/// Serves HTTP on a connection until it ends or is drained: HTTP/1.1 requests without a body
+/// with Weir's own server (`lean_server`), which hands the connection to hyper's at the first
+/// request it does not take; HTTP/2 with hyper's.
+pub async fn serve_http<S>(ctx: Arc<HttpContext>, stream: S, drain: DrainSignal)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match ctx.manager.codec {
+        Codec::Http2 => serve_with_hyper(ctx, stream, drain).await,
+        Codec::Auto | Codec::Http1 => crate::lean_server::serve(ctx, stream, drain).await,
+    }
+}
+
+/// Serves HTTP on a connection with hyper's server (HTTP/1.1 and HTTP/2, as the connection
+/// manager's codec allows) until it ends or is drained.
+pub async fn serve_with_hyper<S>(ctx: Arc<HttpContext>, stream: S, mut drain: DrainSignal)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -558,7 +573,7 @@ where
         Codec::Http2 => builder.http2_only(),
     };
     let service_ctx = ctx.clone();
-    let service = service_fn(move |req| handle(service_ctx.clone(), req));
+    let service = service_fn(move |req| handle(service_ctx.clone(), req.map(RequestBody::Hyper)));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     // HTTP/2 streams are counted by `handle` for the idle timeout (HTTP/1.1 connections get it

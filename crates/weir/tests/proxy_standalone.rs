@@ -531,3 +531,272 @@ fn endpoints_on_unix_domain_sockets_are_reached() {
     let r = client.via_proxy(http, "GET", "http://local.test/over-a-socket", &[], "");
     assert_eq!((r.status, r.server()), (200, Some("unix-backend")), "{r:?}");
 }
+
+/// A response read off a raw connection: status line, headers (names lowercased), body.
+#[derive(Debug)]
+struct RawResponse {
+    status_line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+/// Reads one HTTP/1.1 response from `stream`, keeping what follows it in `buf`: the body by
+/// `content-length`, by chunks, or (`HEAD`, `204`, `304`) none.
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_only: bool) -> RawResponse {
+    fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, want: impl Fn(&[u8]) -> Option<usize>) -> usize {
+        loop {
+            if let Some(n) = want(buf) {
+                return n;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).expect("read");
+            assert!(
+                n > 0,
+                "connection closed mid-response: {:?}",
+                String::from_utf8_lossy(buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let end = fill(stream, buf, |b| {
+        b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+    });
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let mut response = RawResponse {
+        status_line,
+        headers,
+        body: Vec::new(),
+    };
+    let status: u16 = response.status_line[9..12].parse().unwrap();
+    if head_only || status == 204 || status == 304 {
+        return response;
+    }
+    if response
+        .header("transfer-encoding")
+        .is_some_and(|t| t.ends_with("chunked"))
+    {
+        loop {
+            let line_end = fill(stream, buf, |b| b.windows(2).position(|w| w == b"\r\n"));
+            let size = usize::from_str_radix(String::from_utf8_lossy(&buf[..line_end]).trim(), 16).unwrap();
+            buf.drain(..line_end + 2);
+            if size == 0 {
+                let end = fill(stream, buf, |b| b.windows(2).position(|w| w == b"\r\n"));
+                buf.drain(..end + 2);
+                return response;
+            }
+            fill(stream, buf, |b| (b.len() >= size + 2).then_some(size + 2));
+            response.body.extend_from_slice(&buf[..size]);
+            buf.drain(..size + 2);
+        }
+    }
+    let length: usize = response
+        .header("content-length")
+        .map_or(0, |v| v.parse().unwrap());
+    fill(stream, buf, |b| (b.len() >= length).then_some(length));
+    response.body = buf.drain(..length).collect();
+    response
+}
+
+#[test]
+fn one_http1_connection_is_served_by_weirs_server_then_hypers() {
+    let (_e, backend) = echo("raw");
+    let port = free_port();
+    let dir = folder("raw-http1");
+    let bootstrap = format!(
+        r#"static_resources:
+  listeners:
+  - name: raw
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: raw
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: /local}}
+                direct_response: {{status: 503, body: {{inline_string: local}}}}
+              - match: {{prefix: /}}
+                route: {{cluster: backend, timeout: 5s}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {bport}}}}}}}
+"#,
+        ip = backend.ip(),
+        bport = backend.port()
+    );
+    let file = dir.join("envoy.yaml");
+    std::fs::write(&file, bootstrap).unwrap();
+    let _p = Proc::weir(
+        "raw",
+        &[
+            "proxy",
+            "--bootstrap",
+            file.to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually("the listener accepts", Duration::from_secs(20), &mut || {
+        TcpStream::connect(listener).is_ok()
+    });
+    let connect = || {
+        let s = TcpStream::connect(listener).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+
+    let mut conn = connect();
+    let mut buf = Vec::new();
+    // Two requests in one write: answered in order.
+    conn.write_all(
+        b"GET /a HTTP/1.1\r\nhost: svc\r\n\r\nGET /b?q=1 HTTP/1.1\r\nHost: svc\r\nX-Mixed-Case: v\r\n\r\n",
+    )
+    .unwrap();
+    let first = read_response(&mut conn, &mut buf, false);
+    let second = read_response(&mut conn, &mut buf, false);
+    assert_eq!(first.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(first.json()["uri"], "/a");
+    assert_eq!(second.json()["uri"], "/b?q=1");
+    assert_eq!(second.json()["headers"]["x-mixed-case"], "v");
+    assert!(first.header("date").is_some(), "{first:?}");
+    assert_eq!(first.header("x-echo-server"), Some("raw"));
+    assert!(
+        first.header("x-envoy-upstream-service-time").is_some(),
+        "{first:?}"
+    );
+    // A chunked answer of unknown length (three chunks from the backend).
+    conn.write_all(b"GET /stream/3/20 HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .unwrap();
+    let streamed = read_response(&mut conn, &mut buf, false);
+    assert_eq!(
+        streamed.header("transfer-encoding"),
+        Some("chunked"),
+        "{streamed:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&streamed.body).lines().count(),
+        3,
+        "{streamed:?}"
+    );
+    // HEAD: the length the backend declared, no body (the next answer follows at once).
+    conn.write_all(b"HEAD /h HTTP/1.1\r\nhost: svc\r\n\r\nGET /local HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .unwrap();
+    let head = read_response(&mut conn, &mut buf, true);
+    assert!(
+        head.header("content-length").is_some_and(|l| l != "0"),
+        "{head:?}"
+    );
+    let local = read_response(&mut conn, &mut buf, false);
+    assert_eq!(
+        (local.status_line.as_str(), local.body.as_slice()),
+        ("HTTP/1.1 503 Service Unavailable", &b"local"[..])
+    );
+    // A request with a body: hyper's server takes the connection from here, the body whole.
+    conn.write_all(b"POST /c HTTP/1.1\r\nhost: svc\r\ncontent-length: 5\r\n\r\nhello")
+        .unwrap();
+    let posted = read_response(&mut conn, &mut buf, false);
+    assert_eq!(
+        (
+            posted.json()["uri"].as_str(),
+            posted.json()["body_bytes"].as_u64()
+        ),
+        (Some("/c"), Some(5))
+    );
+    conn.write_all(b"GET /d HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let last = read_response(&mut conn, &mut buf, false);
+    assert_eq!(last.json()["uri"], "/d");
+    assert_eq!(last.header("connection"), Some("close"), "{last:?}");
+    assert_eq!(
+        conn.read(&mut [0u8; 16]).unwrap(),
+        0,
+        "closed after connection: close"
+    );
+
+    // `connection: close` on a request Weir's server answers: said, then closed.
+    let mut conn = connect();
+    let mut buf = Vec::new();
+    conn.write_all(b"GET /e HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let closing = read_response(&mut conn, &mut buf, false);
+    assert_eq!(closing.json()["uri"], "/e");
+    assert_eq!(closing.header("connection"), Some("close"), "{closing:?}");
+    assert_eq!(
+        conn.read(&mut [0u8; 16]).unwrap(),
+        0,
+        "closed after connection: close"
+    );
+
+    // What only hyper's server takes: HTTP/1.0, a malformed head, an oversized one.
+    let mut conn = connect();
+    conn.write_all(b"GET /old HTTP/1.0\r\nhost: svc\r\n\r\n").unwrap();
+    let old = read_response(&mut conn, &mut Vec::new(), false);
+    assert!(old.status_line.starts_with("HTTP/1.0 200"), "{old:?}");
+    assert_eq!(old.json()["uri"], "/old");
+    let mut conn = connect();
+    conn.write_all(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+        .unwrap();
+    let bad = read_response(&mut conn, &mut Vec::new(), false);
+    assert!(bad.status_line.starts_with("HTTP/1.1 400"), "{bad:?}");
+    let mut conn = connect();
+    let huge = format!(
+        "GET / HTTP/1.1\r\nhost: svc\r\nx-big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    // The proxy may close before reading it all.
+    let _ = conn.write_all(huge.as_bytes());
+    let too_large = read_response(&mut conn, &mut Vec::new(), false);
+    assert!(too_large.status_line.starts_with("HTTP/1.1 431"), "{too_large:?}");
+
+    // A client that goes away mid-request leaves the proxy serving the next one.
+    let mut gone = connect();
+    gone.write_all(b"GET /slow HTTP/1.1\r\nhost: svc\r\nx-echo-delay-ms: 300\r\n\r\n")
+        .unwrap();
+    drop(gone);
+    let mut conn = connect();
+    conn.write_all(b"GET /after HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut conn, &mut Vec::new(), false).json()["uri"],
+        "/after"
+    );
+}

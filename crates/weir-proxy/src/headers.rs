@@ -130,6 +130,45 @@ pub fn header_name(name: &str) -> Result<HeaderName, String> {
         .map_err(|_| format!("{name:?} is not a valid header name"))
 }
 
+/// The decimal text of every number below 1,000, one after another ("0123…9101112…999").
+static NUMBERS: [u8; 2890] = {
+    let mut out = [0u8; 2890];
+    let mut n = 0;
+    let mut at = 0;
+    while n < 1000 {
+        if n >= 100 {
+            out[at] = b'0' + (n / 100) as u8;
+            at += 1;
+        }
+        if n >= 10 {
+            out[at] = b'0' + (n / 10 % 10) as u8;
+            at += 1;
+        }
+        out[at] = b'0' + (n % 10) as u8;
+        at += 1;
+        n += 1;
+    }
+    out
+};
+
+/// A number as a header value (`x-envoy-upstream-service-time`, a timeout in milliseconds):
+/// below 1,000 a slice of a static table, without the allocation `HeaderValue::from` makes.
+pub fn number_value(n: u64) -> HeaderValue {
+    let span = match n {
+        0..10 => n as usize..n as usize + 1,
+        10..100 => {
+            let at = 10 + (n as usize - 10) * 2;
+            at..at + 2
+        }
+        100..1000 => {
+            let at = 190 + (n as usize - 100) * 3;
+            at..at + 3
+        }
+        _ => return HeaderValue::from(n),
+    };
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_static(&NUMBERS[span])).unwrap_or_else(|_| HeaderValue::from(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +227,15 @@ mod tests {
         assert!(e.contains("command operators"), "{e}");
         assert!(HeaderOps::compile(&[], &["bad name".into()]).is_err());
         assert!(HeaderOps::compile(&[option(":path", "/", HeaderAppendAction::AddIfAbsent)], &[]).is_err());
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 9, 10, 42, 99, 100, 512, 999, 1000, 123_456, u64::MAX] {
+            assert_eq!(number_value(n).to_str().unwrap(), n.to_string());
+        }
+        for n in 0..1000 {
+            assert_eq!(number_value(n).to_str().unwrap(), n.to_string());
+        }
     }
 }

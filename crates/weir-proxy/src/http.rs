@@ -275,10 +275,9 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<RequestBody>) -> Result<
             None,
         ));
     };
-    let path = req.uri().path().to_string();
     let route = {
         let query = query_pairs(req.uri().query());
-        vhost.route(&path, req.headers(), &query)
+        vhost.route(req.uri().path(), req.headers(), &query)
     };
     let Some(route) = route else {
         ctx.state.counters.no_route.fetch_add(1, Ordering::Relaxed);
@@ -315,9 +314,8 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<RequestBody>) -> Result<
         .then(|| route.filters.cors.as_ref().or(vhost.filters.cors.as_ref()))
         .flatten()
         .filter(|c| c.applies());
-    let origin = req
-        .headers()
-        .get(http::header::ORIGIN)
+    let origin = cors
+        .and_then(|_| req.headers().get(http::header::ORIGIN))
         .and_then(|o| o.to_str().ok())
         .map(str::to_string);
     if let (Some(cors), Some(origin)) = (cors, origin.as_deref())

@@ -19,6 +19,7 @@ mod convert;
 pub mod drain;
 pub mod endpoints;
 pub mod forward_proxy;
+pub mod header_facts;
 pub mod headers;
 pub mod http;
 pub mod idle;

@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 
 use crate::action::{Forward, HashPolicy, WeightedTarget};
 use crate::body::{self, Buffered, RequestBody};
+use crate::header_facts::HeaderFacts;
 use crate::http::{HttpContext, finish_local, flags, record, rewritten_path, strip_hop_by_hop, uuid4};
 use crate::lb::{Host, PickContext};
 use crate::names;
@@ -57,9 +58,11 @@ fn grpc_timeout(v: &HeaderValue) -> Option<Duration> {
 }
 
 /// The request's timeout: header override, then gRPC, then the route's.
-fn request_timeout(forward: &Forward, headers: &http::HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
-        .get(names::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
+fn request_timeout(forward: &Forward, headers: &http::HeaderMap, facts: HeaderFacts) -> Option<Duration> {
+    if let Some(ms) = facts
+        .envoy
+        .then(|| headers.get(names::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS))
+        .flatten()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
     {
@@ -126,7 +129,10 @@ fn hash_for(
     hash
 }
 
-fn is_upgrade(req: &Request<RequestBody>) -> Option<String> {
+fn is_upgrade(req: &Request<RequestBody>, facts: HeaderFacts) -> Option<String> {
+    if !facts.connection {
+        return None;
+    }
     let connection_upgrade = req
         .headers()
         .get_all(http::header::CONNECTION)
@@ -162,7 +168,9 @@ pub async fn forward(
         return (no_cluster(ctx, started, Some(&cluster_name)), false);
     };
     let destination = cluster.destination.clone();
-    let upgrade = is_upgrade(&req);
+    // Which of the headers read below the request carries, found in one pass.
+    let facts = HeaderFacts::of(req.headers());
+    let upgrade = is_upgrade(&req, facts);
     if let Some(kind) = &upgrade {
         let allowed = forward.upgrades.iter().find(|(k, _)| k == kind).map_or_else(
             || ctx.manager.upgrades.iter().any(|u| u == kind),
@@ -183,7 +191,7 @@ pub async fn forward(
         }
     }
     cluster.warmed(cluster.config.connect_timeout).await;
-    let timeout = request_timeout(forward, req.headers());
+    let timeout = request_timeout(forward, req.headers(), facts);
     let policy = RetryPolicy::for_request(
         forward.retry.as_ref().or(matched.vhost.retry.as_ref()),
         req.headers(),
@@ -201,7 +209,7 @@ pub async fn forward(
         forward,
         target,
         &mut parts,
-        authority,
+        facts,
         timeout,
         upgrade.is_some(),
     );
@@ -755,7 +763,7 @@ fn prepare_headers(
     forward: &Forward,
     target: Option<&WeightedTarget>,
     parts: &mut http::request::Parts,
-    _authority: &str,
+    facts: HeaderFacts,
     timeout: Option<Duration>,
     upgrading: bool,
 ) {
@@ -764,8 +772,10 @@ fn prepare_headers(
     // Room for the headers added below at once: a map grown one insert at a time may rehash
     // every entry more than once.
     h.reserve(4);
-    strip_hop_by_hop(h, upgrading);
-    if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+    if facts.hop_by_hop {
+        strip_hop_by_hop(h, upgrading);
+    }
+    if facts.envoy {
         for name in &ENVOY_CONTROL_HEADERS {
             h.remove(name);
         }
@@ -773,7 +783,7 @@ fn prepare_headers(
     // x-request-id.
     let external = manager.use_remote_address && !manager.preserve_external_request_id;
     if manager.generate_request_id
-        && (external || !h.contains_key(names::X_REQUEST_ID))
+        && (external || !facts.request_id)
         && let Ok(v) = HeaderValue::from_bytes(&uuid4())
     {
         h.insert(names::X_REQUEST_ID, v);
@@ -795,13 +805,13 @@ fn prepare_headers(
             names::X_FORWARDED_PROTO,
             HeaderValue::from_static(if ctx.downstream.tls { "https" } else { "http" }),
         );
-    } else if !h.contains_key(names::X_FORWARDED_PROTO) {
+    } else if !facts.forwarded_proto {
         h.insert(
             names::X_FORWARDED_PROTO,
             HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
         );
     }
-    if manager.sanitize_xfcc {
+    if manager.sanitize_xfcc && facts.client_cert {
         h.remove(names::X_FORWARDED_CLIENT_CERT);
     }
     if let Some(via) = &manager.via {
@@ -810,7 +820,7 @@ fn prepare_headers(
     if let Some(t) = timeout {
         let value = match &forward.timeout_header {
             Some(v) if forward.timeout == Some(t) => v.clone(),
-            _ => HeaderValue::from(t.as_millis() as u64),
+            _ => crate::headers::number_value(t.as_millis() as u64),
         };
         h.insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, value);
     }
@@ -879,7 +889,7 @@ async fn finish_upstream(
     strip_hop_by_hop(&mut parts.headers, switching);
     parts.headers.insert(
         names::X_ENVOY_UPSTREAM_SERVICE_TIME,
-        HeaderValue::from(service_time.as_millis() as u64),
+        crate::headers::number_value(service_time.as_millis() as u64),
     );
     if let Some(t) = target {
         t.response_headers.apply(&mut parts.headers);

@@ -574,7 +574,13 @@ impl CompiledRoutes {
 
     /// The virtual host for a request's authority (`host` or `host:port`, as sent).
     pub fn virtual_host(&self, authority: &str) -> Option<&CompiledVirtualHost> {
-        self.lookup(&authority.to_ascii_lowercase())
+        // Lowercased (a copy) only when it has an uppercase letter; most are sent lowercase.
+        let found = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.lookup(&authority.to_ascii_lowercase())
+        } else {
+            self.lookup(authority)
+        };
+        found
             .or(self.any)
             .and_then(|i| self.vhosts.get(i))
     }

@@ -69,7 +69,10 @@ mod tests {
     fn facts(names: &[&str]) -> HeaderFacts {
         let mut h = HeaderMap::new();
         for n in names {
-            h.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
         }
         HeaderFacts::of(&h)
     }
@@ -95,7 +98,14 @@ mod tests {
                 client_cert: true,
             }
         );
-        for hop in ["upgrade", "te", "transfer-encoding", "keep-alive", "proxy-connection", "proxy-authorization"] {
+        for hop in [
+            "upgrade",
+            "te",
+            "transfer-encoding",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authorization",
+        ] {
             let f = facts(&[hop]);
             assert!(f.hop_by_hop && !f.connection, "{hop}");
         }

@@ -166,7 +166,8 @@ pub fn number_value(n: u64) -> HeaderValue {
         }
         _ => return HeaderValue::from(n),
     };
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_static(&NUMBERS[span])).unwrap_or_else(|_| HeaderValue::from(n))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_static(&NUMBERS[span]))
+        .unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 #[cfg(test)]

@@ -111,7 +111,8 @@ pub struct RetryPolicy {
     /// Timeout of each try.
     pub per_try_timeout: Option<Duration>,
     /// Statuses retried under `retriable-status-codes`.
-    pub retriable_status_codes: Vec<u16>,
+    /// Shared, so that a request's copy of its route's policy costs no allocation.
+    pub retriable_status_codes: std::sync::Arc<[u16]>,
     /// Avoid hosts tried before (`envoy.retry_host_predicates.previous_hosts`).
     pub avoid_previous_hosts: bool,
     /// Host picks per retry when avoiding previous hosts.
@@ -131,7 +132,7 @@ impl Default for RetryPolicy {
             on: RetryOn::default(),
             num_retries: 1,
             per_try_timeout: None,
-            retriable_status_codes: Vec::new(),
+            retriable_status_codes: Vec::new().into(),
             avoid_previous_hosts: false,
             host_selection_max_attempts: 1,
             base_interval: Duration::from_millis(25),
@@ -332,7 +333,7 @@ mod tests {
         assert!(p.retries(Outcome::ConnectFailure));
         let p = RetryPolicy {
             on: RetryOn::parse("retriable-status-codes,unavailable").unwrap(),
-            retriable_status_codes: vec![418],
+            retriable_status_codes: vec![418].into(),
             ..Default::default()
         };
         assert!(p.retries(Outcome::Response(418, None)));

@@ -531,8 +531,10 @@ pub async fn forward(
             }
             Ok(Ok(resp)) => Outcome::Response(
                 resp.status().as_u16(),
-                resp.headers()
-                    .get(names::GRPC_STATUS)
+                // Read only for a retry policy (its gRPC conditions).
+                policy
+                    .as_ref()
+                    .and_then(|_| resp.headers().get(names::GRPC_STATUS))
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok()),
             ),

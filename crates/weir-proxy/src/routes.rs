@@ -580,8 +580,6 @@ impl CompiledRoutes {
         } else {
             self.lookup(authority)
         };
-        found
-            .or(self.any)
-            .and_then(|i| self.vhosts.get(i))
+        found.or(self.any).and_then(|i| self.vhosts.get(i))
     }
 }

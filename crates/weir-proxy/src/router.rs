@@ -19,7 +19,7 @@ use crate::header_facts::HeaderFacts;
 use crate::http::{HttpContext, finish_local, flags, record, rewritten_path, strip_hop_by_hop, uuid4};
 use crate::lb::{Host, PickContext};
 use crate::names;
-use crate::pool::{Body, ResponseBody, SendError};
+use crate::pool::{Body, Outgoing, ResponseBody, SendError};
 use crate::retry::{Outcome, RetryPolicy};
 use crate::stats::Destination;
 use crate::upstream::NoHost;
@@ -417,14 +417,33 @@ pub async fn forward(
             (None, Some(s)) => s,
             (None, None) => body::empty(),
         };
-        let head = match parts.take() {
-            Some(p) if only_attempt => p,
-            Some(p) => {
-                let copy = p.clone();
-                parts = Some(p);
-                copy
+        // The head is lent to the attempt when it is kept for another one and needs no
+        // change of its own (Weir's HTTP/1.1 client only writes it out); otherwise moved or
+        // copied into it.
+        let lend = !only_attempt && !matched.vhost.include_attempt_count;
+        let head = if lend {
+            None
+        } else {
+            match parts.take() {
+                Some(p) if only_attempt => Some(p),
+                Some(p) => {
+                    let copy = p.clone();
+                    parts = Some(p);
+                    Some(copy)
+                }
+                None => None,
             }
-            None => {
+        };
+        let upstream_req = match (head, parts.as_ref()) {
+            (Some(mut head), _) => {
+                if matched.vhost.include_attempt_count {
+                    head.headers
+                        .insert(names::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+                }
+                Outgoing::Owned(head, body)
+            }
+            (None, Some(kept)) if lend => Outgoing::Lent(kept, body),
+            (None, _) => {
                 // Not reached: a request is attempted again only with its body kept (above).
                 return (
                     finish_local(
@@ -439,12 +458,6 @@ pub async fn forward(
                 );
             }
         };
-        let mut upstream_req = Request::from_parts(head, body);
-        if matched.vhost.include_attempt_count {
-            upstream_req
-                .headers_mut()
-                .insert(names::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
-        }
         let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
         // One clock read for the attempt's bounds and its start.
         let sent_at = Instant::now();

@@ -123,54 +123,26 @@ fn an_envoy_bootstrap_with_static_resources_drives_the_proxy() {
     let port = free_port();
     let dir = folder("bootstrap");
     let bootstrap = format!(
-        r#"node: {{id: "sidecar~192.0.2.20~static.default~default.svc.cluster.local", cluster: static}}
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          stream_idle_timeout: 0.6s
+        "node: {{id: \"sidecar~192.0.2.20~static.default~default.svc.cluster.local\", cluster: static}}\n\
+         admin:\n  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}\n{}",
+        static_bootstrap(
+            "ingress",
+            port,
+            backend,
+            "          stream_idle_timeout: 0.6s
           drain_timeout: 0.5s
-          common_http_protocol_options: {{idle_timeout: 1s}}
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: /health}}
-                direct_response: {{status: 200, body: {{inline_string: ok}}}}
-              - match: {{prefix: /untimed}}
-                route: {{cluster: backend, timeout: 0s}}
-              - match: {{prefix: /stream/}}
-                route: {{cluster: backend, timeout: 0s}}
-              - match: {{prefix: /short}}
-                route: {{cluster: backend, timeout: 0.2s}}
-              - match: {{prefix: /}}
-                route: {{cluster: backend, timeout: 5s}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {bport}}}}}}}
-"#,
-        ip = backend.ip(),
-        bport = backend.port()
+          common_http_protocol_options: {idle_timeout: 1s}
+",
+            "              - match: {prefix: /health}
+                direct_response: {status: 200, body: {inline_string: ok}}
+              - match: {prefix: /untimed}
+                route: {cluster: backend, timeout: 0s}
+              - match: {prefix: /stream/}
+                route: {cluster: backend, timeout: 0s}
+              - match: {prefix: /short}
+                route: {cluster: backend, timeout: 0.2s}
+",
+        )
     );
     let file = dir.join("envoy.yaml");
     std::fs::write(&file, bootstrap).unwrap();
@@ -532,6 +504,48 @@ fn endpoints_on_unix_domain_sockets_are_reached() {
     assert_eq!((r.status, r.server()), (200, Some("unix-backend")), "{r:?}");
 }
 
+/// `static_resources` with one listener `name` on `port` (an HTTP connection manager with the
+/// extra `manager` lines, the `routes` before a catch-all route to `backend`) and the cluster
+/// `backend`.
+fn static_bootstrap(name: &str, port: u16, backend: SocketAddr, manager: &str, routes: &str) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: {name}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+{manager}          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}              - match: {{prefix: /}}
+                route: {{cluster: backend, timeout: 5s}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {bport}}}}}}}
+"#,
+        ip = backend.ip(),
+        bport = backend.port()
+    )
+}
+
 /// A response read off a raw connection: status line, headers (names lowercased), body.
 #[derive(Debug)]
 struct RawResponse {
@@ -625,42 +639,14 @@ fn one_http1_connection_is_served_by_weirs_server_then_hypers() {
     let (_e, backend) = echo("raw");
     let port = free_port();
     let dir = folder("raw-http1");
-    let bootstrap = format!(
-        r#"static_resources:
-  listeners:
-  - name: raw
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: raw
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: /local}}
-                direct_response: {{status: 503, body: {{inline_string: local}}}}
-              - match: {{prefix: /}}
-                route: {{cluster: backend, timeout: 5s}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {bport}}}}}}}
-"#,
-        ip = backend.ip(),
-        bport = backend.port()
+    let bootstrap = static_bootstrap(
+        "raw",
+        port,
+        backend,
+        "",
+        "              - match: {prefix: /local}
+                direct_response: {status: 503, body: {inline_string: local}}
+",
     );
     let file = dir.join("envoy.yaml");
     std::fs::write(&file, bootstrap).unwrap();

@@ -14,7 +14,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::pool::codec::{MAX_HEADERS, Span};
+use crate::pool::codec::{MAX_HEADERS, Span, ends_chunked, parse_length};
 
 /// What the front of the connection's buffer holds.
 #[derive(Debug)]
@@ -227,7 +227,7 @@ pub fn encode_response(
             joining = None;
         }
         if *name == CONTENT_LENGTH {
-            let declared = parse_length(value.as_bytes());
+            let declared = parse_length(value.as_bytes()).ok();
             match length {
                 // The body's own length wins; the header's first value is written as it is.
                 BodyLength::Known(n) => {
@@ -269,7 +269,7 @@ pub fn encode_response(
                 continue;
             }
             if *name == TRANSFER_ENCODING {
-                chunked_last = is_chunked(value.as_bytes());
+                chunked_last = ends_chunked(value.as_bytes());
                 framing = Some(Framing::Chunked { trailers: Vec::new() });
             } else {
                 announced_trailers = true;
@@ -369,20 +369,6 @@ fn join<'a>(
         *joining = Some(name);
     }
     out.extend_from_slice(value.as_bytes());
-}
-
-fn is_chunked(value: &[u8]) -> bool {
-    value
-        .rsplit(|b| *b == b',')
-        .next()
-        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// Writes a response body's frames in its framing.

@@ -155,12 +155,7 @@ pub fn parse_head(
             length = Some(n);
         } else if name == TRANSFER_ENCODING {
             transfer_encoded = true;
-            // Chunked only when it is the last coding applied.
-            chunked = value
-                .as_bytes()
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = ends_chunked(value.as_bytes());
         } else if name == CONNECTION {
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -208,7 +203,17 @@ pub fn parse_head(
     }))
 }
 
-fn parse_length(value: &[u8]) -> Result<u64, ParseError> {
+/// Whether a `transfer-encoding` value's last coding is `chunked` (only then is a message
+/// chunked).
+pub fn ends_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|b| *b == b',')
+        .next()
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// A `content-length` value: digits only.
+pub fn parse_length(value: &[u8]) -> Result<u64, ParseError> {
     // Digits only (no sign, no spaces inside), as RFC 9110 §8.6 has it.
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return Err(ParseError::BadLength);

@@ -18,13 +18,13 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::Notify;
 
 use super::codec::{self, Decoded, Decoder, Framing};
-use super::{Body, BoxError, FastHash, SendError, expired};
+use super::{Body, BoxError, FastHash, Outgoing, SendError, expired};
 use crate::breaker::Slot;
 use crate::cluster::HttpOptions;
 use crate::convert::Target;
@@ -35,11 +35,11 @@ const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 /// Whether a request goes through this client: no body, no upgrade, not `CONNECT`, no
 /// `expect: 100-continue`.
-pub fn eligible(req: &Request<Body>) -> bool {
-    req.body().is_end_stream()
-        && req.method() != Method::CONNECT
-        && !req.headers().contains_key(http::header::UPGRADE)
-        && !req.headers().contains_key(http::header::EXPECT)
+pub fn eligible(head: &http::request::Parts, body: &Body) -> bool {
+    body.is_end_stream()
+        && head.method != Method::CONNECT
+        && !head.headers.contains_key(http::header::UPGRADE)
+        && !head.headers.contains_key(http::header::EXPECT)
 }
 
 /// An HTTP/1.1 connection of this client.
@@ -306,9 +306,9 @@ impl Drop for Waiting<'_> {
 /// Why an exchange failed, with the request when it may be sent again on another connection
 /// (a reused connection the upstream had closed: nothing of it was written, or the request is
 /// idempotent and no byte of an answer came).
-pub(super) struct Failed {
+pub(super) struct Failed<'a> {
     pub(super) error: SendError,
-    pub(super) retry: Option<Request<Body>>,
+    pub(super) retry: Option<Outgoing<'a>>,
 }
 
 fn reset(reason: impl std::fmt::Display) -> SendError {
@@ -317,19 +317,18 @@ fn reset(reason: impl std::fmt::Display) -> SendError {
 
 /// Sends `req` on `conn` and reads the response head; the body reads the rest and gives the
 /// connection back to `pool`.
-pub(super) async fn exchange(
+pub(super) async fn exchange<'a>(
     pool: &Arc<LeanIdle>,
     target: &Target,
     mut conn: Box<LeanConn>,
-    req: Request<Body>,
+    req: Outgoing<'a>,
     now: Instant,
-) -> Result<Response<ResponseBody>, Failed> {
+) -> Result<Response<ResponseBody>, Failed<'a>> {
     let reused = conn.used > 0;
     conn.used += 1;
     conn.last_sent = now;
-    let (parts, body) = req.into_parts();
     conn.out.clear();
-    codec::encode_head(&mut conn.out, &parts);
+    codec::encode_head(&mut conn.out, req.head());
     // Flushed too: TLS keeps records in its buffer otherwise.
     let written = async {
         conn.io.write_all(&conn.out).await?;
@@ -338,7 +337,7 @@ pub(super) async fn exchange(
     if let Err(e) = written.await {
         return Err(Failed {
             error: reset(e),
-            retry: reused.then(|| Request::from_parts(parts, body)),
+            retry: reused.then_some(req),
         });
     }
     // Whether any byte of an answer (an interim one included) has come.
@@ -348,7 +347,7 @@ pub(super) async fn exchange(
         let parsed = if conn.buf.is_empty() {
             Ok(None)
         } else {
-            codec::parse_head(&mut conn.buf, &parts.method, &mut conn.spans)
+            codec::parse_head(&mut conn.buf, &req.head().method, &mut conn.spans)
         };
         match parsed {
             Ok(Some(head)) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
@@ -373,8 +372,7 @@ pub(super) async fn exchange(
             Ok(0) => {
                 return Err(Failed {
                     error: reset("the upstream closed the connection before responding"),
-                    retry: (reused && !answered && parts.method.is_idempotent())
-                        .then(|| Request::from_parts(parts, body)),
+                    retry: (reused && !answered && req.head().method.is_idempotent()).then_some(req),
                 });
             }
             Ok(_) => answered = true,
@@ -524,6 +522,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
+    use http::Request;
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
 

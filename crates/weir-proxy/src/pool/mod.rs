@@ -148,6 +148,50 @@ type FastHash = foldhash::fast::RandomState;
 /// request).
 const MAX_POOLED_PER_ENDPOINT: usize = 128;
 
+/// A request for [`Pool::send`]: its head owned, or lent by a caller that keeps it to send it
+/// again (a retry). Weir's own HTTP/1.1 client only writes the head out, so a lent head is
+/// copied only for hyper's clients, which take requests by value.
+// Passed by value once per attempt; boxing the head would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Outgoing<'a> {
+    /// The head and body, owned.
+    Owned(http::request::Parts, Body),
+    /// A lent head, and the body.
+    Lent(&'a http::request::Parts, Body),
+}
+
+impl Outgoing<'_> {
+    /// The request's head.
+    pub fn head(&self) -> &http::request::Parts {
+        match self {
+            Outgoing::Owned(head, _) => head,
+            Outgoing::Lent(head, _) => head,
+        }
+    }
+
+    /// The request's body.
+    pub fn body(&self) -> &Body {
+        match self {
+            Outgoing::Owned(_, body) | Outgoing::Lent(_, body) => body,
+        }
+    }
+
+    /// The request, owned (a lent head copied).
+    pub fn into_request(self) -> Request<Body> {
+        match self {
+            Outgoing::Owned(head, body) => Request::from_parts(head, body),
+            Outgoing::Lent(head, body) => Request::from_parts(head.clone(), body),
+        }
+    }
+}
+
+impl From<Request<Body>> for Outgoing<'_> {
+    fn from(req: Request<Body>) -> Self {
+        let (head, body) = req.into_parts();
+        Outgoing::Owned(head, body)
+    }
+}
+
 impl Pool {
     /// A pool with the cluster's connection settings and circuit breakers.
     pub fn new(settings: ConnectSettings, breakers: Arc<Breakers>, options: HttpOptions) -> Self {
@@ -188,17 +232,18 @@ impl Pool {
     }
 
     /// Sends a request to an endpoint.
-    pub async fn send(
+    pub async fn send<'a>(
         &self,
         target: &Target,
         protocol: Protocol,
-        req: Request<Body>,
+        req: impl Into<Outgoing<'a>>,
     ) -> Result<Response<ResponseBody>, SendError> {
+        let req = req.into();
         let hyper = |resp: Response<Incoming>| resp.map(ResponseBody::Hyper);
         match protocol {
-            Protocol::Http1 if lean::eligible(&req) => self.send_lean(target, req).await,
-            Protocol::Http1 => self.send_http1(target, req).await.map(hyper),
-            Protocol::Http2 => self.send_http2(target, req).await.map(hyper),
+            Protocol::Http1 if lean::eligible(req.head(), req.body()) => self.send_lean(target, req).await,
+            Protocol::Http1 => self.send_http1(target, req.into_request()).await.map(hyper),
+            Protocol::Http2 => self.send_http2(target, req.into_request()).await.map(hyper),
         }
     }
 
@@ -207,7 +252,7 @@ impl Pool {
     async fn send_lean(
         &self,
         target: &Target,
-        req: Request<Body>,
+        req: Outgoing<'_>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let mut req = req;
         for _ in 0..3 {

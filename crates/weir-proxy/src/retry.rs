@@ -236,9 +236,14 @@ impl RetryPolicy {
     /// `x-envoy-retry-grpc-on`, `x-envoy-max-retries` and
     /// `x-envoy-upstream-rq-per-try-timeout-ms` applied (Envoy honours them on requests it
     /// treats as internal, which every sidecar request is).
-    pub fn for_request(route: Option<&RetryPolicy>, headers: &HeaderMap) -> Option<RetryPolicy> {
-        // Most requests carry no `x-envoy-*` header: skip the lookups then.
-        if !headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+    /// `envoy_headers`: whether the request carries any `x-envoy-*` header (most carry none,
+    /// and the overrides are not looked up then; see `HeaderFacts`).
+    pub fn for_request(
+        route: Option<&RetryPolicy>,
+        headers: &HeaderMap,
+        envoy_headers: bool,
+    ) -> Option<RetryPolicy> {
+        if !envoy_headers {
             return route
                 .filter(|p| p.on != RetryOn::default() && p.num_retries > 0)
                 .cloned();
@@ -321,6 +326,7 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header_facts::HeaderFacts;
 
     #[test]
     fn conditions_follow_envoy() {
@@ -346,10 +352,13 @@ mod tests {
     #[test]
     fn headers_override_the_route() {
         let mut h = HeaderMap::new();
-        assert_eq!(RetryPolicy::for_request(None, &h), None);
+        assert_eq!(
+            RetryPolicy::for_request(None, &h, HeaderFacts::of(&h).envoy),
+            None
+        );
         h.insert("x-envoy-retry-on", "5xx".parse().unwrap());
         h.insert("x-envoy-max-retries", "3".parse().unwrap());
-        let p = RetryPolicy::for_request(None, &h).unwrap();
+        let p = RetryPolicy::for_request(None, &h, HeaderFacts::of(&h).envoy).unwrap();
         assert_eq!(p.num_retries, 3);
         assert!(p.retries(Outcome::Response(500, None)));
     }

@@ -195,6 +195,7 @@ pub async fn forward(
     let policy = RetryPolicy::for_request(
         forward.retry.as_ref().or(matched.vhost.retry.as_ref()),
         req.headers(),
+        facts.envoy,
     );
     let hash = hash_for(&forward.hash_policies, &req, ctx);
     let downstream_h2 = req.version() == Version::HTTP_2;
@@ -421,42 +422,31 @@ pub async fn forward(
         // change of its own (Weir's HTTP/1.1 client only writes it out); otherwise moved or
         // copied into it.
         let lend = !only_attempt && !matched.vhost.include_attempt_count;
-        let head = if lend {
-            None
+        let upstream_req = if lend {
+            parts.as_ref().map(|kept| Outgoing::Lent(kept, body))
         } else {
-            match parts.take() {
-                Some(p) if only_attempt => Some(p),
-                Some(p) => {
-                    let copy = p.clone();
-                    parts = Some(p);
-                    Some(copy)
-                }
-                None => None,
-            }
-        };
-        let upstream_req = match (head, parts.as_ref()) {
-            (Some(mut head), _) => {
+            let head = if only_attempt { parts.take() } else { parts.clone() };
+            head.map(|mut head| {
                 if matched.vhost.include_attempt_count {
                     head.headers
                         .insert(names::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
                 }
                 Outgoing::Owned(head, body)
-            }
-            (None, Some(kept)) if lend => Outgoing::Lent(kept, body),
-            (None, _) => {
-                // Not reached: a request is attempted again only with its body kept (above).
-                return (
-                    finish_local(
-                        ctx,
-                        started,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "request head already sent and not kept for a retry",
-                        flags::UPSTREAM_CONNECTION_FAILURE,
-                        Some(&cluster_name),
-                    ),
-                    false,
-                );
-            }
+            })
+        };
+        let Some(upstream_req) = upstream_req else {
+            // Not reached: a request is attempted again only with its body kept (above).
+            return (
+                finish_local(
+                    ctx,
+                    started,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "request head already sent and not kept for a retry",
+                    flags::UPSTREAM_CONNECTION_FAILURE,
+                    Some(&cluster_name),
+                ),
+                false,
+            );
         };
         let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
         // One clock read for the attempt's bounds and its start.

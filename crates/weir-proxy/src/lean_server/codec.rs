@@ -14,7 +14,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::pool::codec::{MAX_HEADERS, Span, ends_chunked, parse_length};
+use crate::pool::codec::{MAX_HEADERS, Span, ends_chunked, parse_length, record_spans};
 
 /// What the front of the connection's buffer holds.
 #[derive(Debug)]
@@ -55,14 +55,7 @@ pub fn parse_request(buf: &mut BytesMut, limit: usize, spans: &mut Vec<Span>) ->
             &mut slots,
         ) {
             Ok(httparse::Status::Complete(used)) if used <= limit && request.version == Some(1) => {
-                spans.extend(request.headers.iter().map(|h| {
-                    (
-                        h.name.as_ptr() as usize - base,
-                        h.name.len(),
-                        h.value.as_ptr() as usize - base,
-                        h.value.len(),
-                    )
-                }));
+                record_spans(base, request.headers, spans);
                 let (Some(method), Some(path)) = (request.method, request.path) else {
                     return Parsed::Other;
                 };

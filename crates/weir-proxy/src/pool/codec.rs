@@ -88,6 +88,19 @@ pub struct Head {
 /// Where a header's name and value sit in a response head.
 pub type Span = (usize, usize, usize, usize);
 
+/// Notes where each parsed header sits in the buffer starting at address `base` (so the
+/// values can share the buffer once it is split off).
+pub fn record_spans(base: usize, headers: &[httparse::Header<'_>], spans: &mut Vec<Span>) {
+    spans.extend(headers.iter().map(|h| {
+        (
+            h.name.as_ptr() as usize - base,
+            h.name.len(),
+            h.value.as_ptr() as usize - base,
+            h.value.len(),
+        )
+    }));
+}
+
 /// Parses a response head from the front of `buf`, removing it; `Ok(None)` until it is whole.
 /// `method` is the request's (an answer to `HEAD` has no body); `spans` is scratch space kept
 /// by the caller between responses.
@@ -109,14 +122,7 @@ pub fn parse_head(
             &mut slots,
         ) {
             Ok(httparse::Status::Complete(used)) => {
-                spans.extend(response.headers.iter().map(|h| {
-                    (
-                        h.name.as_ptr() as usize - base,
-                        h.name.len(),
-                        h.value.as_ptr() as usize - base,
-                        h.value.len(),
-                    )
-                }));
+                record_spans(base, response.headers, spans);
                 (
                     response.code.unwrap_or_default(),
                     response.version.unwrap_or(1),

@@ -14,6 +14,7 @@ Needs what bench.py needs (`make bench-proxy` builds and installs it) and strace
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,7 @@ def main():
         for p in started:
             p.terminate()
         backend.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

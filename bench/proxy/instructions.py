@@ -14,6 +14,7 @@ Needs valgrind (callgrind_control), target/release/weir and target/release/examp
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,7 @@ def main():
             time.sleep(0.2)
     finally:
         backend.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

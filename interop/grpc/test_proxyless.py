@@ -7,6 +7,7 @@ a file in the watched configuration folder while the same client channel stays o
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -187,6 +188,7 @@ class ProxylessGrpc(unittest.TestCase):
             server.stop(None)
         if sys.exc_info()[0] is not None:
             print("".join(cls.log), file=sys.stderr)
+        shutil.rmtree(WORKDIR, ignore_errors=True)
 
     def rpc(self, metadata=()):
         return self.call(b"ping", timeout=5, metadata=metadata).decode()

@@ -49,6 +49,20 @@ impl Io {
             Io::Tls(t) => t.get_ref().0.peer(),
         }
     }
+
+    /// Whether a connection nobody is reading from is still open and has said nothing, told
+    /// from the runtime's readiness (a system call only when the socket was reported readable)
+    /// and without registering a waker. `None` for TLS, whose records need a real read.
+    pub fn open_and_silent(&self) -> Option<bool> {
+        let mut probe = [0u8; 1];
+        let read = match self {
+            Io::Tcp(t) => t.try_read(&mut probe),
+            Io::Unix(u) => u.try_read(&mut probe),
+            Io::Tls(_) => return None,
+        };
+        // Anything but "nothing to read yet": closed, failed, or something unasked.
+        Some(matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+    }
 }
 
 /// Addresses of a name, and until when they may be used (the records' TTL).

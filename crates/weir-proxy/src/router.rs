@@ -31,6 +31,16 @@ const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
 /// Response bodies of at most this many bytes (by `content-length`) are sent with their head.
 const SMALL_BODY: usize = 16 * 1024;
 
+/// A body read whole: announced with its length when that is the length the upstream declared
+/// (a HEAD answer declares one and has none).
+fn sized_body(bytes: Bytes, declared: Option<usize>) -> Body {
+    if Some(bytes.len()) == declared {
+        body::full(bytes)
+    } else {
+        body::full_unsized(bytes)
+    }
+}
+
 use crate::http::Matched;
 
 /// Envoy's request headers that configure the router; consumed here.
@@ -240,6 +250,7 @@ pub async fn forward(
     set_target(&mut parts, protocol, upstream_authority, &path);
 
     // The body: kept for retries and mirrors when small enough.
+    let bodyless = hyper::body::Body::is_end_stream(&incoming);
     let mut replay: Option<Bytes> = None;
     let mut stream: Option<Body> = None;
     if (policy.is_some() || shadow_parts.is_some()) && upgrade.is_none() {
@@ -319,7 +330,10 @@ pub async fn forward(
         }
     }
     let mut parts = Some(parts);
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // Envoy counts the route timeout from the end of the request: a request without a body
+    // ended with its head, when it was `started`.
+    let received = if bodyless { started } else { Instant::now() };
+    let deadline = timeout.map(|t| received + t);
     let max_retries = policy.as_ref().map_or(0, |p| p.num_retries);
     let mut tried: Vec<Arc<Host>> = Vec::new();
     let mut attempt = 0u32;
@@ -962,6 +976,12 @@ async fn finish_upstream(
             inbound,
         });
     };
+    let mut incoming = incoming;
+    if small && let Some(bytes) = incoming.take_whole() {
+        // Already here whole (Weir's own client read it with the head): done now.
+        done(bytes.len() as u64);
+        return Response::from_parts(parts, sized_body(bytes, declared));
+    }
     let upstream_body = if small {
         let collect = http_body_util::BodyExt::collect(incoming);
         // A small body comes at once; one that stalls is cut by the route's deadline or the
@@ -981,12 +1001,7 @@ async fn finish_upstream(
             Some(Ok(collected)) if collected.trailers().is_none() => {
                 let bytes = collected.to_bytes();
                 done(bytes.len() as u64);
-                let body = if Some(bytes.len()) == declared {
-                    body::full(bytes)
-                } else {
-                    body::full_unsized(bytes)
-                };
-                return Response::from_parts(parts, body);
+                return Response::from_parts(parts, sized_body(bytes, declared));
             }
             // `Collected` replays the data and the trailers.
             Some(Ok(collected)) => http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(

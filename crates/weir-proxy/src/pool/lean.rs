@@ -105,6 +105,16 @@ impl LeanConn {
         // or the upstream said something unasked.
         Pin::new(&mut self.io).poll_read(&mut cx, &mut probe).is_pending()
     }
+
+    /// Whether an idle connection taken for a request is still open and silent: told from the
+    /// socket's readiness where it can be, with no waker registered (the request's task
+    /// registers its own when it reads).
+    fn open_for_reuse(&mut self) -> bool {
+        match self.io.open_and_silent() {
+            Some(open) => open,
+            None => self.still_open(),
+        }
+    }
 }
 
 /// Bytes read from the socket at a time.
@@ -192,7 +202,7 @@ impl LeanIdle {
             let list = conns.by_endpoint.get_mut(target)?;
             let mut found = None;
             while let Some(mut conn) = list.pop_front() {
-                if !self.stale(&conn, now) && conn.still_open() {
+                if !self.stale(&conn, now) && conn.open_for_reuse() {
                     conn.watch.idle.store(false, Ordering::Release);
                     found = Some(conn);
                     break;
@@ -484,6 +494,36 @@ pub enum ResponseBody {
     Lean(LeanBody),
 }
 
+impl ResponseBody {
+    /// The whole body, if it has already been read and nothing of it has been taken yet: a
+    /// body of known length that arrived with the head (the usual small answer) comes out in
+    /// one piece and its connection goes back to the pool, with no frame-by-frame collection
+    /// and no timer. `None` when more must be read, for other framings, and for hyper's bodies;
+    /// the body is then untouched.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        let ResponseBody::Lean(body) = self else {
+            return None;
+        };
+        match (&body.decoder, &mut body.conn, body.size) {
+            // Nothing to read (HEAD, 204, 304, `content-length: 0`): the connection is back.
+            (Decoder::Done, None, Some(0)) => Some(Bytes::new()),
+            (Decoder::Length(left), Some(conn), Some(size))
+                if *left == size && conn.buf.len() as u64 >= size =>
+            {
+                match body.decoder.decode(&mut conn.buf) {
+                    Ok(Decoded::Data(bytes)) if body.decoder.is_done() => {
+                        body.settle();
+                        Some(bytes)
+                    }
+                    // A length decoder with the whole length buffered always ends here.
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
 impl hyper::body::Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -658,6 +698,74 @@ mod tests {
         let got: Vec<_> = answers.iter().map(|(s, b, _)| (*s, b.len())).collect();
         assert_eq!(got, [(200, 0), (204, 0), (304, 0), (200, 2)]);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_came_with_its_head_is_taken_whole_and_the_connection_reused() {
+        let (addr, accepted) = raw_server(|n| {
+            let wire: &[u8] = match n {
+                0 => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+                1 => b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                _ => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            };
+            (wire.to_vec(), Then::KeepOpen)
+        })
+        .await;
+        let target = Target::Socket(addr);
+        let pool = pool(Limits::default());
+        let mut whole = Vec::new();
+        for _ in 0..3 {
+            let resp = pool
+                .send(&target, Protocol::Http1, request(Method::GET, ""))
+                .await
+                .unwrap();
+            let mut body = resp.into_body();
+            whole.push(body.take_whole());
+            // What was not taken whole still reads as usual.
+            let rest = body.collect().await.unwrap().to_bytes();
+            whole.push(Some(rest));
+        }
+        let expected: [Option<&[u8]>; 6] =
+            [Some(b"hello"), Some(b""), Some(b""), Some(b""), None, Some(b"ok")];
+        let got: Vec<Option<&[u8]>> = whole.iter().map(|b| b.as_deref()).collect();
+        assert_eq!(got, expected);
+        // Given back at once each time: one connection served all three.
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.lean.counts(&target), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_body_still_on_its_way_is_not_taken_whole_and_streams_instead() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => seen.extend_from_slice(&chunk[..k]),
+                }
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stream.write_all(b"llo").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let target = Target::Socket(addr);
+        let pool = pool(Limits::default());
+        let resp = pool
+            .send(&target, Protocol::Http1, request(Method::GET, ""))
+            .await
+            .unwrap();
+        let mut body = resp.into_body();
+        assert_eq!(body.take_whole(), None);
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
+        assert_eq!(pool.lean.counts(&target), (1, 0));
     }
 
     #[tokio::test]

@@ -144,6 +144,16 @@ struct Series {
     response_bytes: Histogram,
 }
 
+impl Series {
+    /// Counts one request.
+    fn observe(&self, r: &RequestRecord<'_>) {
+        self.requests.inc();
+        self.duration.observe(r.duration_ms);
+        self.request_bytes.observe(r.request_bytes as f64);
+        self.response_bytes.observe(r.response_bytes as f64);
+    }
+}
+
 /// Request series by the hash of their labels (collisions kept side by side), hashed again
 /// with foldhash: this map is read on every request.
 type SeriesByHash = std::collections::HashMap<u64, Vec<(SeriesKey, Series)>, foldhash::fast::RandomState>;
@@ -369,41 +379,40 @@ impl IstioMetrics {
     /// Records a finished request.
     pub fn record_request(&self, r: &RequestRecord<'_>) {
         let hash = SeriesKey::hash(r);
-        let cached = self.series.read().ok().and_then(|m| {
-            m.get(&hash)
-                .and_then(|list| list.iter().find(|(k, _)| k.matches(r)).map(|(_, s)| s.clone()))
-        });
-        let series = match cached {
-            Some(s) => s,
-            None => {
-                let labels = self.request_labels(r);
-                let series = Series {
-                    requests: self.requests.get_or_create(&labels).clone(),
-                    duration: self.duration.get_or_create(&labels).clone(),
-                    request_bytes: self.request_bytes.get_or_create(&labels).clone(),
-                    response_bytes: self.response_bytes.get_or_create(&labels).clone(),
-                };
-                if let Ok(mut m) = self.series.write() {
-                    m.entry(hash).or_default().push((
-                        SeriesKey {
-                            service: r.destination.service.clone(),
-                            subset: r.destination.subset.clone(),
-                            protocol: r.protocol,
-                            status: r.status,
-                            grpc: r.grpc_status.map(str::to_string),
-                            flags: r.flags,
-                            inbound: r.inbound,
-                        },
-                        series.clone(),
-                    ));
-                }
-                series
-            }
+        // The usual case: the series exists, and is updated under the read lock (no handles
+        // cloned and dropped).
+        if let Ok(m) = self.series.read()
+            && let Some((_, series)) = m
+                .get(&hash)
+                .and_then(|list| list.iter().find(|(k, _)| k.matches(r)))
+        {
+            series.observe(r);
+            return;
+        }
+        // The first request of its kind: the series is made (the metrics family keeps one per
+        // label set, so a series made twice by two threads counts into the same place).
+        let labels = self.request_labels(r);
+        let series = Series {
+            requests: self.requests.get_or_create(&labels).clone(),
+            duration: self.duration.get_or_create(&labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(&labels).clone(),
         };
-        series.requests.inc();
-        series.duration.observe(r.duration_ms);
-        series.request_bytes.observe(r.request_bytes as f64);
-        series.response_bytes.observe(r.response_bytes as f64);
+        series.observe(r);
+        if let Ok(mut m) = self.series.write() {
+            m.entry(hash).or_default().push((
+                SeriesKey {
+                    service: r.destination.service.clone(),
+                    subset: r.destination.subset.clone(),
+                    protocol: r.protocol,
+                    status: r.status,
+                    grpc: r.grpc_status.map(str::to_string),
+                    flags: r.flags,
+                    inbound: r.inbound,
+                },
+                series,
+            ));
+        }
     }
 
     /// Labels for a TCP connection to a cluster.

@@ -15,15 +15,19 @@ use crate::routes::CompiledRoutes;
 use crate::stats::IstioMetrics;
 use crate::upstream::ClusterRuntime;
 
+/// A map by resource name, read on every request: hashed with foldhash, not SipHash (the names
+/// come from the control plane, not from requests).
+pub type ByName<T> = HashMap<String, T, foldhash::fast::RandomState>;
+
 /// One consistent configuration.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// Listeners by name.
     pub listeners: BTreeMap<String, Arc<ListenerConfig>>,
     /// Route configurations by name.
-    pub routes: HashMap<String, Arc<CompiledRoutes>>,
+    pub routes: ByName<Arc<CompiledRoutes>>,
     /// Clusters by name.
-    pub clusters: HashMap<String, Arc<ClusterRuntime>>,
+    pub clusters: ByName<Arc<ClusterRuntime>>,
     /// Listener names by address.
     by_address: HashMap<SocketAddr, String>,
 }
@@ -42,8 +46,8 @@ impl Snapshot {
             .collect();
         Snapshot {
             listeners,
-            routes,
-            clusters,
+            routes: routes.into_iter().collect(),
+            clusters: clusters.into_iter().collect(),
             by_address,
         }
     }

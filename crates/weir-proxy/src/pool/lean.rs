@@ -38,8 +38,11 @@ const MAX_IDLE_PER_ENDPOINT: usize = 128;
 pub fn eligible(head: &http::request::Parts, body: &Body) -> bool {
     body.is_end_stream()
         && head.method != Method::CONNECT
-        && !head.headers.contains_key(http::header::UPGRADE)
-        && !head.headers.contains_key(http::header::EXPECT)
+        // One look at each name: cheaper than two lookups for the handful a request carries.
+        && !head
+            .headers
+            .keys()
+            .any(|name| name == http::header::UPGRADE || name == http::header::EXPECT)
 }
 
 /// An HTTP/1.1 connection of this client.

@@ -128,6 +128,7 @@ async fn serve(
         },
         inbound: false,
         streams: None,
+        request_timer: crate::request_timer::RequestTimer::new(),
     });
     handle(ctx, req.map(RequestBody::Hyper)).await
 }

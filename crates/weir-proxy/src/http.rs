@@ -50,6 +50,8 @@ pub struct HttpContext {
     /// What the downstream connection has carried (its HTTP/2 streams counted), for its idle
     /// timeout (none for a request taken through the forward-proxy port).
     pub streams: Option<Arc<crate::idle::Streams>>,
+    /// The timer the connection's requests share for their route timeouts.
+    pub request_timer: crate::request_timer::RequestTimer,
 }
 
 /// Envoy's response flags (for metrics and `x-weir-flags`).

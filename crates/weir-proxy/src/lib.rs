@@ -32,6 +32,7 @@ pub mod mirror;
 pub mod names;
 pub mod outlier;
 pub mod pool;
+pub mod request_timer;
 pub mod resources;
 pub mod retry;
 pub mod router;

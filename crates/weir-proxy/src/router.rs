@@ -498,7 +498,12 @@ pub async fn forward(
             tokio::pin!(send);
             match idle_after_request {
                 None => match limit {
-                    Some(l) => tokio::time::timeout(l, send.as_mut()).await.map_err(|_| ()),
+                    // The connection's shared timer (no timer made and dropped per request).
+                    Some(l) => ctx
+                        .request_timer
+                        .bound(sent_at + l, send.as_mut())
+                        .await
+                        .ok_or(()),
                     None => Ok(send.await),
                 },
                 Some((ended, idle)) => {

@@ -483,6 +483,7 @@ async fn run_chain<S>(
                 },
                 inbound: listener.name == "virtualInbound" || listener.source.traffic_direction == 1,
                 streams: Some(crate::idle::Streams::new()),
+                request_timer: crate::request_timer::RequestTimer::new(),
             });
             serve_http(ctx, stream, drain).await;
         }

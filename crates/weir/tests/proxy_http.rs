@@ -438,6 +438,49 @@ fn exchange(stream: &mut std::net::TcpStream, host: &str, extra: &str) -> (u16, 
 }
 
 #[test]
+fn route_timeouts_hold_for_each_request_on_a_kept_alive_connection() {
+    // The requests of one connection share a timer (`weir_proxy::request_timer`): armed for a
+    // later deadline it must move earlier, armed for an earlier one it must not cut a request
+    // whose own deadline is later.
+    let (_e, a) = echo("timed");
+    let svc = http_service("timed.test", 18092, "timed", &[("v1", a)]);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: timed}\nspec:\n  hosts: [timed.test]\n  http:\n  - match: [{headers: {x-timeout: {exact: short}}}]\n    timeout: 0.4s\n    route: [{destination: {host: timed.test}}]\n  - timeout: 5s\n    route: [{destination: {host: timed.test}}]\n";
+    let mesh = Mesh::start(
+        "timed",
+        &[("svc.yaml", &svc), ("vs.yaml", vs)],
+        &["--allocation-range", "127.243.0.0/16"],
+    );
+    let vip = support::address_in(
+        &mesh.run.wait_line("timed.test on ", Duration::from_secs(10)),
+        "timed.test on ",
+    );
+    let mut conn = std::net::TcpStream::connect(vip).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut timed = |extra: &str| {
+        let started = std::time::Instant::now();
+        let (status, close) = exchange(&mut conn, "timed.test:18092", extra);
+        assert!(!close, "the connection stays open");
+        (status, started.elapsed())
+    };
+    let short_cut = |(status, elapsed): (u16, Duration)| {
+        status == 504 && (Duration::from_millis(350)..Duration::from_millis(1500)).contains(&elapsed)
+    };
+    // 5 s, answered at once: the timer stays armed 5 s away.
+    assert_eq!(timed("").0, 200);
+    // 0.4 s: the timer moves earlier and cuts the request there.
+    let r = timed("x-timeout: short\r\nx-echo-delay-ms: 3000\r\n");
+    assert!(short_cut(r), "{r:?}");
+    // 0.4 s, answered in 100 ms; the timer stays armed for this deadline …
+    assert_eq!(timed("x-timeout: short\r\nx-echo-delay-ms: 100\r\n").0, 200);
+    // … which passes while the next request (5 s) waits 800 ms: not cut.
+    let r = timed("x-echo-delay-ms: 800\r\n");
+    assert_eq!(r.0, 200, "{r:?}");
+    assert!(r.1 >= Duration::from_millis(750), "{r:?}");
+    let r = timed("x-timeout: short\r\nx-echo-delay-ms: 3000\r\n");
+    assert!(short_cut(r), "{r:?}");
+}
+
+#[test]
 fn a_changed_listener_drains_its_kept_alive_connections_after_the_request_in_flight() {
     use std::io::Read;
     let (_e, a) = echo("drained");

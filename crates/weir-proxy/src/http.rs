@@ -126,8 +126,10 @@ fn strip_port(authority: &str) -> &str {
 
 /// Query parameters as sent (not decoded), for matching.
 pub fn query_pairs(query: Option<&str>) -> Vec<(&str, &str)> {
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return Vec::new();
+    };
     query
-        .unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').unwrap_or((p, "")))
@@ -135,7 +137,8 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(&str, &str)> {
 }
 
 /// Headers that end at this hop (besides `connection` and `upgrade`, handled with upgrades).
-const HOP_BY_HOP: [http::header::HeaderName; 5] = [
+/// A `static`, not a `const`: a const array of names is built and dropped at every use.
+static HOP_BY_HOP: [http::header::HeaderName; 5] = [
     names::KEEP_ALIVE,
     names::PROXY_CONNECTION,
     http::header::TRANSFER_ENCODING,

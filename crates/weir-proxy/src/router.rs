@@ -44,7 +44,7 @@ fn sized_body(bytes: Bytes, declared: Option<usize>) -> Body {
 use crate::http::Matched;
 
 /// Envoy's request headers that configure the router; consumed here.
-const ENVOY_CONTROL_HEADERS: [http::header::HeaderName; 5] = [
+static ENVOY_CONTROL_HEADERS: [http::header::HeaderName; 5] = [
     names::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS,
     names::X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS,
     names::X_ENVOY_RETRY_ON,

@@ -17,9 +17,10 @@ use std::process::ExitCode;
 
 /// mimalloc instead of the system allocator: the proxy allocates and frees small objects
 /// (header maps, bodies' buffers, futures) for every request, and glibc's malloc was the largest
-/// single cost of Weir's own CPU at saturation (docs/performance.md).
+/// single cost of Weir's own CPU at saturation (docs/performance.md). `weir_alloc` asks mimalloc
+/// for plain allocations wherever the alignment allows (see its documentation for why).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: weir_alloc::Allocator = weir_alloc::Allocator;
 
 use clap::{Parser, Subcommand};
 

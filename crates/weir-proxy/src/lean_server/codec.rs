@@ -220,7 +220,6 @@ pub fn encode_response(
             joining = None;
         }
         if *name == CONTENT_LENGTH {
-            let declared = parse_length(value.as_bytes()).ok();
             match length {
                 // The body's own length wins; the header's first value is written as it is.
                 BodyLength::Known(n) => {
@@ -230,7 +229,7 @@ pub fn encode_response(
                     }
                 }
                 BodyLength::Unknown => {
-                    let Some(declared) = declared else {
+                    let Ok(declared) = parse_length(value.as_bytes()) else {
                         out.truncate(start);
                         return Err(EncodeError::BadLength);
                     };

@@ -5,9 +5,12 @@
 //! byte or word alignment. In mimalloc 3 that costs more than `mi_malloc` on the fast path, and
 //! an allocation above 1 KiB whose size is not a power of two (a header map's entries, say) is
 //! treated as if it could not be aligned naturally: it is over-allocated and aligned by hand,
-//! several times the cost of a plain one. mimalloc's blocks are whole machine words starting at
-//! word boundaries, so any alignment up to a word is met by `mi_malloc` as it is, and only
-//! larger alignments need the aligned entry points. (`docs/performance.md` has the figures.)
+//! several times the cost of a plain one. mimalloc's blocks start at word boundaries, and on
+//! 64-bit targets every block of 16 bytes or more at a 16-byte boundary (`MI_MAX_ALIGN_SIZE`,
+//! the alignment of `max_align_t`, which mimalloc's size classes keep), so these alignments are
+//! met by `mi_malloc` as it is — the rule the standard library's `System` allocator applies to
+//! `malloc` — and only larger ones need the aligned entry points. (`docs/performance.md` has the
+//! figures.)
 //!
 //! ```
 //! #[global_allocator]
@@ -30,25 +33,31 @@ use libmimalloc_sys as mi;
 /// start at word boundaries.
 const WORD: usize = core::mem::size_of::<usize>();
 
-/// mimalloc, with plain entry points for word-or-less alignment and aligned ones beyond.
+/// The alignment of every block at least this large (mimalloc's `MI_MAX_ALIGN_SIZE`, the
+/// alignment of C's `max_align_t`).
+const MAX_ALIGN: usize = 16;
+
+/// mimalloc, through its plain entry points where they meet the alignment and its aligned ones
+/// beyond.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Allocator;
 
-/// Whether `mi_malloc` and `mi_realloc` meet an alignment on their own.
+/// Whether `mi_malloc` and `mi_realloc` meet an alignment on their own for a block of `size`
+/// bytes: any alignment up to a word, and up to `MAX_ALIGN` for blocks at least that large.
 #[inline]
-fn plain(align: usize) -> bool {
-    align <= WORD
+fn plain(size: usize, align: usize) -> bool {
+    align <= WORD || (align <= MAX_ALIGN && align <= size)
 }
 
 // SAFETY: every method returns a block from mimalloc of at least the requested size and
-// alignment (plain entry points only where the alignment is at most a word, which all mimalloc
-// blocks meet; aligned entry points otherwise), or null on failure, and `dealloc` hands back
+// alignment (plain entry points only where `plain` says every mimalloc block of that size
+// meets the alignment; aligned entry points otherwise), or null on failure, and `dealloc` hands back
 // to mimalloc only pointers it allocated (`mi_free` takes blocks from either kind of entry).
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if plain(layout.align()) {
-            // SAFETY: mi_malloc accepts any size; the block is word-aligned.
+        if plain(layout.size(), layout.align()) {
+            // SAFETY: mi_malloc accepts any size; `plain` holds, so the block is aligned.
             unsafe { mi::mi_malloc(layout.size()) as *mut u8 }
         } else {
             // SAFETY: Layout guarantees a power-of-two alignment, as mi_malloc_aligned needs.
@@ -58,7 +67,7 @@ unsafe impl GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if plain(layout.align()) {
+        if plain(layout.size(), layout.align()) {
             // SAFETY: as in `alloc`; mi_zalloc zeroes the block.
             unsafe { mi::mi_zalloc(layout.size()) as *mut u8 }
         } else {
@@ -75,9 +84,9 @@ unsafe impl GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if plain(layout.align()) {
-            // SAFETY: `ptr` came from mimalloc (the caller's contract); the new block is
-            // word-aligned and keeps the old contents up to the smaller size.
+        if plain(new_size, layout.align()) {
+            // SAFETY: `ptr` came from mimalloc (the caller's contract); `plain` holds for the
+            // new size, so the new block is aligned; it keeps the contents up to the smaller size.
             unsafe { mi::mi_realloc(ptr as *mut c_void, new_size) as *mut u8 }
         } else {
             // SAFETY: as above, with the layout's power-of-two alignment kept.
@@ -126,10 +135,13 @@ mod tests {
         }
     }
 
-    /// The choice of entry point: plain up to a word, aligned beyond it.
+    /// The choice of entry point: plain up to a word, up to 16 bytes for blocks at least that
+    /// large, aligned beyond.
     #[test]
-    fn plain_entry_points_serve_alignments_up_to_a_word() {
-        assert!(plain(1) && plain(2) && plain(4) && plain(WORD));
-        assert!(!plain(WORD * 2) && !plain(64) && !plain(4096));
+    fn plain_entry_points_serve_what_every_block_meets() {
+        assert!(plain(1, 1) && plain(3, 2) && plain(1, 4) && plain(5, WORD) && plain(5000, WORD));
+        assert!(plain(16, 16) && plain(1500, 16));
+        assert!(!plain(8, 16), "an 8-byte block is only word-aligned");
+        assert!(!plain(64, 32) && !plain(4096, 64) && !plain(100_000, 4096));
     }
 }

@@ -146,17 +146,20 @@ static HOP_BY_HOP: [http::header::HeaderName; 5] = [
     http::header::PROXY_AUTHORIZATION,
 ];
 
+/// Whether a header may end at this hop: a hop-by-hop name, `connection` (which may name more),
+/// `upgrade` or `te`.
+pub fn is_hop_by_hop(name: &http::header::HeaderName) -> bool {
+    name == http::header::CONNECTION
+        || name == http::header::UPGRADE
+        || name == http::header::TE
+        || HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers (and those `connection` names), except `upgrade` when upgrading.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One look at the names first: most messages carry none of these, and a removal costs a
     // hash and a probe each.
-    let present = headers.keys().any(|k| {
-        k == http::header::CONNECTION
-            || k == http::header::UPGRADE
-            || k == http::header::TE
-            || HOP_BY_HOP.contains(k)
-    });
-    if !present {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     if headers.contains_key(http::header::CONNECTION) {

@@ -627,7 +627,10 @@ pub async fn forward(
                     host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
                 }
                 cluster.stats.count_status(resp.status().as_u16());
-                let service_time = sent_at.elapsed();
+                // One clock read for the service time and, for a body that came whole with
+                // the head, the request's duration.
+                let answered = Instant::now();
+                let service_time = answered.saturating_duration_since(sent_at);
                 let resp = finish_upstream(
                     ctx,
                     resp,
@@ -635,6 +638,7 @@ pub async fn forward(
                         target,
                         destination: &destination,
                         started,
+                        answered,
                         service_time,
                         injected,
                         downstream_upgrade,
@@ -857,6 +861,41 @@ fn prepare_headers(
     matched.routes.request_headers.apply(h);
 }
 
+/// What the proxy reads from an upstream response's headers, found in one pass over them
+/// instead of a lookup each (each hashes the name and probes the map).
+#[derive(Debug, Default, PartialEq)]
+struct ResponseFacts {
+    /// A header that ends at this hop is there (see `strip_hop_by_hop`).
+    hop_by_hop: bool,
+    /// The first `grpc-status` value, if it is text.
+    grpc_status: Option<String>,
+    /// The first `content-length` value, if it is a number.
+    declared: Option<usize>,
+}
+
+impl ResponseFacts {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let mut facts = ResponseFacts::default();
+        let (mut seen_length, mut seen_grpc) = (false, false);
+        for (name, value) in headers {
+            if *name == http::header::CONTENT_LENGTH {
+                if !seen_length {
+                    seen_length = true;
+                    facts.declared = value.to_str().ok().and_then(|v| v.parse().ok());
+                }
+            } else if *name == names::GRPC_STATUS {
+                if !seen_grpc {
+                    seen_grpc = true;
+                    facts.grpc_status = value.to_str().ok().map(str::to_string);
+                }
+            } else if crate::http::is_hop_by_hop(name) {
+                facts.hop_by_hop = true;
+            }
+        }
+        facts
+    }
+}
+
 /// A request body's size for the metrics.
 enum RequestSize {
     /// Buffered or empty.
@@ -879,6 +918,8 @@ struct Finish<'a> {
     target: Option<&'a WeightedTarget>,
     destination: &'a Arc<Destination>,
     started: Instant,
+    /// When the response head arrived.
+    answered: Instant,
     service_time: Duration,
     injected: &'static str,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -899,6 +940,7 @@ async fn finish_upstream(
         target,
         destination,
         started,
+        answered,
         service_time,
         injected,
         downstream_upgrade,
@@ -910,13 +952,25 @@ async fn finish_upstream(
     let status = resp.status();
     let (mut parts, incoming) = resp.into_parts();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(&mut parts.headers, switching);
+    let mut facts = ResponseFacts::of(&parts.headers);
+    // What is read below is read again if anything but the service time changed the headers.
+    let mut changed = false;
+    if facts.hop_by_hop {
+        strip_hop_by_hop(&mut parts.headers, switching);
+        changed = true;
+    }
     parts.headers.insert(
         names::X_ENVOY_UPSTREAM_SERVICE_TIME,
         crate::headers::number_value(service_time.as_millis() as u64),
     );
-    if let Some(t) = target {
+    if let Some(t) = target
+        && !t.response_headers.is_empty()
+    {
         t.response_headers.apply(&mut parts.headers);
+        changed = true;
+    }
+    if changed {
+        facts = ResponseFacts::of(&parts.headers);
     }
     if switching && let Some(downstream) = downstream_upgrade {
         let upstream_resp = Response::from_parts(parts.clone(), ());
@@ -936,11 +990,11 @@ async fn finish_upstream(
         record(ctx, started, destination, status.as_u16(), None, injected, 0);
         return Response::from_parts(parts, body::empty());
     }
-    let grpc_status = parts
-        .headers
-        .get(names::GRPC_STATUS)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let ResponseFacts {
+        grpc_status,
+        declared,
+        ..
+    } = facts;
     let state = ctx.state.clone();
     let inbound = ctx.inbound;
     let destination = destination.clone();
@@ -953,11 +1007,6 @@ async fn finish_upstream(
     // A small body of known length is read before the response goes out, so head and body
     // leave in one write (one syscall and one wake-up of the client instead of two); larger or
     // unknown-length bodies stream.
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
     let small = declared.is_some_and(|n| n <= SMALL_BODY);
     let timed_out = {
         let cluster = cluster.clone();
@@ -967,7 +1016,7 @@ async fn finish_upstream(
     };
     // Recorded when the response body is done: the request is in flight (`max_requests`)
     // until then.
-    let done = move |bytes: u64| {
+    let done = move |bytes: u64, ended: Instant| {
         drop(request_slot);
         state.metrics.record_request(&crate::stats::RequestRecord {
             destination: &destination,
@@ -975,7 +1024,7 @@ async fn finish_upstream(
             status: code,
             grpc_status: grpc_status.as_deref(),
             flags: flag,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms: ended.saturating_duration_since(started).as_secs_f64() * 1000.0,
             request_bytes: request_bytes.get(),
             response_bytes: bytes,
             inbound,
@@ -984,7 +1033,7 @@ async fn finish_upstream(
     let mut incoming = incoming;
     if small && let Some(bytes) = incoming.take_whole() {
         // Already here whole (Weir's own client read it with the head): done now.
-        done(bytes.len() as u64);
+        done(bytes.len() as u64, answered);
         return Response::from_parts(parts, sized_body(bytes, declared));
     }
     let upstream_body = if small {
@@ -1005,7 +1054,7 @@ async fn finish_upstream(
             // The whole body is here: done now, and it leaves as one buffer.
             Some(Ok(collected)) if collected.trailers().is_none() => {
                 let bytes = collected.to_bytes();
-                done(bytes.len() as u64);
+                done(bytes.len() as u64, Instant::now());
                 return Response::from_parts(parts, sized_body(bytes, declared));
             }
             // `Collected` replays the data and the trailers.
@@ -1052,5 +1101,73 @@ async fn finish_upstream(
             None => streamed,
         }
     };
-    Response::from_parts(parts, body::Metered::body(upstream_body, done))
+    Response::from_parts(
+        parts,
+        body::Metered::body(upstream_body, move |bytes| done(bytes, Instant::now())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    /// A plain answer: its length and no gRPC status, nothing to strip.
+    #[test]
+    fn response_facts_of_a_plain_answer() {
+        let facts = ResponseFacts::of(&headers(&[("content-length", "12"), ("date", "x")]));
+        assert_eq!(
+            facts,
+            ResponseFacts {
+                hop_by_hop: false,
+                grpc_status: None,
+                declared: Some(12),
+            }
+        );
+    }
+
+    /// As `HeaderMap::get` would: the first value of each, and a value that is not a number
+    /// (or not text) is no value.
+    #[test]
+    fn response_facts_take_the_first_value_of_each() {
+        let facts = ResponseFacts::of(&headers(&[
+            ("grpc-status", "14"),
+            ("content-length", "5"),
+            ("content-length", "7"),
+            ("grpc-status", "0"),
+        ]));
+        assert_eq!(facts.declared, Some(5));
+        assert_eq!(facts.grpc_status.as_deref(), Some("14"));
+        let facts = ResponseFacts::of(&headers(&[("content-length", "five")]));
+        assert_eq!(facts.declared, None);
+    }
+
+    /// Each header that ends at this hop is noticed, whichever it is.
+    #[test]
+    fn response_facts_notice_hop_by_hop_headers() {
+        for name in [
+            "connection",
+            "upgrade",
+            "te",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "proxy-authenticate",
+            "proxy-authorization",
+        ] {
+            let mut h = headers(&[("content-length", "1")]);
+            h.append(name, HeaderValue::from_static("x"));
+            assert!(ResponseFacts::of(&h).hop_by_hop, "{name}");
+        }
+        assert!(!ResponseFacts::of(&headers(&[("x-connection", "close")])).hop_by_hop);
+    }
 }

@@ -14,7 +14,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::pool::codec::{MAX_HEADERS, Span, ends_chunked, parse_length, record_spans};
+use crate::pool::codec::{HeadScratch, MAX_HEADERS, ends_chunked, parse_length, record_spans};
 
 /// What the front of the connection's buffer holds.
 #[derive(Debug)]
@@ -42,8 +42,9 @@ pub struct RequestHead {
 }
 
 /// Parses a request head from the front of `buf`. A head longer than `limit` bytes is left to
-/// hyper (which refuses it). `spans` is scratch space kept by the caller between requests.
-pub fn parse_request(buf: &mut BytesMut, limit: usize, spans: &mut Vec<Span>) -> Parsed {
+/// hyper (which refuses it). `scratch` is kept by the caller between requests.
+pub fn parse_request(buf: &mut BytesMut, limit: usize, scratch: &mut HeadScratch) -> Parsed {
+    let spans = &mut scratch.spans;
     spans.clear();
     let (method, path, used) = {
         let base = buf.as_ptr() as usize;
@@ -95,7 +96,7 @@ pub fn parse_request(buf: &mut BytesMut, limit: usize, spans: &mut Vec<Span>) ->
         }
     }
     let head = buf.split_to(used).freeze();
-    match build_request(&head, method, path, spans) {
+    match build_request(&head, method, path, scratch) {
         Some(request) => Parsed::Request(RequestHead { request, close }),
         None => {
             // Not a head the `http` types accept: back in the buffer, for hyper to answer.
@@ -108,12 +109,17 @@ pub fn parse_request(buf: &mut BytesMut, limit: usize, spans: &mut Vec<Span>) ->
     }
 }
 
-fn build_request(head: &Bytes, method: Method, path: (usize, usize), spans: &[Span]) -> Option<Request<()>> {
+fn build_request(
+    head: &Bytes,
+    method: Method,
+    path: (usize, usize),
+    scratch: &mut HeadScratch,
+) -> Option<Request<()>> {
     let uri = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1)).ok()?;
     // Room for what the proxy adds on the way up (`x-forwarded-proto`, `x-request-id`,
     // `x-envoy-expected-rq-timeout-ms`, ...) without growing the map, which rehashes every entry.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 6);
-    for &(name_at, name_len, value_at, value_len) in spans {
+    let mut headers = scratch.header_map(scratch.spans.len() + 6);
+    for &(name_at, name_len, value_at, value_len) in &scratch.spans {
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len)).ok()?;
         headers.append(name, value);
@@ -505,7 +511,7 @@ mod tests {
 
     fn parse(text: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(text);
-        let parsed = parse_request(&mut buf, 8192, &mut Vec::new());
+        let parsed = parse_request(&mut buf, 8192, &mut HeadScratch::default());
         (parsed, buf)
     }
 

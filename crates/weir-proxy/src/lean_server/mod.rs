@@ -58,7 +58,7 @@ where
             stream: &mut stream,
             buf: &mut buf,
             out: Vec::with_capacity(1024),
-            spans: Vec::new(),
+            scratch: crate::pool::codec::HeadScratch::default(),
             limit,
             idle: IdleTimer::new(ctx.manager.idle_timeout),
         };
@@ -97,8 +97,9 @@ struct Connection<'a, S> {
     buf: &'a mut BytesMut,
     /// What is to be written next (a response head, small body frames).
     out: Vec<u8>,
-    /// Where the headers of the head being parsed sit.
-    spans: Vec<crate::pool::codec::Span>,
+    /// Where the headers of the head being parsed sit, and the last response's header map,
+    /// emptied, for the next request's headers.
+    scratch: crate::pool::codec::HeadScratch,
     limit: usize,
     idle: IdleTimer,
 }
@@ -138,7 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     ) -> Result<RequestHead, Ending> {
         loop {
             if !self.buf.is_empty() {
-                match codec::parse_request(self.buf, self.limit, &mut self.spans) {
+                match codec::parse_request(self.buf, self.limit, &mut self.scratch) {
                     Parsed::Request(head) => return Ok(head),
                     Parsed::Other => return Err(Ending::HandOff),
                     Parsed::Partial => {}
@@ -215,6 +216,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 return Ok(false);
             }
         };
+        // Written out: the map is kept for the next request's headers.
+        self.scratch.recycle(parts.headers);
         let mut writer = BodyWriter::new(head.framing);
         let mut body = Pin::new(&mut body);
         loop {

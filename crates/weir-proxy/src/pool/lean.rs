@@ -52,8 +52,9 @@ pub(super) struct LeanConn {
     buf: BytesMut,
     /// The request head being written.
     out: Vec<u8>,
-    /// Scratch space for parsing response heads.
-    spans: Vec<codec::Span>,
+    /// Scratch space for parsing response heads (and the request's header map, emptied, for
+    /// the next response's headers).
+    scratch: codec::HeadScratch,
     watch: Arc<IdleWatch>,
     waker: Waker,
     /// When its latest request was sent (idle time is counted from then).
@@ -79,7 +80,7 @@ impl LeanConn {
             io,
             buf: BytesMut::with_capacity(READ_SIZE),
             out: Vec::with_capacity(512),
-            spans: Vec::with_capacity(16),
+            scratch: codec::HeadScratch::with_capacity(16),
             waker: Waker::from(watch.clone()),
             watch,
             last_sent: now,
@@ -360,7 +361,7 @@ pub(super) async fn exchange<'a>(
         let parsed = if conn.buf.is_empty() {
             Ok(None)
         } else {
-            codec::parse_head(&mut conn.buf, &req.head().method, &mut conn.spans)
+            codec::parse_head(&mut conn.buf, &req.head().method, &mut conn.scratch)
         };
         match parsed {
             Ok(Some(head)) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
@@ -397,6 +398,11 @@ pub(super) async fn exchange<'a>(
             }
         }
     };
+    // The request is answered and no longer needed for a retry: an owned head's map is kept
+    // for the next response on this connection.
+    if let Outgoing::Owned(parts, _) = req {
+        conn.scratch.recycle(parts.headers);
+    }
     let keep_alive = head.keep_alive;
     let mut response = Response::new(());
     *response.status_mut() = head.status;

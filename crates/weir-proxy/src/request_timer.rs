@@ -125,40 +125,30 @@ mod tests {
         assert!(near(started.elapsed(), Duration::from_millis(300)));
     }
 
+    /// A request bounded by `first` ends at once (its deadline stays armed in the shared
+    /// timer); a second one that never ends, bounded by `second`, is then cut: how long after
+    /// it started.
+    async fn second_request_cut_after(first: Duration, second: Duration) -> Duration {
+        let timer = RequestTimer::new();
+        let done = std::pin::pin!(async {});
+        assert_eq!(timer.bound(now() + first, done).await, Some(()));
+        let started = tokio::time::Instant::now();
+        let never = std::pin::pin!(std::future::pending::<()>());
+        assert_eq!(timer.bound(now() + second, never).await, None);
+        started.elapsed()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_timer_armed_for_an_earlier_request_waits_for_the_later_deadline() {
-        let timer = RequestTimer::new();
-        // The first request ends at once; its deadline stays armed, 100 ms away.
-        let first = std::pin::pin!(async {});
-        assert_eq!(
-            timer.bound(now() + Duration::from_millis(100), first).await,
-            Some(())
-        );
         // The second's deadline is later: the timer fires early, moves, and cuts it at its own.
-        let started = tokio::time::Instant::now();
-        let second = std::pin::pin!(std::future::pending::<()>());
-        assert_eq!(
-            timer.bound(now() + Duration::from_millis(500), second).await,
-            None
-        );
-        assert!(near(started.elapsed(), Duration::from_millis(500)));
+        let cut = second_request_cut_after(Duration::from_millis(100), Duration::from_millis(500)).await;
+        assert!(near(cut, Duration::from_millis(500)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_timer_armed_for_a_later_deadline_is_moved_earlier() {
-        let timer = RequestTimer::new();
-        let first = std::pin::pin!(async {});
-        assert_eq!(
-            timer.bound(now() + Duration::from_secs(60), first).await,
-            Some(())
-        );
-        let started = tokio::time::Instant::now();
-        let second = std::pin::pin!(std::future::pending::<()>());
-        assert_eq!(
-            timer.bound(now() + Duration::from_millis(200), second).await,
-            None
-        );
-        assert!(near(started.elapsed(), Duration::from_millis(200)));
+        let cut = second_request_cut_after(Duration::from_secs(60), Duration::from_millis(200)).await;
+        assert!(near(cut, Duration::from_millis(200)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,7 +14,9 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::pool::codec::{HeadScratch, MAX_HEADERS, ends_chunked, parse_length, record_spans};
+use crate::pool::codec::{
+    HeadScratch, MAX_HEADERS, ends_chunked, parse_length, record_spans, wire_header_name,
+};
 
 /// What the front of the connection's buffer holds.
 #[derive(Debug)]
@@ -120,7 +122,7 @@ fn build_request(
     // `x-envoy-expected-rq-timeout-ms`, ...) without growing the map, which rehashes every entry.
     let mut headers = scratch.header_map(scratch.spans.len() + 6);
     for &(name_at, name_len, value_at, value_len) in &scratch.spans {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
+        let name = wire_header_name(&head[name_at..name_at + name_len]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len)).ok()?;
         headers.append(name, value);
     }

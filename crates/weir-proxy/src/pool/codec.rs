@@ -149,6 +149,66 @@ pub fn record_spans(base: usize, headers: &[httparse::Header<'_>], spans: &mut V
     }));
 }
 
+/// A header name as `httparse` found it in a head (so made of token characters only): the
+/// common names are recognised by their length and a few word-wide comparisons, the rest go
+/// through [`HeaderName::from_bytes`] (which lowercases a copy and looks it up byte by byte).
+pub fn wire_header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    match common_name(name) {
+        Some(known) => Ok(known),
+        None => HeaderName::from_bytes(name),
+    }
+}
+
+/// `name` if it is one of the header names nearly every head carries, in any letter case
+/// (`name` made of token characters).
+fn common_name(name: &[u8]) -> Option<HeaderName> {
+    use http::header::{ACCEPT, CONTENT_TYPE, DATE, HOST, SERVER, USER_AGENT};
+    let is = |lower: &[u8]| token_is(name, lower);
+    Some(match name.len() {
+        4 if is(b"host") => HOST,
+        4 if is(b"date") => DATE,
+        6 if is(b"server") => SERVER,
+        6 if is(b"accept") => ACCEPT,
+        10 if is(b"connection") => CONNECTION,
+        10 if is(b"user-agent") => USER_AGENT,
+        12 if is(b"content-type") => CONTENT_TYPE,
+        14 if is(b"content-length") => CONTENT_LENGTH,
+        17 if is(b"transfer-encoding") => TRANSFER_ENCODING,
+        _ => return None,
+    })
+}
+
+/// Whether `token` (token characters, RFC 9110 §5.6.2) is `lower` (4 bytes or more of lowercase
+/// letters and `-`, the same length) in any letter case. Setting the bit 0x20 of a token
+/// character gives a lowercase letter only for that letter or its capital, and `-` only for
+/// `-` itself (the other byte that would, CR, is no token character), so eight bytes are
+/// compared at once.
+fn token_is(token: &[u8], lower: &[u8]) -> bool {
+    let n = lower.len();
+    if n < 8 {
+        let word = |s: &[u8], at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&s[at..at + 4]);
+            u32::from_le_bytes(b)
+        };
+        return (word(token, 0) | 0x2020_2020) == word(lower, 0)
+            && (word(token, n - 4) | 0x2020_2020) == word(lower, n - 4);
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let mut at = 0;
+    while at + 8 < n {
+        if word(token, at) | 0x2020_2020_2020_2020 != word(lower, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(token, n - 8) | 0x2020_2020_2020_2020 == word(lower, n - 8)
+}
+
 /// Parses a response head from the front of `buf`, removing it; `Ok(None)` until it is whole.
 /// `method` is the request's (an answer to `HEAD` has no body); `scratch` is kept by the
 /// caller between responses.
@@ -199,7 +259,7 @@ pub fn parse_head(
     let mut close = false;
     let mut keep_alive_token = false;
     for &(name_at, name_len, value_at, value_len) in spans.iter() {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+        let name = wire_header_name(&head[name_at..name_at + name_len])
             .map_err(|e| ParseError::Malformed(e.to_string()))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
             .map_err(|e| ParseError::Malformed(e.to_string()))?;
@@ -270,14 +330,20 @@ pub fn ends_chunked(value: &[u8]) -> bool {
 
 /// A `content-length` value: digits only.
 pub fn parse_length(value: &[u8]) -> Result<u64, ParseError> {
-    // Digits only (no sign, no spaces inside), as RFC 9110 §8.6 has it.
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+    // Digits only (no sign, no spaces inside), as RFC 9110 §8.6 has it; read in one pass (no
+    // UTF-8 check and general parse for a few ASCII digits).
+    if value.is_empty() {
         return Err(ParseError::BadLength);
     }
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .ok_or(ParseError::BadLength)
+    value.iter().try_fold(0u64, |n, &b| {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(ParseError::BadLength);
+        }
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(digit)))
+            .ok_or(ParseError::BadLength)
+    })
 }
 
 /// What the body decoder found in the buffer.
@@ -592,6 +658,90 @@ mod tests {
         );
         let endless = format!("HTTP/1.1 200 OK\r\nx-big: {}", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(head(&endless, Method::GET).unwrap_err(), ParseError::TooLarge);
+    }
+
+    #[test]
+    fn common_header_names_are_recognised_in_any_case_and_nothing_else_is_mistaken_for_them() {
+        // Every token character (RFC 9110 §5.6.2).
+        let tchars: Vec<u8> = (0x21u8..0x7f)
+            .filter(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+            .collect();
+        use http::header::{ACCEPT, CONTENT_TYPE, DATE, HOST, SERVER, USER_AGENT};
+        let common = [
+            (&b"host"[..], HOST),
+            (b"date", DATE),
+            (b"server", SERVER),
+            (b"accept", ACCEPT),
+            (b"connection", CONNECTION),
+            (b"user-agent", USER_AGENT),
+            (b"content-type", CONTENT_TYPE),
+            (b"content-length", CONTENT_LENGTH),
+            (b"transfer-encoding", TRANSFER_ENCODING),
+        ];
+        for (lower, known) in &common {
+            assert_eq!(common_name(lower), Some(known.clone()));
+            assert_eq!(common_name(&lower.to_ascii_uppercase()), Some(known.clone()));
+            let title: Vec<u8> = lower
+                .split(|b| *b == b'-')
+                .map(|w| [&w[..1].to_ascii_uppercase()[..], &w[1..]].concat())
+                .collect::<Vec<_>>()
+                .join(&b'-');
+            assert_eq!(common_name(&title), Some(known.clone()));
+            // Any one byte changed to any other token character: the general parser's answer.
+            for at in 0..lower.len() {
+                for &c in &tchars {
+                    let mut name = lower.to_vec();
+                    name[at] = c;
+                    let shown = String::from_utf8_lossy(&name).into_owned();
+                    assert_eq!(
+                        wire_header_name(&name).unwrap(),
+                        HeaderName::from_bytes(&name).unwrap(),
+                        "{shown}"
+                    );
+                    // Recognised only where it is that name in another case.
+                    assert_eq!(
+                        common_name(&name).is_some(),
+                        name.eq_ignore_ascii_case(lower),
+                        "{shown}"
+                    );
+                }
+            }
+        }
+        for other in [
+            &b"x-request-id"[..],
+            b"X-Envoy-Upstream-Service-Time",
+            b"te",
+            b"a",
+            b"content-length2",
+        ] {
+            assert_eq!(common_name(other), None);
+            assert_eq!(
+                wire_header_name(other).unwrap(),
+                HeaderName::from_bytes(other).unwrap()
+            );
+        }
+        assert!(wire_header_name(b"").is_err());
+    }
+
+    #[test]
+    fn a_content_length_is_digits_only_and_fits_64_bits() {
+        assert_eq!(parse_length(b"0"), Ok(0));
+        assert_eq!(parse_length(b"1234"), Ok(1234));
+        assert_eq!(parse_length(b"007"), Ok(7));
+        assert_eq!(parse_length(b"18446744073709551615"), Ok(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"1a",
+            b"1,2",
+            b"\xd9\xa1",
+        ] {
+            assert_eq!(parse_length(bad), Err(ParseError::BadLength), "{bad:?}");
+        }
     }
 
     fn drain(decoder: &mut Decoder, buf: &mut BytesMut) -> (Vec<u8>, Option<HeaderMap>, Decoded) {

@@ -144,18 +144,71 @@ impl Probe {
                 } => http_get(host, *port, path, headers)
                     .await
                     .is_some_and(|s| (200..400).contains(&s)),
-                Check::Exec(command) => tokio::process::Command::new(&command[0])
-                    .args(&command[1..])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .status()
-                    .await
-                    .is_ok_and(|s| s.success()),
+                Check::Exec(command) => exec_succeeds(command).await,
             }
         };
         tokio::time::timeout(self.timeout, attempt).await.unwrap_or(false)
+    }
+}
+
+/// Runs an `exec` probe's command to its end: it passes on exit status 0. If the probe's
+/// timeout drops this first, the command is killed (and reaped).
+///
+/// The child is polled with a short, growing sleep instead of through tokio's process driver:
+/// that driver, once compiled in, checks its queue of orphaned children on every wake-up of
+/// every runtime in the process, the proxies' data plane included, for the sake of a probe
+/// that runs every few seconds.
+async fn exec_succeeds(command: &[String]) -> bool {
+    let Some((program, args)) = command.split_first() else {
+        return false;
+    };
+    let spawned = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = spawned else {
+        return false;
+    };
+    let mut child = KilledOnDrop(Some(child));
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) => {}
+            Err(_) => return false,
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A probe's child process, killed and reaped if it is still running when dropped.
+struct KilledOnDrop(Option<std::process::Child>);
+
+impl KilledOnDrop {
+    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        match &mut self.0 {
+            Some(child) => child.try_wait(),
+            None => Err(std::io::Error::other("the probe's command was already reaped")),
+        }
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            return; // exited and reaped already
+        }
+        let _ = child.kill();
+        if !matches!(child.try_wait(), Ok(Some(_))) {
+            // Not gone the instant it was killed: reaped off the runtime's threads.
+            std::thread::spawn(move || child.wait());
+        }
     }
 }
 
@@ -362,6 +415,49 @@ mod tests {
             assert_eq!(r.observe(false, &p), None);
         }
         assert_eq!(r.observe(false, &p), Some(false));
+    }
+
+    #[tokio::test]
+    async fn exec_probes_pass_on_exit_status_zero_only() {
+        let command = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert!(exec_succeeds(&command(&["true"])).await);
+        assert!(!exec_succeeds(&command(&["false"])).await);
+        assert!(!exec_succeeds(&command(&["sh", "-c", "sleep 0.05; exit 3"])).await);
+        assert!(!exec_succeeds(&command(&["/no/such/weir-probe-command"])).await);
+        assert!(!exec_succeeds(&[]).await);
+    }
+
+    #[tokio::test]
+    async fn an_exec_probe_past_its_timeout_fails_and_its_command_is_killed() {
+        let dir = std::env::temp_dir().join(format!("weir-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+        let probe = Probe {
+            check: Check::Exec(vec!["sh".into(), "-c".into(), script]),
+            timeout: Duration::from_millis(300),
+            ..probe(1, 1)
+        };
+        let started = std::time::Instant::now();
+        assert!(
+            !probe.run().await,
+            "a command still running at the timeout fails the probe"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+        // Killed and reaped: no process, not even a zombie, under that pid (a new process
+        // could reuse it only after many thousands of others).
+        let mut gone = false;
+        for _ in 0..200 {
+            if !proc_dir.exists() {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(gone, "the probe's command {} is still there", pid.trim());
     }
 
     #[test]

@@ -101,6 +101,36 @@ pub struct ProxyCounters {
     pub downstream_rq_idle_timeout: AtomicU64,
 }
 
+/// The addresses a proxy accepts on, asked about once per upstream attempt: most targets are
+/// told apart by their port alone (one bit of a 65,536-bit map), without hashing the address.
+#[derive(Debug)]
+struct OwnAddresses {
+    ports: Box<[u64; 1024]>,
+    addresses: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>,
+}
+
+impl Default for OwnAddresses {
+    fn default() -> Self {
+        OwnAddresses::new([])
+    }
+}
+
+impl OwnAddresses {
+    fn new(addresses: impl IntoIterator<Item = SocketAddr>) -> Self {
+        let addresses: std::collections::HashSet<_, _> = addresses.into_iter().collect();
+        let mut ports = Box::new([0u64; 1024]);
+        for a in &addresses {
+            ports[usize::from(a.port() / 64)] |= 1 << (a.port() % 64);
+        }
+        OwnAddresses { ports, addresses }
+    }
+
+    fn contains(&self, address: &SocketAddr) -> bool {
+        let port = address.port();
+        self.ports[usize::from(port / 64)] & (1 << (port % 64)) != 0 && self.addresses.contains(address)
+    }
+}
+
 /// What the data path shares.
 #[derive(Debug)]
 pub struct ProxyState {
@@ -110,7 +140,7 @@ pub struct ProxyState {
     /// Proxy-wide counters.
     pub counters: ProxyCounters,
     /// Addresses this proxy accepts on; a passthrough to one of them would loop.
-    own_addresses: ArcSwap<std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>>,
+    own_addresses: ArcSwap<OwnAddresses>,
     /// Each listener's current configuration and the drain of the connections it handles.
     pub drains: ListenerDrains,
 }
@@ -122,7 +152,7 @@ impl ProxyState {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             metrics,
             counters: ProxyCounters::default(),
-            own_addresses: ArcSwap::from_pointee(std::collections::HashSet::default()),
+            own_addresses: ArcSwap::from_pointee(OwnAddresses::default()),
             drains: ListenerDrains::default(),
         })
     }
@@ -134,8 +164,7 @@ impl ProxyState {
 
     /// Records the addresses this proxy accepts on.
     pub fn set_own_addresses(&self, addresses: impl IntoIterator<Item = SocketAddr>) {
-        self.own_addresses
-            .store(Arc::new(addresses.into_iter().collect()));
+        self.own_addresses.store(Arc::new(OwnAddresses::new(addresses)));
     }
 
     /// Whether a target is one of this proxy's own addresses (a passthrough there would loop).
@@ -150,5 +179,38 @@ impl ProxyState {
     pub fn install(&self, snapshot: Snapshot) {
         self.drains.update(&snapshot.listeners);
         self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::Target;
+
+    #[test]
+    fn only_the_exact_addresses_a_proxy_accepts_on_are_its_own() {
+        let state = ProxyState::new(IstioMetrics::new(crate::stats::Identity::default()));
+        let own: SocketAddr = "127.0.0.1:15001".parse().unwrap();
+        let admin: SocketAddr = "[::1]:15000".parse().unwrap();
+        assert!(
+            !state.is_own(&Target::Socket(own)),
+            "nothing is own before listeners bind"
+        );
+        state.set_own_addresses([own, admin]);
+        assert!(state.is_own(&Target::Socket(own)));
+        assert!(state.is_own(&Target::Socket(admin)));
+        for other in [
+            "127.0.0.2:15001",
+            "127.0.0.1:15002",
+            "127.0.0.1:14937",
+            "[::1]:15001",
+        ] {
+            assert!(!state.is_own(&Target::Socket(other.parse().unwrap())), "{other}");
+        }
+        assert!(!state.is_own(&Target::Name("localhost".into(), 15001)));
+        state.set_own_addresses(["0.0.0.0:0".parse().unwrap(), "10.0.0.1:65535".parse().unwrap()]);
+        assert!(!state.is_own(&Target::Socket(own)), "replaced, not added to");
+        assert!(state.is_own(&Target::Socket("10.0.0.1:65535".parse().unwrap())));
+        assert!(state.is_own(&Target::Socket("0.0.0.0:0".parse().unwrap())));
     }
 }

@@ -504,6 +504,42 @@ fn endpoints_on_unix_domain_sockets_are_reached() {
     assert_eq!((r.status, r.server()), (200, Some("unix-backend")), "{r:?}");
 }
 
+#[test]
+fn a_cluster_pointing_back_at_the_proxys_own_listener_is_refused_not_looped() {
+    let port = free_port();
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = folder("self-loop");
+    let file = dir.join("envoy.yaml");
+    std::fs::write(&file, static_bootstrap("self", port, listener, "", "")).unwrap();
+    let _p = Proc::weir(
+        "self-loop",
+        &[
+            "proxy",
+            "--bootstrap",
+            file.to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    eventually("the listener accepts", Duration::from_secs(20), &mut || {
+        TcpStream::connect(listener).is_ok()
+    });
+    let mut conn = TcpStream::connect(listener).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        conn.write_all(b"GET /loop HTTP/1.1\r\nhost: svc\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut conn, &mut buf, false);
+        assert_eq!(r.status_line, "HTTP/1.1 502 Bad Gateway", "{r:?}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            body.contains(&format!("{listener}, an address of this proxy")),
+            "{body}"
+        );
+    }
+}
+
 /// `static_resources` with one listener `name` on `port` (an HTTP connection manager with the
 /// extra `manager` lines, the `routes` before a catch-all route to `backend`) and the cluster
 /// `backend`.

@@ -22,7 +22,7 @@ pub fn opt_duration(d: Option<&PbDuration>, field: &str) -> Result<Option<Durati
 }
 
 /// Where an address points.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
     /// An IP and port.
     Socket(SocketAddr),
@@ -30,6 +30,31 @@ pub enum Target {
     Name(String, u16),
     /// A unix-domain socket path.
     Unix(PathBuf),
+}
+
+impl std::hash::Hash for Target {
+    /// An IPv4 address and port, the common endpoint, is hashed as one word (the connection
+    /// pools look an endpoint up twice per request); the rest field by field after a tag.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            Target::Socket(SocketAddr::V4(a)) => {
+                state.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()));
+            }
+            Target::Socket(SocketAddr::V6(a)) => {
+                state.write_u8(6);
+                a.hash(state);
+            }
+            Target::Name(name, port) => {
+                state.write_u8(1);
+                name.hash(state);
+                port.hash(state);
+            }
+            Target::Unix(path) => {
+                state.write_u8(2);
+                path.hash(state);
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Target {
@@ -109,4 +134,35 @@ pub fn socket_address(
     socket(&Address {
         address: Some(address::Address::SocketAddress(s.clone())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_that_are_equal_hash_alike_and_different_ones_stay_apart_in_a_map() {
+        let targets = [
+            Target::Socket("10.0.0.1:80".parse().unwrap()),
+            Target::Socket("10.0.0.1:81".parse().unwrap()),
+            Target::Socket("10.0.0.2:80".parse().unwrap()),
+            Target::Socket("0.0.0.0:0".parse().unwrap()),
+            Target::Socket("[::1]:80".parse().unwrap()),
+            Target::Socket("[::ffff:10.0.0.1]:80".parse().unwrap()),
+            Target::Name("svc.test".into(), 80),
+            Target::Name("svc.test".into(), 81),
+            Target::Unix(PathBuf::from("/run/a.sock")),
+        ];
+        let mut seen: std::collections::HashMap<Target, usize, foldhash::fast::RandomState> =
+            std::collections::HashMap::default();
+        for (i, t) in targets.iter().enumerate() {
+            assert_eq!(seen.insert(t.clone(), i), None, "{t} taken for another target");
+        }
+        for (i, t) in targets.iter().enumerate() {
+            assert_eq!(seen.get(&t.clone()), Some(&i), "{t}");
+        }
+        let hash = |t: &Target| std::hash::BuildHasher::hash_one(&foldhash::fast::FixedState::default(), t);
+        let again = Target::Socket(SocketAddr::from(([10, 0, 0, 1], 80)));
+        assert_eq!(hash(&again), hash(&targets[0]));
+    }
 }

@@ -157,7 +157,8 @@ fn connect(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>)
         return bad_gateway(&format!("no listener takes traffic for {authority}"));
     };
     let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    // Boxed, as `serve` boxes a connection's task (its future is large).
+    tokio::spawn(Box::pin(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 dispatch(
@@ -172,7 +173,7 @@ fn connect(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>)
             }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
-    });
+    }));
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::OK;
     resp

@@ -282,7 +282,10 @@ async fn accept_loop(state: Arc<ProxyState>, name: String, socket: TcpListener) 
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let name = name.clone();
-        tokio::spawn(async move { accept_connection(state, &name, stream, peer).await });
+        // Boxed (see `redirect_loop`).
+        tokio::spawn(Box::pin(async move {
+            accept_connection(state, &name, stream, peer).await
+        }));
     }
 }
 
@@ -293,7 +296,11 @@ async fn redirect_loop(state: Arc<ProxyState>, socket: TcpListener, destination:
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(async move {
+        // A connection's future holds the state of every layer inline (about 16 KiB: the
+        // listener's chain, the HTTP server, router and upstream exchange), so that a request
+        // allocates none of it. Boxed, it is written to the heap once; by value it would be
+        // copied on every step of the way into the task, and again when the task ends.
+        tokio::spawn(Box::pin(async move {
             let snapshot = state.snapshot();
             let Some(listener) = snapshot.listener_for_redirected(destination) else {
                 return;
@@ -307,7 +314,7 @@ async fn redirect_loop(state: Arc<ProxyState>, socket: TcpListener, destination:
                 Some(Target::Socket(destination)),
             )
             .await;
-        });
+        }));
     }
 }
 

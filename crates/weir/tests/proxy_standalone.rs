@@ -508,22 +508,11 @@ fn endpoints_on_unix_domain_sockets_are_reached() {
 fn a_cluster_pointing_back_at_the_proxys_own_listener_is_refused_not_looped() {
     let port = free_port();
     let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let dir = folder("self-loop");
-    let file = dir.join("envoy.yaml");
-    std::fs::write(&file, static_bootstrap("self", port, listener, "", "")).unwrap();
-    let _p = Proc::weir(
+    let _p = proxy_on(
         "self-loop",
-        &[
-            "proxy",
-            "--bootstrap",
-            file.to_str().unwrap(),
-            "--admin",
-            "127.0.0.1:0",
-        ],
+        listener,
+        &static_bootstrap("self", port, listener, "", ""),
     );
-    eventually("the listener accepts", Duration::from_secs(20), &mut || {
-        TcpStream::connect(listener).is_ok()
-    });
     let mut conn = TcpStream::connect(listener).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::new();
@@ -538,6 +527,27 @@ fn a_cluster_pointing_back_at_the_proxys_own_listener_is_refused_not_looped() {
             "{body}"
         );
     }
+}
+
+/// `weir proxy` run from the bootstrap `text` (its folder named after `label`), once its
+/// `listener` accepts connections.
+fn proxy_on(label: &str, listener: SocketAddr, text: &str) -> Proc {
+    let file = folder(label).join("envoy.yaml");
+    std::fs::write(&file, text).unwrap();
+    let proxy = Proc::weir(
+        label,
+        &[
+            "proxy",
+            "--bootstrap",
+            file.to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    eventually("the listener accepts", Duration::from_secs(20), &mut || {
+        TcpStream::connect(listener).is_ok()
+    });
+    proxy
 }
 
 /// `static_resources` with one listener `name` on `port` (an HTTP connection manager with the
@@ -674,7 +684,6 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_only: bool) -> 
 fn one_http1_connection_is_served_by_weirs_server_then_hypers() {
     let (_e, backend) = echo("raw");
     let port = free_port();
-    let dir = folder("raw-http1");
     let bootstrap = static_bootstrap(
         "raw",
         port,
@@ -684,22 +693,8 @@ fn one_http1_connection_is_served_by_weirs_server_then_hypers() {
                 direct_response: {status: 503, body: {inline_string: local}}
 ",
     );
-    let file = dir.join("envoy.yaml");
-    std::fs::write(&file, bootstrap).unwrap();
-    let _p = Proc::weir(
-        "raw",
-        &[
-            "proxy",
-            "--bootstrap",
-            file.to_str().unwrap(),
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
     let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    eventually("the listener accepts", Duration::from_secs(20), &mut || {
-        TcpStream::connect(listener).is_ok()
-    });
+    let _p = proxy_on("raw-http1", listener, &bootstrap);
     let connect = || {
         let s = TcpStream::connect(listener).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

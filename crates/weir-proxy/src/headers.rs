@@ -29,6 +29,12 @@ impl HeaderOps {
     pub fn compile(add: &[HeaderValueOption], remove: &[String]) -> Result<Self, String> {
         let mut ops = HeaderOps::default();
         for name in remove {
+            // As Envoy refuses them: routing and the upstream request's target depend on these.
+            if name.starts_with(':') || name.eq_ignore_ascii_case("host") {
+                return Err(format!(
+                    "header {name:?} cannot be removed (:-prefixed or host headers may not be removed)"
+                ));
+            }
             ops.remove.push(header_name(name)?);
         }
         for option in add {
@@ -228,6 +234,13 @@ mod tests {
         assert!(e.contains("command operators"), "{e}");
         assert!(HeaderOps::compile(&[], &["bad name".into()]).is_err());
         assert!(HeaderOps::compile(&[option(":path", "/", HeaderAppendAction::AddIfAbsent)], &[]).is_err());
+        let e = HeaderOps::compile(&[option("Host", "a", HeaderAppendAction::AddIfAbsent)], &[]).unwrap_err();
+        assert!(e.contains("cannot be modified"), "{e}");
+        for name in ["host", "Host", ":authority", ":path"] {
+            let e = HeaderOps::compile(&[], &[name.to_string()]).unwrap_err();
+            assert!(e.contains("may not be removed") && e.contains(name), "{e}");
+        }
+        assert!(HeaderOps::compile(&[], &["x-host".into(), "hostname".into()]).is_ok());
     }
 
     #[test]

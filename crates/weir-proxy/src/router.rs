@@ -250,7 +250,6 @@ pub async fn forward(
     set_target(&mut parts, protocol, upstream_authority, &path);
 
     // The body: kept for retries and mirrors when small enough.
-    let bodyless = hyper::body::Body::is_end_stream(&incoming);
     let mut replay: Option<Bytes> = None;
     let mut stream: Option<Body> = None;
     if (policy.is_some() || shadow_parts.is_some()) && upgrade.is_none() {
@@ -330,10 +329,10 @@ pub async fn forward(
         }
     }
     let mut parts = Some(parts);
-    // Envoy counts the route timeout from the end of the request: a request without a body
-    // ended with its head, when it was `started`.
-    let received = if bodyless { started } else { Instant::now() };
-    let deadline = timeout.map(|t| received + t);
+    // Envoy counts the route timeout from when the router has the whole request: now, after
+    // an injected delay (the fault filter comes first) and the body, if it was buffered. Not
+    // from `started`, which was before both.
+    let deadline = timeout.map(|t| Instant::now() + t);
     let max_retries = policy.as_ref().map_or(0, |p| p.num_retries);
     let mut tried: Vec<Arc<Host>> = Vec::new();
     let mut attempt = 0u32;

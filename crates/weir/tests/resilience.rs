@@ -255,11 +255,28 @@ fn mirrored_traffic_reaches_the_mirror_and_its_answers_never_reach_the_client() 
 fn faults_delay_one_user_and_abort_a_share_of_requests() {
     let (_e, a) = echo("ratings");
     let svc = http_service("ratings.test", 80, "ratings", &[("v1", a)]);
-    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings}\nspec:\n  hosts: [ratings.test]\n  http:\n  - match: [{headers: {end-user: {exact: jason}}}]\n    fault: {delay: {fixedDelay: 0.7s, percentage: {value: 100}}}\n    route: [{destination: {host: ratings.test}}]\n  - match: [{uri: {prefix: /half}}]\n    fault: {abort: {httpStatus: 500, percentage: {value: 50}}}\n    route: [{destination: {host: ratings.test}}]\n  - route: [{destination: {host: ratings.test}}]\n";
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings}\nspec:\n  hosts: [ratings.test]\n  http:\n  - match: [{headers: {end-user: {exact: jason}}}]\n    fault: {delay: {fixedDelay: 0.7s, percentage: {value: 100}}}\n    timeout: 0.5s\n    route: [{destination: {host: ratings.test}}]\n  - match: [{uri: {prefix: /half}}]\n    fault: {abort: {httpStatus: 500, percentage: {value: 50}}}\n    route: [{destination: {host: ratings.test}}]\n  - route: [{destination: {host: ratings.test}}]\n";
     let mesh = Mesh::start("faults", &[("svc.yaml", &svc), ("vs.yaml", vs)], &[]);
     let jason = mesh.get("http://ratings.test/", &[("end-user", "jason")]);
     assert_eq!(jason.status, 200);
     assert!(jason.elapsed >= Duration::from_millis(700), "{jason:?}");
+    // The route's 0.5 s timeout starts after the delay, as in Envoy (the fault filter comes
+    // before the router): an upstream answering in 0.1 s is in time, one taking 0.8 s is not.
+    let slow = |ms: &str| {
+        mesh.get(
+            "http://ratings.test/",
+            &[("end-user", "jason"), ("x-echo-delay-ms", ms)],
+        )
+    };
+    let in_time = slow("100");
+    assert_eq!(in_time.status, 200, "{in_time:?}");
+    let late = slow("800");
+    assert_eq!(
+        (late.status, late.body.as_str()),
+        (504, "upstream request timeout"),
+        "{late:?}"
+    );
+    assert!(late.elapsed >= Duration::from_millis(1200), "{late:?}");
     let other = mesh.get("http://ratings.test/", &[("end-user", "alice")]);
     assert!(other.elapsed < Duration::from_millis(500), "{other:?}");
     let n = 400;

@@ -103,10 +103,16 @@ pub struct ProxyCounters {
 
 /// The addresses a proxy accepts on, asked about once per upstream attempt: most targets are
 /// told apart by their port alone (one bit of a 65,536-bit map), without hashing the address.
-#[derive(Debug)]
 struct OwnAddresses {
     ports: Box<[u64; 1024]>,
     addresses: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>,
+}
+
+impl std::fmt::Debug for OwnAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The addresses; the port map only repeats them.
+        f.debug_set().entries(&self.addresses).finish()
+    }
 }
 
 impl Default for OwnAddresses {

@@ -880,7 +880,9 @@ impl ResponseFacts {
             if *name == http::header::CONTENT_LENGTH {
                 if !seen_length {
                     seen_length = true;
-                    facts.declared = value.to_str().ok().and_then(|v| v.parse().ok());
+                    facts.declared = crate::pool::codec::parse_length(value.as_bytes())
+                        .ok()
+                        .and_then(|n| usize::try_from(n).ok());
                 }
             } else if *name == names::GRPC_STATUS {
                 if !seen_grpc {

@@ -4,7 +4,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 300
 CORPUS := ../shared/corpus/istio
 
-.PHONY: all build release test interop lint fmt bench bench-e2e bench-proxy bench-instructions bench-anatomy fuzz fuzz-seed clean
+.PHONY: all build release release-pgo bench-proxy-pgo test interop lint fmt bench bench-e2e bench-proxy bench-instructions bench-anatomy fuzz fuzz-seed clean
 
 all: build
 
@@ -13,6 +13,11 @@ build:
 
 release:
 	$(CARGO) build --release -p weir
+
+## release-pgo: target/pgo/weir, the release build optimised with a profile of its own data path
+## (scripts/release-pgo.sh: instrumented build, training run, optimised build; installs llvm-profdata)
+release-pgo:
+	bash scripts/release-pgo.sh
 
 ## test: every unit, corpus, rule-table, golden and CLI test (needs ../shared/corpus/istio beside the repo),
 ## then the interop tests (interop/run.sh installs grpcio into target/interop-venv itself);
@@ -57,6 +62,11 @@ bench-proxy: release
 	$(CARGO) build --release -p weir --example loadgen
 	bench/proxy/setup.sh
 	python3 bench/proxy/bench.py
+
+## bench-proxy-pgo: the same, measuring the profile-guided build with the plain release build beside it
+bench-proxy-pgo: release release-pgo
+	bench/proxy/setup.sh
+	python3 bench/proxy/bench.py --binary target/pgo/weir --baseline target/release/weir
 
 ## bench-instructions: instructions per request of the proxy under callgrind (repeatable, unlike CPU seconds here)
 bench-instructions: release

@@ -5,7 +5,7 @@ reverse proxy with one worker), in one run, and prints per target: added latency
 and peak RSS of the proxy process.
 
     bench/proxy/bench.py [--rate 1000] [--seconds 10] [--connections 16] [--saturate-connections 32]
-                         [--pairs 1] [--weir-only] [--baseline BINARY] [--rounds 3]
+                         [--pairs 1] [--weir-only] [--binary BINARY] [--baseline BINARY] [--rounds 3]
 
 After the per-target runs, the added latency and the saturation throughput are measured again
 with every target running at once, in `--rounds` interleaved rounds (median and range per
@@ -96,9 +96,10 @@ def children(pid):
     return [int(p) for p in out]
 
 
-def load(port, connections, seconds, rate):
-    out = subprocess.run([str(LOADGEN), "run", f"127.0.0.1:{port}", "bench.test", str(connections), str(seconds), str(rate)],
-                         capture_output=True, text=True, check=True).stdout
+def load(port, connections, seconds, rate, h2=False):
+    """`loadgen run` against `port` (HTTP/1.1, or HTTP/2 with prior knowledge): its JSON summary."""
+    argv = [str(LOADGEN), "run", f"127.0.0.1:{port}", "bench.test", str(connections), str(seconds), str(rate)]
+    out = subprocess.run(argv + (["h2"] if h2 else []), capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -264,11 +265,15 @@ def main():
     ap.add_argument("--pairs", type=int, default=1,
                     help="measure weir and weir+res this many times, alternating, and compare medians")
     ap.add_argument("--weir-only", action="store_true", help="skip nginx and HAProxy")
+    ap.add_argument("--binary", metavar="BINARY", type=Path,
+                    help="the weir binary to measure (default target/release/weir; `make release-pgo` builds target/pgo/weir)")
     ap.add_argument("--baseline", metavar="BINARY",
                     help="another weir binary (say, before a change) measured alternately with this one, instead of weir+res")
     ap.add_argument("--rounds", type=int, default=3,
                     help="then measure added latency and saturation again in this many interleaved rounds, all targets running (0: skip)")
     args = ap.parse_args()
+    global WEIR
+    WEIR = args.binary or WEIR
     for tool in [WEIR, LOADGEN]:
         if not tool.exists():
             sys.exit(f"{tool} is missing: run `make bench-proxy`")

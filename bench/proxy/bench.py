@@ -150,6 +150,41 @@ backend b
     return p, lambda: [p.pid]
 
 
+def http_filters(stat_prefix, cluster, route_extra=""):
+    """The `filters:` of a listener's filter chain (indented to follow `- filters:`): an
+    HTTP connection manager that sends every request to `cluster` with a 15 s timeout."""
+    return f"""
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {stat_prefix}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: /}}
+                route:
+                  cluster: {cluster}
+                  timeout: 15s{route_extra}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}"""
+
+
+def static_cluster(name, port, extra=""):
+    """A STATIC cluster with one endpoint, 127.0.0.1:`port` (an item of `clusters:`)."""
+    return f"""
+  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}{extra}"""
+
+
 def start_weir(tmp, resilient=False, binary=None, port=WEIR_PORT, admin=WEIR_ADMIN):
     conf = tmp / ("weir.yaml" if port == WEIR_PORT else f"weir-{port}.yaml")
     route_extra = RESILIENT_ROUTE if resilient else ""
@@ -160,32 +195,8 @@ static_resources:
   - name: bench
     address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
     filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: /}}
-                route:
-                  cluster: backend
-                  timeout: 15s{route_extra}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {BACKEND}}}}}}}{cluster_extra}
+    - filters:{http_filters("bench", "backend", route_extra)}
+  clusters:{static_cluster("backend", BACKEND, cluster_extra)}
 """)
     p = subprocess.Popen([str(binary or WEIR), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{admin}", "--workers", "1"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "WEIR_LOG": "warn"})

@@ -60,51 +60,27 @@ def start_mutual_tls(tmp, binary):
     second, which terminates it and routes to the backend. (Two, because a proxy refuses to send
     a request to an address it listens on itself.)"""
     make_certificates(tmp)
-    hcm = """
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {name}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: /}}
-                route: {{cluster: {cluster}, timeout: 15s}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}"""
     certificate = json.dumps({
         "tls_certificates": [{"certificate_chain": {"filename": str(tmp / "leaf.pem")},
                               "private_key": {"filename": str(tmp / "leaf.key")}}],
         "validation_context": {"trusted_ca": {"filename": str(tmp / "ca.pem")}},
     })
-    route = hcm.format(name="plain", cluster="mutual_tls")
+    tls = """
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: bench.test
+        common_tls_context: """ + certificate
     origin = f"""
 static_resources:
   listeners:
   - name: plain
     address: {{socket_address: {{address: 127.0.0.1, port_value: {bench.WEIR_PORT}}}}}
     filter_chains:
-    - filters:{route}
-  clusters:
-  - name: mutual_tls
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: mutual_tls
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {bench.WEIR2_PORT}}}}}}}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: bench.test
-        common_tls_context: {certificate}
+    - filters:{bench.http_filters("plain", "mutual_tls")}
+  clusters:{bench.static_cluster("mutual_tls", bench.WEIR2_PORT, tls)}
 """
-    route = hcm.format(name="tls", cluster="backend")
     terminate = f"""
 static_resources:
   listeners:
@@ -117,16 +93,8 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
           require_client_certificate: true
           common_tls_context: {certificate}
-      filters:{route}
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {bench.BACKEND}}}}}}}
+      filters:{bench.http_filters("tls", "backend")}
+  clusters:{bench.static_cluster("backend", bench.BACKEND)}
 """
     processes = []
     for name, bootstrap, port, admin in [("terminate", terminate, bench.WEIR2_PORT, bench.WEIR2_ADMIN),

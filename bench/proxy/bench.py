@@ -150,9 +150,28 @@ backend b
     return p, lambda: [p.pid]
 
 
+def static_bootstrap(listeners, clusters):
+    """An Envoy bootstrap of `static_resources` (items made by `listener` and `static_cluster`)."""
+    return f"""
+static_resources:
+  listeners:{listeners}
+  clusters:{clusters}
+"""
+
+
+def listener(name, port, filters, chain_extra=""):
+    """A listener on 127.0.0.1:`port` with one filter chain of `filters` (say, `http_filters`);
+    `chain_extra`: more keys of that chain (a `transport_socket`), indented to match."""
+    return f"""
+  - name: {name}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:{filters}{chain_extra}"""
+
+
 def http_filters(stat_prefix, cluster, route_extra=""):
-    """The `filters:` of a listener's filter chain (indented to follow `- filters:`): an
-    HTTP connection manager that sends every request to `cluster` with a 15 s timeout."""
+    """The `filters:` of a listener's filter chain: an HTTP connection manager that sends every
+    request to `cluster` with a 15 s timeout."""
     return f"""
       - name: envoy.filters.network.http_connection_manager
         typed_config:
@@ -185,22 +204,26 @@ def static_cluster(name, port, extra=""):
         - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}{extra}"""
 
 
+def weir_argv(binary, conf, admin):
+    """`weir proxy` from the bootstrap file `conf`, one worker, its admin port on 127.0.0.1."""
+    return [str(binary or WEIR), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{admin}", "--workers", "1"]
+
+
+def launch_weir(conf, port, admin, binary=None, log=subprocess.DEVNULL):
+    """Starts `weir_argv` (warnings only, to `log`) and waits until `port` accepts connections."""
+    p = subprocess.Popen(weir_argv(binary, conf, admin), stdout=subprocess.DEVNULL, stderr=log,
+                         env={**os.environ, "WEIR_LOG": "warn"})
+    wait_port(port)
+    return p
+
+
 def start_weir(tmp, resilient=False, binary=None, port=WEIR_PORT, admin=WEIR_ADMIN):
     conf = tmp / ("weir.yaml" if port == WEIR_PORT else f"weir-{port}.yaml")
     route_extra = RESILIENT_ROUTE if resilient else ""
     cluster_extra = RESILIENT_CLUSTER if resilient else ""
-    conf.write_text(f"""
-static_resources:
-  listeners:
-  - name: bench
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:{http_filters("bench", "backend", route_extra)}
-  clusters:{static_cluster("backend", BACKEND, cluster_extra)}
-""")
-    p = subprocess.Popen([str(binary or WEIR), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{admin}", "--workers", "1"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "WEIR_LOG": "warn"})
-    wait_port(port)
+    conf.write_text(static_bootstrap(listener("bench", port, http_filters("bench", "backend", route_extra)),
+                                     static_cluster("backend", BACKEND, cluster_extra)))
+    p = launch_weir(conf, port, admin, binary)
     return p, lambda: [p.pid]
 
 

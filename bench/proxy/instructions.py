@@ -34,8 +34,7 @@ def count(binary, resilient, requests, tmp):
     p, _ = bench.start_weir(tmp, resilient=resilient, binary=binary)
     p.terminate()
     p.wait()
-    argv = [str(binary), "proxy", "--bootstrap", str(tmp / "weir.yaml"),
-            "--admin", f"127.0.0.1:{bench.WEIR_ADMIN}", "--workers", "1"]
+    argv = bench.weir_argv(binary, tmp / "weir.yaml", bench.WEIR_ADMIN)
     return under_callgrind(argv, bench.WEIR_PORT, requests, tmp, f"weir-{int(resilient)}")
 
 

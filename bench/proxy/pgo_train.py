@@ -19,7 +19,6 @@ release build (target/release/examples/loadgen) as client and backend, on bench.
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -65,46 +64,33 @@ def start_mutual_tls(tmp, binary):
                               "private_key": {"filename": str(tmp / "leaf.key")}}],
         "validation_context": {"trusted_ca": {"filename": str(tmp / "ca.pem")}},
     })
-    tls = """
+    originate = """
     transport_socket:
       name: envoy.transport_sockets.tls
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
         sni: bench.test
         common_tls_context: """ + certificate
-    origin = f"""
-static_resources:
-  listeners:
-  - name: plain
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {bench.WEIR_PORT}}}}}
-    filter_chains:
-    - filters:{bench.http_filters("plain", "mutual_tls")}
-  clusters:{bench.static_cluster("mutual_tls", bench.WEIR2_PORT, tls)}
-"""
-    terminate = f"""
-static_resources:
-  listeners:
-  - name: tls
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {bench.WEIR2_PORT}}}}}
-    filter_chains:
-    - transport_socket:
+    terminate = """
+      transport_socket:
         name: envoy.transport_sockets.tls
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
           require_client_certificate: true
-          common_tls_context: {certificate}
-      filters:{bench.http_filters("tls", "backend")}
-  clusters:{bench.static_cluster("backend", bench.BACKEND)}
-"""
+          common_tls_context: """ + certificate
+    proxies = [
+        ("terminate", bench.WEIR2_PORT, bench.WEIR2_ADMIN, bench.static_bootstrap(
+            bench.listener("tls", bench.WEIR2_PORT, bench.http_filters("tls", "backend"), terminate),
+            bench.static_cluster("backend", bench.BACKEND))),
+        ("originate", bench.WEIR_PORT, bench.WEIR_ADMIN, bench.static_bootstrap(
+            bench.listener("plain", bench.WEIR_PORT, bench.http_filters("plain", "mutual_tls")),
+            bench.static_cluster("mutual_tls", bench.WEIR2_PORT, originate))),
+    ]
     processes = []
-    for name, bootstrap, port, admin in [("terminate", terminate, bench.WEIR2_PORT, bench.WEIR2_ADMIN),
-                                         ("originate", origin, bench.WEIR_PORT, bench.WEIR_ADMIN)]:
+    for name, port, admin, bootstrap in proxies:
         conf = tmp / f"weir-tls-{name}.yaml"
         conf.write_text(bootstrap)
-        processes.append(subprocess.Popen(
-            [str(binary), "proxy", "--bootstrap", str(conf), "--admin", f"127.0.0.1:{admin}", "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=(tmp / "weir-tls.log").open("a"), env={**os.environ, "WEIR_LOG": "warn"}))
-        bench.wait_port(port)
+        processes.append(bench.launch_weir(conf, port, admin, binary, log=(tmp / "weir-tls.log").open("a")))
     return processes
 
 

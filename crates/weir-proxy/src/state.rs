@@ -103,14 +103,20 @@ pub struct ProxyCounters {
 
 /// The addresses a proxy accepts on, asked about once per upstream attempt: most targets are
 /// told apart by their port alone (one bit of a 65,536-bit map), without hashing the address.
+///
+/// A listener bound to a wildcard address (`0.0.0.0:P`, `[::]:P`) accepts on port `P` of every
+/// address of the host, so those are its own too: loopback addresses, and whatever else the
+/// kernel routes to itself (see [`routes_to_this_host`]).
 struct OwnAddresses {
     ports: Box<[u64; 1024]>,
     addresses: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>,
+    /// The wildcard addresses among `addresses` (rarely more than one or two).
+    wildcards: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for OwnAddresses {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The addresses; the port map only repeats them.
+        // The addresses; the port map and the wildcards only repeat them.
         f.debug_set().entries(&self.addresses).finish()
     }
 }
@@ -128,13 +134,47 @@ impl OwnAddresses {
         for a in &addresses {
             ports[usize::from(a.port() / 64)] |= 1 << (a.port() % 64);
         }
-        OwnAddresses { ports, addresses }
+        let wildcards = addresses
+            .iter()
+            .filter(|a| a.ip().is_unspecified())
+            .copied()
+            .collect();
+        OwnAddresses {
+            ports,
+            addresses,
+            wildcards,
+        }
     }
 
     fn contains(&self, address: &SocketAddr) -> bool {
         let port = address.port();
-        self.ports[usize::from(port / 64)] & (1 << (port % 64)) != 0 && self.addresses.contains(address)
+        if self.ports[usize::from(port / 64)] & (1 << (port % 64)) == 0 {
+            return false;
+        }
+        if self.addresses.contains(address) {
+            return true;
+        }
+        let ip = address.ip().to_canonical();
+        // `[::]` also accepts IPv4 unless the socket is IPv6-only; counted as accepting both.
+        let accepted_by_a_wildcard = self
+            .wildcards
+            .iter()
+            .any(|w| w.port() == port && (w.is_ipv6() || ip.is_ipv4()));
+        accepted_by_a_wildcard && (ip.is_loopback() || ip.is_unspecified() || routes_to_this_host(ip))
     }
+}
+
+/// Whether `ip` is an address of this host. The kernel routes its own addresses through its
+/// `local` table, with the address itself as the source; connecting a UDP socket looks that
+/// route up and sends nothing. Asked only for a target on the port of a wildcard listener.
+fn routes_to_this_host(ip: IpAddr) -> bool {
+    let target = SocketAddr::new(ip, 9);
+    socket2::Socket::new(socket2::Domain::for_address(target), socket2::Type::DGRAM, None)
+        .and_then(|socket| {
+            socket.connect(&target.into())?;
+            socket.local_addr()
+        })
+        .is_ok_and(|local| local.as_socket().is_some_and(|local| local.ip() == ip))
 }
 
 /// What the data path shares.
@@ -173,7 +213,9 @@ impl ProxyState {
         self.own_addresses.store(Arc::new(OwnAddresses::new(addresses)));
     }
 
-    /// Whether a target is one of this proxy's own addresses (a passthrough there would loop).
+    /// Whether a target is one of this proxy's own addresses (a passthrough there would loop):
+    /// an address it accepts on, or any address of this host on the port of a listener bound to
+    /// a wildcard address.
     pub fn is_own(&self, target: &crate::convert::Target) -> bool {
         match target {
             crate::convert::Target::Socket(a) => self.own_addresses.load().contains(a),
@@ -218,5 +260,43 @@ mod tests {
         assert!(!state.is_own(&Target::Socket(own)), "replaced, not added to");
         assert!(state.is_own(&Target::Socket("10.0.0.1:65535".parse().unwrap())));
         assert!(state.is_own(&Target::Socket("0.0.0.0:0".parse().unwrap())));
+    }
+
+    #[test]
+    fn a_wildcard_listener_owns_its_port_on_every_address_of_the_host() {
+        let state = ProxyState::new(IstioMetrics::new(crate::stats::Identity::default()));
+        state.set_own_addresses(["0.0.0.0:15001".parse().unwrap(), "[::]:15006".parse().unwrap()]);
+        let own = |a: &str| state.is_own(&Target::Socket(a.parse().unwrap()));
+        for reached_through_the_wildcard in [
+            "0.0.0.0:15001",
+            "127.0.0.1:15001",
+            "127.0.0.53:15001",
+            "[::1]:15006",
+            "[::]:15006",
+            "127.0.0.1:15006",
+            "[::ffff:127.0.0.1]:15001",
+        ] {
+            assert!(
+                own(reached_through_the_wildcard),
+                "{reached_through_the_wildcard}"
+            );
+        }
+        for elsewhere in [
+            "127.0.0.1:15002",
+            "[::1]:15001",
+            "192.0.2.1:15001",
+            "[2001:db8::1]:15006",
+        ] {
+            assert!(!own(elsewhere), "{elsewhere}");
+        }
+    }
+
+    #[test]
+    fn the_host_routes_its_own_addresses_to_itself() {
+        // 127.0.0.1 is routed through the local table like any address of the host; the
+        // documentation ranges are no address of it.
+        assert!(routes_to_this_host("127.0.0.1".parse().unwrap()));
+        assert!(!routes_to_this_host("192.0.2.1".parse().unwrap()));
+        assert!(!routes_to_this_host("2001:db8::1".parse().unwrap()));
     }
 }

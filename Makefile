@@ -74,7 +74,7 @@ bench-instructions: release
 	bench/proxy/setup.sh
 	python3 bench/proxy/instructions.py
 
-## bench-anatomy: per request at 1,000 req/s — user and system CPU, context switches, faults, syscalls — for nginx, HAProxy and Weir
+## bench-anatomy: per request at 1,000 req/s — user and system CPU, context switches, faults, syscalls, time each proxy holds a message — for nginx, HAProxy and Weir
 bench-anatomy: release
 	$(CARGO) build --release -p weir --example loadgen
 	bench/proxy/setup.sh

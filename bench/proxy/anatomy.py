@@ -6,6 +6,15 @@ context switches, minor page faults, then (in a second, shorter pass under `stra
 slows the process) the system calls it made. The same system calls and context switches with
 more user time point at the code path; more calls or switches at the event loop.
 
+A third pass, when `perf` can record kernel tracepoints (root, or a low
+`perf_event_paranoid`), splits the proxy's part of the added latency from the machine's. For
+every request or response it forwards: the time from the `recvfrom` that read it to the
+`sendto`/`writev` that passed it on (the time the proxy holds it), and the time from that
+call's return until the proxy's thread next stops running (the kernel wakes the receiver on the
+sender's CPU, where it waits for the sender to stop). For every wake-up of its serving thread:
+the time from `sched_wakeup` to the thread running (the scheduler's part, which the proxy does
+not control). The tracepoints slow every proxy alike by a few microseconds per event.
+
     bench/proxy/anatomy.py [--rate 1000] [--seconds 8] [--binary target/release/weir]
 
 Needs what bench.py needs (`make bench-proxy` builds and installs it) and strace.
@@ -15,6 +24,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,6 +81,89 @@ def syscalls(port, pids, rate, seconds):
     return ", ".join(f"{name} {n:.2f}" for name, n in sorted(per.items(), key=lambda kv: -kv[1]))
 
 
+HOLD_EVENTS = ["syscalls:sys_exit_recvfrom", "syscalls:sys_enter_sendto", "syscalls:sys_enter_writev",
+               "syscalls:sys_exit_sendto", "syscalls:sys_exit_writev", "sched:sched_wakeup", "sched:sched_switch"]
+FORWARD_STARTS = ("syscalls:sys_enter_sendto", "syscalls:sys_enter_writev")
+TRACE_LINE = re.compile(r"\s*(\d+)\s+([\d.]+):\s+([\w:]+):\s*(.*)")
+
+
+def threads(pids):
+    """Every thread id of `pids`."""
+    tids = set()
+    for pid in pids:
+        try:
+            tids.update(int(t.name) for t in Path(f"/proc/{pid}/task").iterdir())
+        except FileNotFoundError:
+            pass
+    return tids
+
+
+def hold_times(trace, tids):
+    """From `perf script` lines of HOLD_EVENTS: µs per forward from a read with data to the
+    forwarding call, µs from that call's return to the thread stopping, and µs per wake-up of
+    one of `tids` to it running."""
+    held, after, waits = [], [], []
+    last_read, forwarded, woken = {}, {}, {}
+    for line in trace.splitlines():
+        m = TRACE_LINE.match(line)
+        if not m:
+            continue
+        tid, at, event, rest = int(m.group(1)), float(m.group(2)) * 1e6, m.group(3), m.group(4)
+        if event == "sched:sched_wakeup":
+            target = re.search(r"\bpid=(\d+)", rest)
+            if target and int(target.group(1)) in tids:
+                woken.setdefault(int(target.group(1)), at)
+        elif event == "sched:sched_switch":
+            previous = int(re.search(r"prev_pid=(\d+)", rest).group(1))
+            if previous in forwarded:
+                after.append(at - forwarded.pop(previous))
+            target = re.search(r"next_pid=(\d+)", rest)
+            if target and int(target.group(1)) in woken:
+                waits.append(at - woken.pop(int(target.group(1))))
+        elif tid not in tids:
+            continue
+        elif event == "syscalls:sys_exit_recvfrom":
+            if int(rest.split()[0], 16) > 0:  # bytes read, not EAGAIN (negative)
+                last_read.setdefault(tid, at)
+        elif event in FORWARD_STARTS:
+            if tid in last_read:  # what was read goes on
+                held.append(at - last_read.pop(tid))
+        else:  # the forwarding call returns; the receiver may be waiting for this CPU
+            forwarded[tid] = at
+    return held, after, waits
+
+
+def percentiles(values, qs=(0.5, 0.9, 0.99)):
+    v = sorted(values)
+    return [v[min(len(v) - 1, int(q * len(v)))] if v else float("nan") for q in qs]
+
+
+def perf_works():
+    """Whether `perf` may record a kernel tracepoint system-wide here."""
+    if not shutil.which("perf"):
+        return False
+    probe = subprocess.run(["perf", "record", "-q", "-a", "-e", HOLD_EVENTS[0], "-o", "/dev/null", "--", "true"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def holding(port, pids, rate, seconds):
+    """Per request at `rate`: forwards, and p50/p90/p99 of the hold time, of the time on the CPU
+    after forwarding, and of the wake-up wait."""
+    data = Path(tempfile.mkstemp(prefix="weir-perf-")[1])
+    recorder = subprocess.Popen(["perf", "record", "-q", "-a", "-e", ",".join(HOLD_EVENTS), "-o", str(data)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    done = bench.load(port, 16, seconds, rate)["requests"]
+    recorder.send_signal(signal.SIGINT)
+    recorder.wait()
+    trace = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F", "tid,time,event,trace"],
+                           capture_output=True, text=True).stdout
+    data.unlink()
+    held, after, waits = hold_times(trace, threads(pids))
+    return len(held) / max(done, 1), percentiles(held), percentiles(after), percentiles(waits)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=float, default=1000)
@@ -104,6 +197,17 @@ def main():
         print("\nsystem calls per request (strace -c, a separate pass)")
         for name, port, pids in targets:
             print(f"{name:8} {syscalls(port, busy_pids(pids()), args.rate, min(args.seconds, 4))}", flush=True)
+        if not perf_works():
+            print("\nno hold times: `perf record` of kernel tracepoints is not permitted here")
+            return
+        print("\nµs per forwarded request or response (perf tracepoints, a separate pass): held = read to "
+              "forward; then = forward to the proxy stopping; woken = wake-up to running, the scheduler's part")
+        print(f"{'target':8} {'forwards':>8} {'held p50':>9} {'p90':>6} {'p99':>6} {'then p50':>9} {'p90':>6} {'p99':>6} "
+              f"{'woken p50':>10} {'p90':>6} {'p99':>6}")
+        for name, port, pids in targets:
+            forwards, *spans = holding(port, busy_pids(pids()), args.rate, min(args.seconds, 4))
+            cells = " ".join(f"{a:{w}.1f} {b:6.1f} {c:6.1f}" for (a, b, c), w in zip(spans, (9, 9, 10)))
+            print(f"{name:8} {forwards:8.2f} {cells}", flush=True)
     finally:
         for p in started:
             p.terminate()

@@ -6,10 +6,15 @@ and peak RSS of the proxy process.
 
     bench/proxy/bench.py [--rate 1000] [--seconds 10] [--connections 16] [--saturate-connections 32]
                          [--pairs 1] [--weir-only] [--binary BINARY] [--baseline BINARY] [--rounds 3]
+                         [--pin LOAD_CPUS:PROXY_CPUS]
 
 After the per-target runs, the added latency and the saturation throughput are measured again
 with every target running at once, in `--rounds` interleaved rounds (median and range per
 target, and each round's ratio to nginx): the figures to compare proxies by on a shared machine.
+
+`--pin 0:1` runs the load generator and the backend on CPU 0 and every proxy on CPU 1 (`taskset`
+lists, as `0:0` or `0-1:1`); `--pin 0:0` puts everything on one CPU, which takes the wake-ups
+across cores out of the latency.
 
 Needs target/release/weir and target/release/examples/loadgen (`make bench-proxy` builds them)
 and nginx and haproxy (bench/proxy/setup.sh installs them from Debian). Writes
@@ -33,6 +38,8 @@ LOADGEN = ROOT / "target/release/examples/loadgen"
 BACKEND, NGINX, HAPROXY, WEIR_PORT, WEIR_ADMIN = 19000, 19001, 19002, 19003, 19004
 # A second Weir (the resilient route, or a baseline binary) running beside the first.
 WEIR2_PORT, WEIR2_ADMIN = 19005, 19006
+# CPU lists (`taskset -c`) for the load generator and backend, and for the proxies (`--pin`).
+PIN = {"load": None, "proxy": None}
 
 # The resilience machinery on the hot path (issue: "within 5% of the plain route"): the same
 # route with a retry policy and a timeout, to a cluster with outlier detection and circuit
@@ -96,10 +103,16 @@ def children(pid):
     return [int(p) for p in out]
 
 
+def pinned(argv, role):
+    """`argv` run on the CPUs `--pin` gave `role` ("load" or "proxy"), or as it is."""
+    cpus = PIN[role]
+    return ["taskset", "-c", cpus] + argv if cpus else argv
+
+
 def load(port, connections, seconds, rate, h2=False):
     """`loadgen run` against `port` (HTTP/1.1, or HTTP/2 with prior knowledge): its JSON summary."""
     argv = [str(LOADGEN), "run", f"127.0.0.1:{port}", "bench.test", str(connections), str(seconds), str(rate)]
-    out = subprocess.run(argv + (["h2"] if h2 else []), capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(pinned(argv + (["h2"] if h2 else []), "load"), capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -121,7 +134,7 @@ http {{
   }}
 }}
 """)
-    p = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(pinned(["nginx", "-c", str(conf), "-p", str(tmp)], "proxy"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(NGINX)
     # The master forks one worker; both are measured.
     return p, lambda: [p.pid] + children(p.pid)
@@ -145,7 +158,7 @@ frontend f
 backend b
   server s1 127.0.0.1:{BACKEND}
 """)
-    p = subprocess.Popen(["haproxy", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(pinned(["haproxy", "-f", str(conf)], "proxy"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(HAPROXY)
     return p, lambda: [p.pid]
 
@@ -211,7 +224,7 @@ def weir_argv(binary, conf, admin):
 
 def launch_weir(conf, port, admin, binary=None, log=subprocess.DEVNULL):
     """Starts `weir_argv` (warnings only, to `log`) and waits until `port` accepts connections."""
-    p = subprocess.Popen(weir_argv(binary, conf, admin), stdout=subprocess.DEVNULL, stderr=log,
+    p = subprocess.Popen(pinned(weir_argv(binary, conf, admin), "proxy"), stdout=subprocess.DEVNULL, stderr=log,
                          env={**os.environ, "WEIR_LOG": "warn"})
     wait_port(port)
     return p
@@ -252,8 +265,9 @@ def measure(name, port, pids, args, direct):
 
 def interleaved_rounds(args, targets, tmp):
     """Added latency at the fixed rate, then throughput at saturation, with every target running
-    at once and measured in turn, round after round: a disturbance on the shared machine then
-    hits one round of every target instead of the whole measurement of one. Returns
+    at once and measured in turn, round after round, each round starting with the next target: a
+    disturbance on the shared machine then hits one round of every target instead of the whole
+    measurement of one, and no target is always measured first or last. Returns
     ({target: [added p50/p90/p99 per round]}, {target: [req/s and CPU s per 10k per round]})."""
     running = []
     try:
@@ -264,12 +278,14 @@ def interleaved_rounds(args, targets, tmp):
             load(port, 4, 1, 0)  # connections open, pools warm
         added = {name: [] for name, _, _, _ in running}
         saturated = {name: [] for name, _, _, _ in running}
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
+            # Each round starts with the next target, so that none is always measured first.
+            order = running[i % len(running):] + running[:i % len(running)]
             direct = load(BACKEND, args.connections, args.seconds, args.rate)
-            for name, port, _, _ in running:
+            for name, port, _, _ in order:
                 r = load(port, args.connections, args.seconds, args.rate)
                 added[name].append({k: r[k] - direct[k] for k in ("p50_us", "p90_us", "p99_us")})
-            for name, port, _, pids in running:
+            for name, port, _, pids in order:
                 before = cpu_seconds(pids())
                 r = load(port, args.saturate_connections, args.seconds, 0)
                 cpu = cpu_seconds(pids()) - before
@@ -305,7 +321,14 @@ def main():
                     help="another weir binary (say, before a change) measured alternately with this one, instead of weir+res")
     ap.add_argument("--rounds", type=int, default=3,
                     help="then measure added latency and saturation again in this many interleaved rounds, all targets running (0: skip)")
+    ap.add_argument("--pin", metavar="LOAD_CPUS:PROXY_CPUS",
+                    help="run the load generator and backend on LOAD_CPUS and the proxies on PROXY_CPUS (taskset lists)")
     args = ap.parse_args()
+    if args.pin:
+        load_cpus, sep, proxy_cpus = args.pin.partition(":")
+        if not (sep and load_cpus and proxy_cpus):
+            sys.exit(f"--pin {args.pin}: expected LOAD_CPUS:PROXY_CPUS, as 0:1")
+        PIN.update(load=load_cpus, proxy=proxy_cpus)
     global WEIR
     WEIR = args.binary or WEIR
     for tool in [WEIR, LOADGEN]:
@@ -317,7 +340,7 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="weir-bench-"))
     procs = []
     try:
-        backend = subprocess.Popen([str(LOADGEN), "serve", f"127.0.0.1:{BACKEND}"], stdout=subprocess.DEVNULL)
+        backend = subprocess.Popen(pinned([str(LOADGEN), "serve", f"127.0.0.1:{BACKEND}"], "load"), stdout=subprocess.DEVNULL)
         procs.append(backend)
         wait_port(BACKEND)
         rows = []
@@ -336,7 +359,9 @@ def main():
             p.send_signal(signal.SIGTERM if not name.startswith("weir") else signal.SIGINT)
             p.wait(timeout=10)
         print(f"\n{args.rate:.0f} req/s over {args.connections} connections for {args.seconds:.0f}s (added latency over direct); "
-              f"saturation with {args.saturate_connections} connections; one worker per proxy; {os.cpu_count()} cores shared with the load generator\n")
+              f"saturation with {args.saturate_connections} connections; one worker per proxy; "
+              + (f"load generator and backend on CPU {PIN['load']}, proxies on CPU {PIN['proxy']}\n" if args.pin
+                 else f"{os.cpu_count()} cores shared with the load generator\n"))
         print(f"{'target':<8} {'p50 +µs':>8} {'p90 +µs':>8} {'p99 +µs':>8} {'p99 µs':>8} {'req/s sat.':>11} {'CPU s/10k':>10} {'idle MB':>8} {'peak MB':>8} {'errors':>7}")
         for r in rows:
             f, s = r["fixed_rate"], r["saturation"]
@@ -383,7 +408,7 @@ def main():
                       f"{f'{cpu[0]:.3f} [{cpu[1]:.3f}, {cpu[2]:.3f}]':>26} {ratios}")
         out = ROOT / "bench/out"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "proxy.json").write_text(json.dumps({"runs": rows, "latency_rounds": rounds, "saturation_rounds": saturated}, indent=2))
+        (out / "proxy.json").write_text(json.dumps({"pin": args.pin, "runs": rows, "latency_rounds": rounds, "saturation_rounds": saturated}, indent=2))
     finally:
         for p in procs:
             if p.poll() is None:

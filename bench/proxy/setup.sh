@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the peers of the proxy benchmark (nginx, HAProxy), valgrind (instructions.py) and
-# strace (anatomy.py) from Debian when missing.
+# Installs the peers of the proxy benchmark (nginx, HAProxy), valgrind (instructions.py), strace
+# and perf (anatomy.py) from Debian when missing.
 set -euo pipefail
 missing=()
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v valgrind >/dev/null || missing+=(valgrind)
 command -v strace >/dev/null || missing+=(strace)
+command -v perf >/dev/null || missing+=(linux-perf)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -57,16 +57,18 @@ bench-e2e: release
 	python3 bench/validate.py --weir target/release/weir --gen target/release/examples/gen_config
 	$(MAKE) bench-proxy
 
-## bench-proxy: the same load direct, through nginx, HAProxy and Weir (installs nginx/haproxy from Debian if missing)
+## bench-proxy: the same load direct, through nginx, HAProxy and Weir (installs nginx/haproxy from Debian if missing);
+## more options of bench.py in BENCH_PROXY_ARGS, as "--rounds 5 --tcp"
+BENCH_PROXY_ARGS ?=
 bench-proxy: release
 	$(CARGO) build --release -p weir --example loadgen
 	bench/proxy/setup.sh
-	python3 bench/proxy/bench.py
+	python3 bench/proxy/bench.py $(BENCH_PROXY_ARGS)
 
 ## bench-proxy-pgo: the same, measuring the profile-guided build with the plain release build beside it
 bench-proxy-pgo: release release-pgo
 	bench/proxy/setup.sh
-	python3 bench/proxy/bench.py --binary target/pgo/weir --baseline target/release/weir
+	python3 bench/proxy/bench.py --binary target/pgo/weir --baseline target/release/weir $(BENCH_PROXY_ARGS)
 
 ## bench-instructions: instructions per request of the proxy under callgrind (repeatable, unlike CPU seconds here)
 bench-instructions: release

@@ -6,7 +6,7 @@ and peak RSS of the proxy process.
 
     bench/proxy/bench.py [--rate 1000] [--seconds 10] [--connections 16] [--saturate-connections 32]
                          [--pairs 1] [--weir-only] [--binary BINARY] [--baseline BINARY] [--rounds 3]
-                         [--pin LOAD_CPUS:PROXY_CPUS]
+                         [--pin LOAD_CPUS:PROXY_CPUS] [--tcp]
 
 After the per-target runs, the added latency and the saturation throughput are measured again
 with every target running at once, in `--rounds` interleaved rounds (median and range per
@@ -15,6 +15,10 @@ target, and each round's ratio to nginx): the figures to compare proxies by on a
 `--pin 0:1` runs the load generator and the backend on CPU 0 and every proxy on CPU 1 (`taskset`
 lists, as `0:0` or `0-1:1`); `--pin 0:0` puts everything on one CPU, which takes the wake-ups
 across cores out of the latency.
+
+`--tcp` has every proxy forward bytes instead of requests (nginx's `stream` module, HAProxy's
+`mode tcp`, Weir's `tcp_proxy`; `weir+res` then has the circuit breakers and outlier detection
+alone); the load is still HTTP/1.1 on kept-alive connections, one upstream connection each.
 
 Needs target/release/weir and target/release/examples/loadgen (`make bench-proxy` builds them)
 and nginx and haproxy (bench/proxy/setup.sh installs them from Debian). Writes
@@ -40,6 +44,10 @@ BACKEND, NGINX, HAPROXY, WEIR_PORT, WEIR_ADMIN = 19000, 19001, 19002, 19003, 190
 WEIR2_PORT, WEIR2_ADMIN = 19005, 19006
 # CPU lists (`taskset -c`) for the load generator and backend, and for the proxies (`--pin`).
 PIN = {"load": None, "proxy": None}
+# Whether the proxies forward bytes (`--tcp`) rather than HTTP requests.
+MODE = {"tcp": False}
+# Debian's `libnginx-mod-stream`.
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 # The resilience machinery on the hot path (issue: "within 5% of the plain route"): the same
 # route with a retry policy and a timeout, to a cluster with outlier detection and circuit
@@ -118,12 +126,18 @@ def load(port, connections, seconds, rate, h2=False):
 
 def start_nginx(tmp):
     conf = tmp / "nginx.conf"
-    conf.write_text(f"""
+    conf.write_text((f"load_module {NGINX_STREAM_MODULE};\n" if MODE["tcp"] else "") + f"""
 worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log;
 events {{ worker_connections 4096; }}
+""" + (f"""
+stream {{
+  upstream backend {{ server 127.0.0.1:{BACKEND}; }}
+  server {{ listen 127.0.0.1:{NGINX}; proxy_pass backend; }}
+}}
+""" if MODE["tcp"] else f"""
 http {{
   access_log off;
   keepalive_requests 10000000;
@@ -133,7 +147,7 @@ http {{
     location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
   }}
 }}
-""")
+"""))
     p = subprocess.Popen(pinned(["nginx", "-c", str(conf), "-p", str(tmp)], "proxy"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(NGINX)
     # The master forks one worker; both are measured.
@@ -147,7 +161,7 @@ global
   nbthread 1
   maxconn 4096
 defaults
-  mode http
+  mode {"tcp" if MODE["tcp"] else "http"}
   timeout connect 5s
   timeout client 30s
   timeout server 30s
@@ -204,6 +218,16 @@ def http_filters(stat_prefix, cluster, route_extra=""):
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}"""
 
 
+def tcp_filters(stat_prefix, cluster):
+    """The `filters:` of a listener's filter chain: a TCP proxy to `cluster`."""
+    return f"""
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: {stat_prefix}
+          cluster: {cluster}"""
+
+
 def static_cluster(name, port, extra=""):
     """A STATIC cluster with one endpoint, 127.0.0.1:`port` (an item of `clusters:`)."""
     return f"""
@@ -234,8 +258,8 @@ def start_weir(tmp, resilient=False, binary=None, port=WEIR_PORT, admin=WEIR_ADM
     conf = tmp / ("weir.yaml" if port == WEIR_PORT else f"weir-{port}.yaml")
     route_extra = RESILIENT_ROUTE if resilient else ""
     cluster_extra = RESILIENT_CLUSTER if resilient else ""
-    conf.write_text(static_bootstrap(listener("bench", port, http_filters("bench", "backend", route_extra)),
-                                     static_cluster("backend", BACKEND, cluster_extra)))
+    filters = tcp_filters("bench", "backend") if MODE["tcp"] else http_filters("bench", "backend", route_extra)
+    conf.write_text(static_bootstrap(listener("bench", port, filters), static_cluster("backend", BACKEND, cluster_extra)))
     p = launch_weir(conf, port, admin, binary)
     return p, lambda: [p.pid]
 
@@ -323,7 +347,10 @@ def main():
                     help="then measure added latency and saturation again in this many interleaved rounds, all targets running (0: skip)")
     ap.add_argument("--pin", metavar="LOAD_CPUS:PROXY_CPUS",
                     help="run the load generator and backend on LOAD_CPUS and the proxies on PROXY_CPUS (taskset lists)")
+    ap.add_argument("--tcp", action="store_true",
+                    help="every proxy forwards bytes (nginx stream, HAProxy mode tcp, Weir tcp_proxy) instead of HTTP requests")
     args = ap.parse_args()
+    MODE["tcp"] = args.tcp
     if args.pin:
         load_cpus, sep, proxy_cpus = args.pin.partition(":")
         if not (sep and load_cpus and proxy_cpus):
@@ -337,6 +364,8 @@ def main():
     for tool in ["nginx", "haproxy"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run bench/proxy/setup.sh")
+    if args.tcp and not Path(NGINX_STREAM_MODULE).exists():
+        sys.exit(f"{NGINX_STREAM_MODULE} is missing: run bench/proxy/setup.sh")
     tmp = Path(tempfile.mkdtemp(prefix="weir-bench-"))
     procs = []
     try:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the peers of the proxy benchmark (nginx, HAProxy), valgrind (instructions.py), strace
-# and perf (anatomy.py) from Debian when missing.
+# Installs the peers of the proxy benchmark (nginx with its stream module for `--tcp`, HAProxy),
+# valgrind (instructions.py), strace and perf (anatomy.py) from Debian when missing.
 set -euo pipefail
 missing=()
 command -v nginx >/dev/null || missing+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v valgrind >/dev/null || missing+=(valgrind)
 command -v strace >/dev/null || missing+=(strace)

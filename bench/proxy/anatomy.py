@@ -17,7 +17,8 @@ not control). The tracepoints slow every proxy alike by a few microseconds per e
 
     bench/proxy/anatomy.py [--rate 1000] [--seconds 8] [--binary target/release/weir]
 
-Needs what bench.py needs (`make bench-proxy` builds and installs it) and strace.
+Needs what bench.py needs (`make bench-proxy` builds and installs it), strace, and perf for the
+third pass (`setup.sh` installs both).
 """
 
 import argparse
@@ -134,6 +135,7 @@ def hold_times(trace, tids):
 
 
 def percentiles(values, qs=(0.5, 0.9, 0.99)):
+    """The `qs` quantiles of `values` (NaN for none)."""
     v = sorted(values)
     return [v[min(len(v) - 1, int(q * len(v)))] if v else float("nan") for q in qs]
 
@@ -198,7 +200,7 @@ def main():
         for name, port, pids in targets:
             print(f"{name:8} {syscalls(port, busy_pids(pids()), args.rate, min(args.seconds, 4))}", flush=True)
         if not perf_works():
-            print("\nno hold times: `perf record` of kernel tracepoints is not permitted here")
+            print("\nno hold times: `perf` is missing, or may not record kernel tracepoints here")
             return
         print("\nµs per forwarded request or response (perf tracepoints, a separate pass): held = read to "
               "forward; then = forward to the proxy stopping; woken = wake-up to running, the scheduler's part")

@@ -203,7 +203,12 @@ fn a_passthrough_back_to_the_wildcard_listener_is_refused_not_looped() {
     // listens on: it is an address of its host, on the port of its wildcard listener
     // virtualInbound (0.0.0.0:15006). (15001 itself Istio sends to a blackhole chain.)
     let code = sidecar.curl_status(&["http://10.10.0.99:15006/again"]);
-    assert_eq!(code, Some(52), "curl: the connection closes without a reply");
+    // Closed without a reply: curl sees the end (52), or a reset (56) when the proxy closed
+    // with the request unread.
+    assert!(
+        matches!(code, Some(52 | 56)),
+        "curl exited {code:?}: not closed without a reply"
+    );
     sidecar.proxy.wait_line(
         "refusing a passthrough to this proxy's own address (it would loop) target=10.10.0.99:15006",
         Duration::from_secs(5),

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -112,7 +113,16 @@ struct OwnAddresses {
     addresses: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>,
     /// The wildcard addresses among `addresses` (rarely more than one or two).
     wildcards: Vec<SocketAddr>,
+    /// What [`routes_to_this_host`] answered, and when: a gateway on `0.0.0.0:80` in front of
+    /// backends on port 80 asks about every upstream address, for every request.
+    local: std::sync::RwLock<HashMap<IpAddr, (bool, Instant), foldhash::fast::RandomState>>,
 }
+
+/// How long an answer of [`routes_to_this_host`] is reused: addresses come and go with
+/// interfaces, rarely.
+const LOCAL_ANSWER_TTL: Duration = Duration::from_secs(10);
+/// At most this many answers are kept (beyond it, the cache starts over).
+const LOCAL_ANSWERS_KEPT: usize = 4096;
 
 impl std::fmt::Debug for OwnAddresses {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,6 +153,7 @@ impl OwnAddresses {
             ports,
             addresses,
             wildcards,
+            local: Default::default(),
         }
     }
 
@@ -160,7 +171,26 @@ impl OwnAddresses {
             .wildcards
             .iter()
             .any(|w| w.port() == port && (w.is_ipv6() || ip.is_ipv4()));
-        accepted_by_a_wildcard && (ip.is_loopback() || ip.is_unspecified() || routes_to_this_host(ip))
+        accepted_by_a_wildcard && (ip.is_loopback() || ip.is_unspecified() || self.is_local(ip))
+    }
+
+    /// [`routes_to_this_host`], answered from the cache while the answer is fresh.
+    fn is_local(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let cached = self.local.read().ok().and_then(|local| local.get(&ip).copied());
+        if let Some((answer, at)) = cached
+            && now.duration_since(at) < LOCAL_ANSWER_TTL
+        {
+            return answer;
+        }
+        let answer = routes_to_this_host(ip);
+        if let Ok(mut local) = self.local.write() {
+            if local.len() >= LOCAL_ANSWERS_KEPT {
+                local.clear();
+            }
+            local.insert(ip, (answer, now));
+        }
+        answer
     }
 }
 
@@ -289,6 +319,26 @@ mod tests {
         ] {
             assert!(!own(elsewhere), "{elsewhere}");
         }
+    }
+
+    #[test]
+    fn answers_about_the_hosts_addresses_are_reused_while_fresh_and_bounded() {
+        let own = OwnAddresses::new(["0.0.0.0:80".parse().unwrap()]);
+        let ip: IpAddr = "192.0.2.77".parse().unwrap();
+        assert!(!own.is_local(ip), "no address of this host");
+        // A fresh answer is reused as it is (here, one planted to tell it from a new lookup)…
+        own.local.write().unwrap().insert(ip, (true, Instant::now()));
+        assert!(own.is_local(ip));
+        // …and a stale one is looked up again.
+        let stale = Instant::now()
+            .checked_sub(LOCAL_ANSWER_TTL + Duration::from_secs(1))
+            .unwrap();
+        own.local.write().unwrap().insert(ip, (true, stale));
+        assert!(!own.is_local(ip));
+        for n in 0..LOCAL_ANSWERS_KEPT as u32 + 10 {
+            own.is_local(IpAddr::V4((0xc612_0000 + n).into())); // 198.18.0.0/15, benchmarking
+        }
+        assert!(own.local.read().unwrap().len() <= LOCAL_ANSWERS_KEPT);
     }
 
     #[test]

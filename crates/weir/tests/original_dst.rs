@@ -146,22 +146,20 @@ impl Sidecar {
 
     /// `curl -s --max-time 5 ARGS` run by the application: its output (panics if curl fails).
     fn curl(&self, args: &[&str]) -> String {
-        let mut all = vec!["curl", "-s", "--max-time", "5"];
-        all.extend_from_slice(args);
-        self.ns.exec(&all)
+        self.ns.exec(&curl_command(args))
     }
 
     /// `curl -s --max-time 5 ARGS` run by the application, however it ends: its exit code.
     fn curl_status(&self, args: &[&str]) -> Option<i32> {
-        let mut all = vec!["netns", "exec", &self.ns.name, "curl", "-s", "--max-time", "5"];
-        all.extend_from_slice(args);
-        std::process::Command::new("ip")
-            .args(&all)
-            .output()
-            .expect("ip netns exec curl runs")
-            .status
-            .code()
+        self.ns.status(&curl_command(args))
     }
+}
+
+/// `curl -s --max-time 5 ARGS`.
+fn curl_command<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["curl", "-s", "--max-time", "5"];
+    all.extend_from_slice(args);
+    all
 }
 
 #[test]

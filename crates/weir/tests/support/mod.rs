@@ -516,6 +516,18 @@ impl Netns {
         args.extend_from_slice(command);
         run_ok("ip", &args)
     }
+
+    /// Runs a command inside the namespace, however it ends: its exit code (`None` if a signal
+    /// ended it).
+    pub fn status(&self, command: &[&str]) -> Option<i32> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(command)
+            .output()
+            .unwrap_or_else(|e| panic!("ip cannot start ({e}): run scripts/test-deps.sh as root"))
+            .status
+            .code()
+    }
 }
 
 impl Drop for Netns {

@@ -116,6 +116,34 @@ pub fn socket(a: &Address) -> Result<SocketAddr, String> {
     }
 }
 
+/// The IPv4 address an IPv6 listener address also accepts on when it is bound dual-stack
+/// (Envoy's `ipv4_compat`): `[::]:P` accepts on `0.0.0.0:P`, `[::ffff:a.b.c.d]:P` on
+/// `a.b.c.d:P`. Other addresses have none.
+pub fn ipv4_alias(address: SocketAddr) -> Option<SocketAddr> {
+    let SocketAddr::V6(v6) = address else {
+        return None;
+    };
+    let ip = if v6.ip().is_unspecified() {
+        std::net::Ipv4Addr::UNSPECIFIED
+    } else {
+        v6.ip().to_ipv4_mapped()?
+    };
+    Some(SocketAddr::new(IpAddr::V4(ip), address.port()))
+}
+
+/// Whether a listener address is bound dual-stack (`ipv4_compat`), refused as Envoy refuses it
+/// where it cannot apply: on an IPv4 address, or an IPv6 one other than `::` and IPv4-mapped
+/// addresses.
+pub fn listener_ipv4_compat(a: &Address, address: SocketAddr) -> Result<bool, String> {
+    let set = matches!(&a.address, Some(address::Address::SocketAddress(s)) if s.ipv4_compat);
+    if set && ipv4_alias(address).is_none() {
+        return Err(format!(
+            "Only IPv6 address '::' or valid IPv4-mapped IPv6 address can set ipv4_compat: {address}"
+        ));
+    }
+    Ok(set)
+}
+
 /// Decodes a typed config whose type URL must be `expected`.
 pub fn decode_any<M: Message + Default>(any: &Any, expected: &str, what: &str) -> Result<M, String> {
     let found = any.type_url.rsplit('/').next().unwrap_or_default();
@@ -164,5 +192,46 @@ mod tests {
         let hash = |t: &Target| std::hash::BuildHasher::hash_one(&foldhash::fast::FixedState::default(), t);
         let again = Target::Socket(SocketAddr::from(([10, 0, 0, 1], 80)));
         assert_eq!(hash(&again), hash(&targets[0]));
+    }
+
+    #[test]
+    fn ipv4_compat_applies_to_the_ipv6_wildcard_and_ipv4_mapped_addresses_only() {
+        use envoy_types::pb::envoy::config::core::v3::SocketAddress;
+        let listener = |ip: &str, ipv4_compat: bool| {
+            let a = Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: ip.into(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(8080)),
+                    ipv4_compat,
+                    ..Default::default()
+                })),
+            };
+            socket(&a).and_then(|s| listener_ipv4_compat(&a, s).map(|c| (s, c)))
+        };
+        for (ip, alias) in [
+            ("::", "0.0.0.0:8080"),
+            ("::0", "0.0.0.0:8080"),
+            ("::ffff:10.1.2.3", "10.1.2.3:8080"),
+        ] {
+            let (address, compat) = listener(ip, true).unwrap();
+            assert!(compat, "{ip}");
+            assert_eq!(ipv4_alias(address), Some(alias.parse().unwrap()), "{ip}");
+        }
+        // Without the option nothing is refused, and the address is bound IPv6-only.
+        assert!(!listener("::", false).unwrap().1);
+        for (ip, shown) in [
+            ("::1", "[::1]:8080"),
+            ("0.0.0.0", "0.0.0.0:8080"),
+            ("2001:db8::1", "[2001:db8::1]:8080"),
+        ] {
+            assert_eq!(
+                listener(ip, true).unwrap_err(),
+                format!(
+                    "Only IPv6 address '::' or valid IPv4-mapped IPv6 address can set ipv4_compat: {shown}"
+                )
+            );
+        }
+        assert_eq!(ipv4_alias("[::1]:80".parse().unwrap()), None);
+        assert_eq!(ipv4_alias("127.0.0.1:80".parse().unwrap()), None);
     }
 }

@@ -114,20 +114,9 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn listener(name: &str, port: u32) -> Arc<ListenerConfig> {
-        use envoy_types::pb::envoy::config::core::v3::{SocketAddress, address, socket_address};
-        let source = envoy_types::pb::envoy::config::listener::v3::Listener {
-            name: name.into(),
-            address: Some(envoy_types::pb::envoy::config::core::v3::Address {
-                address: Some(address::Address::SocketAddress(SocketAddress {
-                    address: "127.0.0.1".into(),
-                    port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-                    ..Default::default()
-                })),
-            }),
-            ..Default::default()
-        };
-        Arc::new(ListenerConfig::compile(&source).expect("compiles"))
+    fn listener(name: &str, port: u16) -> Arc<ListenerConfig> {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        Arc::new(crate::listener::bare_listener(name, address, false, true))
     }
 
     fn set(ls: &[&Arc<ListenerConfig>]) -> BTreeMap<String, Arc<ListenerConfig>> {

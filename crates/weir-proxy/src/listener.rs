@@ -242,6 +242,10 @@ pub struct ListenerConfig {
     pub name: String,
     /// Its address.
     pub address: SocketAddr,
+    /// An IPv6 address bound dual-stack, accepting IPv4 too (`ipv4_compat`; see
+    /// [`crate::convert::ipv4_alias`]). Otherwise an IPv6 address is bound IPv6-only, as Envoy
+    /// binds it.
+    pub ipv4_compat: bool,
     /// Whether Weir binds the address (false: reached by original-destination hand-off).
     pub bind_to_port: bool,
     /// Hand connections to the listener of their original destination.
@@ -317,7 +321,9 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("{field} is not supported"));
     }
-    let address = socket(l.address.as_ref().ok_or("listener without an address")?)?;
+    let proto_address = l.address.as_ref().ok_or("listener without an address")?;
+    let address = socket(proto_address)?;
+    let ipv4_compat = crate::convert::listener_ipv4_compat(proto_address, address)?;
     let mut tls_inspector = false;
     let mut http_inspector = false;
     for f in &l.listener_filters {
@@ -362,6 +368,7 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
     Ok(ListenerConfig {
         name: l.name.clone(),
         address,
+        ipv4_compat,
         bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
         use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
         tls_inspector,
@@ -837,5 +844,33 @@ fn narrow(candidates: Vec<&Chain>, rank: impl Fn(&ChainMatch) -> Option<Option<u
             .filter(|(r, _)| r.is_none())
             .map(|(_, c)| c)
             .collect(),
+    }
+}
+
+/// A listener with no filter chains on `address` (bound dual-stack with `ipv4_compat`), for tests.
+#[cfg(test)]
+pub(crate) fn bare_listener(
+    name: &str,
+    address: SocketAddr,
+    ipv4_compat: bool,
+    bind_to_port: bool,
+) -> ListenerConfig {
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+    let source = Listener {
+        name: name.into(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: address.ip().to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(address.port().into())),
+                ipv4_compat,
+                ..Default::default()
+            })),
+        }),
+        bind_to_port: Some(envoy_types::pb::google::protobuf::BoolValue { value: bind_to_port }),
+        ..Default::default()
+    };
+    match ListenerConfig::compile(&source) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
     }
 }

@@ -70,6 +70,8 @@ impl BindPolicy {
 
 struct Running {
     address: SocketAddr,
+    /// Bound dual-stack (`ipv4_compat`).
+    ipv4_compat: bool,
     version: String,
     accept: tokio::task::AbortHandle,
 }
@@ -144,7 +146,12 @@ impl Listeners {
             .collect();
         let mut to_bind = Vec::new();
         if let Ok(mut running) = self.running.lock() {
-            running.retain(|name, r| wanted.get(name.as_str()).is_some_and(|(a, _)| *a == r.address));
+            // A socket is kept while its address and its IPv6-only option stay.
+            running.retain(|name, r| {
+                wanted
+                    .get(name.as_str())
+                    .is_some_and(|(a, l)| (*a, l.ipv4_compat) == (r.address, r.ipv4_compat))
+            });
             for (name, (address, l)) in &wanted {
                 let version = format!("{:?}", l.source);
                 match running.get_mut(*name) {
@@ -154,12 +161,12 @@ impl Listeners {
                         r.version = version;
                     }
                     Some(_) => {}
-                    None => to_bind.push(((*name).to_string(), *address, version)),
+                    None => to_bind.push(((*name).to_string(), *address, l.ipv4_compat, version)),
                 }
             }
         }
-        for (name, address, version) in to_bind {
-            match bind(address).await {
+        for (name, address, ipv4_compat, version) in to_bind {
+            match bind(address, ipv4_compat).await {
                 Ok(socket) => {
                     let accept = tokio::spawn(accept_loop(self.state.clone(), name.clone(), socket));
                     tracing::info!(listener = %name, %address, "listening");
@@ -168,6 +175,7 @@ impl Listeners {
                             name,
                             Running {
                                 address,
+                                ipv4_compat,
                                 version,
                                 accept: accept.abort_handle(),
                             },
@@ -182,7 +190,20 @@ impl Listeners {
     }
 
     fn publish_own_addresses(&self) {
-        let mut own: Vec<SocketAddr> = self.bound().into_iter().map(|(_, a)| a).collect();
+        // A dual-stack socket accepts on its IPv4 address too.
+        let mut own: Vec<SocketAddr> = self
+            .running
+            .lock()
+            .map(|running| {
+                running
+                    .values()
+                    .flat_map(|r| {
+                        let alias = r.ipv4_compat.then(|| crate::convert::ipv4_alias(r.address));
+                        std::iter::once(r.address).chain(alias.flatten())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         own.extend(self.redirected());
         own.extend(self.extra_own.lock().map(|e| e.clone()).unwrap_or_default());
         self.state.set_own_addresses(own);
@@ -233,7 +254,7 @@ impl Listeners {
         };
         let mut errors = Vec::new();
         for address in to_bind {
-            match bind(address).await {
+            match bind(address, false).await {
                 Ok(socket) => {
                     let task = tokio::spawn(redirect_loop(self.state.clone(), socket, address));
                     if let Ok(mut current) = self.redirected.lock() {
@@ -259,10 +280,16 @@ impl Listeners {
     }
 }
 
-async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+/// A listening socket on `address`. An IPv6 one is IPv6-only unless `ipv4_compat`, whatever the
+/// host's `net.ipv6.bindv6only` (Envoy sets the option either way).
+async fn bind(address: SocketAddr, ipv4_compat: bool) -> io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        SocketAddr::V6(_) => {
+            let socket = tokio::net::TcpSocket::new_v6()?;
+            socket2::SockRef::from(&socket).set_only_v6(!ipv4_compat)?;
+            socket
+        }
     };
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;

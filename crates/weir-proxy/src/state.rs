@@ -40,11 +40,16 @@ impl Snapshot {
         routes: HashMap<String, Arc<CompiledRoutes>>,
         clusters: HashMap<String, Arc<ClusterRuntime>>,
     ) -> Self {
-        let by_address = listeners
-            .values()
-            .filter(|l| !l.use_original_dst)
-            .map(|l| (l.address, l.name.clone()))
-            .collect();
+        let owners = listeners.values().filter(|l| !l.use_original_dst);
+        let mut by_address: HashMap<SocketAddr, String> =
+            owners.clone().map(|l| (l.address, l.name.clone())).collect();
+        // A dual-stack IPv6 listener also owns its IPv4 address, unless a listener is on that
+        // address itself (Envoy's order).
+        for l in owners.filter(|l| l.ipv4_compat) {
+            if let Some(alias) = crate::convert::ipv4_alias(l.address) {
+                by_address.entry(alias).or_insert_with(|| l.name.clone());
+            }
+        }
         Snapshot {
             listeners,
             routes: routes.into_iter().collect(),
@@ -162,15 +167,16 @@ impl OwnAddresses {
         if self.ports[usize::from(port / 64)] & (1 << (port % 64)) == 0 {
             return false;
         }
-        if self.addresses.contains(address) {
+        // An IPv4-mapped target is the IPv4 address it maps (a dual-stack listener is listed
+        // under its IPv4 address too, see `Listeners`).
+        let ip = address.ip().to_canonical();
+        if self.addresses.contains(&SocketAddr::new(ip, port)) {
             return true;
         }
-        let ip = address.ip().to_canonical();
-        // `[::]` also accepts IPv4 unless the socket is IPv6-only; counted as accepting both.
         let accepted_by_a_wildcard = self
             .wildcards
             .iter()
-            .any(|w| w.port() == port && (w.is_ipv6() || ip.is_ipv4()));
+            .any(|w| w.port() == port && w.is_ipv6() == ip.is_ipv6());
         accepted_by_a_wildcard && (ip.is_loopback() || ip.is_unspecified() || self.is_local(ip))
     }
 
@@ -289,7 +295,42 @@ mod tests {
         state.set_own_addresses(["0.0.0.0:0".parse().unwrap(), "10.0.0.1:65535".parse().unwrap()]);
         assert!(!state.is_own(&Target::Socket(own)), "replaced, not added to");
         assert!(state.is_own(&Target::Socket("10.0.0.1:65535".parse().unwrap())));
+        assert!(
+            state.is_own(&Target::Socket("[::ffff:10.0.0.1]:65535".parse().unwrap())),
+            "an IPv4-mapped target is its IPv4 address"
+        );
         assert!(state.is_own(&Target::Socket("0.0.0.0:0".parse().unwrap())));
+    }
+
+    #[test]
+    fn a_redirected_connection_goes_to_the_listener_that_accepts_its_destination() {
+        let listeners = [
+            ("v4_80", "0.0.0.0:80", false),
+            ("dual_80", "[::]:80", true),
+            ("dual_9080", "[::]:9080", true),
+            ("v6_9090", "[::]:9090", false),
+            ("mapped_7070", "[::ffff:10.0.0.5]:7070", true),
+        ]
+        .into_iter()
+        .map(|(name, address, ipv4_compat)| {
+            let l = crate::listener::bare_listener(name, address.parse().unwrap(), ipv4_compat, false);
+            (name.to_string(), Arc::new(l))
+        })
+        .collect();
+        let snapshot = Snapshot::new(listeners, HashMap::new(), HashMap::new());
+        let owner = |destination: &str| {
+            snapshot
+                .listener_for(destination.parse().unwrap())
+                .map(|l| l.name.as_str())
+        };
+        // A listener on the IPv4 address itself comes before a dual-stack one (Envoy's order).
+        assert_eq!(owner("10.1.1.1:80"), Some("v4_80"));
+        assert_eq!(owner("[2001:db8::1]:80"), Some("dual_80"));
+        assert_eq!(owner("10.1.1.1:9080"), Some("dual_9080"));
+        assert_eq!(owner("10.1.1.1:9090"), None, "IPv6-only");
+        assert_eq!(owner("[2001:db8::1]:9090"), Some("v6_9090"));
+        assert_eq!(owner("10.0.0.5:7070"), Some("mapped_7070"));
+        assert_eq!(owner("10.0.0.6:7070"), None);
     }
 
     #[test]
@@ -303,7 +344,6 @@ mod tests {
             "127.0.0.53:15001",
             "[::1]:15006",
             "[::]:15006",
-            "127.0.0.1:15006",
             "[::ffff:127.0.0.1]:15001",
         ] {
             assert!(
@@ -316,6 +356,8 @@ mod tests {
             "[::1]:15001",
             "192.0.2.1:15001",
             "[2001:db8::1]:15006",
+            // `[::]` bound IPv6-only; a dual-stack one is listed under `0.0.0.0` too.
+            "127.0.0.1:15006",
         ] {
             assert!(!own(elsewhere), "{elsewhere}");
         }

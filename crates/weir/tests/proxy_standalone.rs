@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use support::{
@@ -127,7 +127,7 @@ fn an_envoy_bootstrap_with_static_resources_drives_the_proxy() {
          admin:\n  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}\n{}",
         static_bootstrap(
             "ingress",
-            port,
+            &socket_address(SocketAddr::from(([127, 0, 0, 1], port))),
             backend,
             "          stream_idle_timeout: 0.6s
           drain_timeout: 0.5s
@@ -511,7 +511,7 @@ fn a_cluster_pointing_back_at_the_proxys_own_listener_is_refused_not_looped() {
     let _p = proxy_on(
         "self-loop",
         listener,
-        &static_bootstrap("self", port, listener, "", ""),
+        &static_bootstrap("self", &socket_address(listener), listener, "", ""),
     );
     let mut conn = TcpStream::connect(listener).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -527,6 +527,78 @@ fn a_cluster_pointing_back_at_the_proxys_own_listener_is_refused_not_looped() {
             "{body}"
         );
     }
+}
+
+#[test]
+fn a_listener_on_the_ipv6_wildcard_takes_ipv4_connections_only_with_ipv4_compat() {
+    let (_e, backend) = echo("v6");
+    let ipv6_only = SocketAddr::from((Ipv6Addr::UNSPECIFIED, free_port()));
+    let _v6 = proxy_on(
+        "ipv6-only",
+        SocketAddr::from((Ipv6Addr::LOCALHOST, ipv6_only.port())),
+        &static_bootstrap("v6", &socket_address(ipv6_only), backend, "", ""),
+    );
+    let client = Client::new();
+    let r = client.direct(
+        SocketAddr::from((Ipv6Addr::LOCALHOST, ipv6_only.port())),
+        "GET",
+        "/over-ipv6",
+        &[],
+        "",
+    );
+    assert_eq!((r.status, r.server()), (200, Some("v6")), "{r:?}");
+    // As in Envoy, `::` without `ipv4_compat` is IPv6-only, whatever the host's default.
+    let refused = TcpStream::connect((Ipv4Addr::LOCALHOST, ipv6_only.port()));
+    assert!(refused.is_err(), "an IPv4 connection was accepted: {refused:?}");
+
+    // Dual-stack: IPv4 connections are accepted, and the IPv4 address is the proxy's own too (a
+    // cluster pointing at it is refused as a loop).
+    let dual = SocketAddr::from((Ipv6Addr::UNSPECIFIED, free_port()));
+    let over_ipv4 = SocketAddr::from((Ipv4Addr::LOCALHOST, dual.port()));
+    let _dual = proxy_on(
+        "dual-stack",
+        over_ipv4,
+        &static_bootstrap(
+            "dual",
+            &format!("{}, ipv4_compat: true", socket_address(dual)),
+            over_ipv4,
+            "",
+            "",
+        ),
+    );
+    let r = client.direct(over_ipv4, "GET", "/loop", &[], "");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        r.body.contains(&format!("{over_ipv4}, an address of this proxy")),
+        "{r:?}"
+    );
+
+    // Where `ipv4_compat` cannot apply, the listener is refused with Envoy's words.
+    let file = folder("ipv4-compat-refused").join("envoy.yaml");
+    let on_ipv6_loopback = SocketAddr::from((Ipv6Addr::LOCALHOST, free_port()));
+    std::fs::write(
+        &file,
+        static_bootstrap(
+            "bad",
+            &format!("{}, ipv4_compat: true", socket_address(on_ipv6_loopback)),
+            backend,
+            "",
+            "",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["proxy", "--bootstrap", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "Only IPv6 address '::' or valid IPv4-mapped IPv6 address can set ipv4_compat: {on_ipv6_loopback}"
+        )),
+        "{err}"
+    );
 }
 
 /// `weir proxy` run from the bootstrap `text` (its folder named after `label`), once its
@@ -550,15 +622,20 @@ fn proxy_on(label: &str, listener: SocketAddr, text: &str) -> Proc {
     proxy
 }
 
-/// `static_resources` with one listener `name` on `port` (an HTTP connection manager with the
-/// extra `manager` lines, the `routes` before a catch-all route to `backend`) and the cluster
-/// `backend`.
-fn static_bootstrap(name: &str, port: u16, backend: SocketAddr, manager: &str, routes: &str) -> String {
+/// The fields of an Envoy `socket_address` for `a`.
+fn socket_address(a: SocketAddr) -> String {
+    format!("address: '{}', port_value: {}", a.ip(), a.port())
+}
+
+/// `static_resources` with one listener `name` on the `socket_address` fields `listen` (an HTTP
+/// connection manager with the extra `manager` lines, the `routes` before a catch-all route to
+/// `backend`) and the cluster `backend`.
+fn static_bootstrap(name: &str, listen: &str, backend: SocketAddr, manager: &str, routes: &str) -> String {
     format!(
         r#"static_resources:
   listeners:
   - name: {name}
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    address: {{socket_address: {{{listen}}}}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -683,17 +760,16 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_only: bool) -> 
 #[test]
 fn one_http1_connection_is_served_by_weirs_server_then_hypers() {
     let (_e, backend) = echo("raw");
-    let port = free_port();
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let bootstrap = static_bootstrap(
         "raw",
-        port,
+        &socket_address(listener),
         backend,
         "",
         "              - match: {prefix: /local}
                 direct_response: {status: 503, body: {inline_string: local}}
 ",
     );
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let _p = proxy_on("raw-http1", listener, &bootstrap);
     let connect = || {
         let s = TcpStream::connect(listener).unwrap();

@@ -125,6 +125,35 @@ pub struct Forward {
     pub upgrades: Vec<(String, bool)>,
     /// Shadow copies of the request (`request_mirror_policies`).
     pub mirrors: Vec<Mirror>,
+    /// A request body up to this many bytes is kept for retries and shadow copies (the route's
+    /// `request_body_buffer_limit` or `per_request_buffer_limit_bytes`, else its virtual
+    /// host's); `None`: [`DEFAULT_BUFFER_LIMIT`].
+    pub buffer_limit: Option<usize>,
+}
+
+/// Bodies up to this size are kept so the request can be retried or mirrored when neither the
+/// route nor its virtual host sets a limit (Envoy's default is its 1 MiB connection buffer
+/// limit; a larger request is streamed, and neither retried nor mirrored).
+pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
+
+impl Forward {
+    /// How much of a request body is kept for retries and shadow copies.
+    pub fn buffer_limit(&self) -> usize {
+        self.buffer_limit.unwrap_or(DEFAULT_BUFFER_LIMIT)
+    }
+}
+
+/// A route's or virtual host's request buffer limit: `request_body_buffer_limit`, which
+/// supersedes `per_request_buffer_limit_bytes`.
+pub fn request_buffer_limit(
+    request_body_buffer_limit: Option<&envoy_types::pb::google::protobuf::UInt64Value>,
+    per_request_buffer_limit_bytes: Option<&envoy_types::pb::google::protobuf::UInt32Value>,
+) -> Option<usize> {
+    match (request_body_buffer_limit, per_request_buffer_limit_bytes) {
+        (Some(l), _) => Some(usize::try_from(l.value).unwrap_or(usize::MAX)),
+        (None, Some(l)) => Some(usize::try_from(l.value).unwrap_or(usize::MAX)),
+        (None, None) => None,
+    }
 }
 
 /// A request mirror: a fire-and-forget copy to another cluster.
@@ -296,9 +325,17 @@ impl Cors {
 }
 
 /// Compiles a route's action.
+#[allow(deprecated)] // per_request_buffer_limit_bytes, still honoured
 pub fn compile_action(r: &Route) -> Result<Action, String> {
     match &r.action {
-        Some(route::Action::Route(a)) => Ok(Action::Forward(Box::new(compile_forward(a)?))),
+        Some(route::Action::Route(a)) => {
+            let mut forward = compile_forward(a)?;
+            forward.buffer_limit = request_buffer_limit(
+                r.request_body_buffer_limit.as_ref(),
+                r.per_request_buffer_limit_bytes.as_ref(),
+            );
+            Ok(Action::Forward(Box::new(forward)))
+        }
         Some(route::Action::Redirect(a)) => Ok(Action::Redirect(Box::new(compile_redirect(a)?))),
         Some(route::Action::DirectResponse(d)) => {
             let status = u16::try_from(d.status)
@@ -348,6 +385,7 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         (a.internal_redirect_policy.is_some(), "internal_redirect_policy"),
         (a.internal_redirect_action != 0, "internal_redirect_action"),
         (a.hedge_policy.is_some(), "hedge_policy"),
+        (a.max_internal_redirects.is_some(), "max_internal_redirects"),
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("route.{field} is not supported"));
@@ -397,7 +435,10 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
             Clusters::Weighted(targets, total)
         }
         Some(C::ClusterSpecifierPlugin(_)) | Some(C::InlineClusterSpecifierPlugin(_)) => {
-            return Err("cluster specifier plugins are not supported".into());
+            return Err(
+                "cluster specifier plugins (cluster_specifier_plugin, inline_cluster_specifier_plugin) are not supported"
+                    .into(),
+            );
         }
         None => return Err("route action without a cluster".into()),
     };
@@ -406,7 +447,16 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         None => None,
         Some(H::HostRewriteLiteral(h)) => Some(h.clone()),
         Some(H::AutoHostRewrite(b)) if !b.value => None,
-        Some(_) => return Err("only host_rewrite_literal is supported for host rewriting".into()),
+        Some(other) => {
+            let field = match other {
+                H::AutoHostRewrite(_) => "auto_host_rewrite",
+                H::HostRewriteHeader(_) => "host_rewrite_header",
+                _ => "host_rewrite_path_regex",
+            };
+            return Err(format!(
+                "{field} is not supported (only host_rewrite_literal rewrites the host)"
+            ));
+        }
     };
     let regex_rewrite = a
         .regex_rewrite
@@ -501,6 +551,7 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
             .iter()
             .map(mirror)
             .collect::<Result<_, _>>()?,
+        buffer_limit: None,
     })
 }
 

@@ -253,6 +253,29 @@ impl Admin {
                 ("upstream_rq_pending_active", u64::from(in_use.pending)),
             ];
             out.extend(breakers.into_iter().map(|(k, v)| (name.clone(), k, v)));
+            if l.track_remaining {
+                let left = |used: u32, limit: u32| u64::from(limit.saturating_sub(used));
+                let retry_limit = c.pool.breakers().retry_limit();
+                let remaining: [(&'static str, u64); 4] = [
+                    (
+                        "circuit_breakers.default.remaining_cx",
+                        left(in_use.connections, l.max_connections),
+                    ),
+                    (
+                        "circuit_breakers.default.remaining_pending",
+                        left(in_use.pending, l.max_pending_requests),
+                    ),
+                    (
+                        "circuit_breakers.default.remaining_rq",
+                        left(in_use.requests, l.max_requests),
+                    ),
+                    (
+                        "circuit_breakers.default.remaining_retries",
+                        left(in_use.retries, retry_limit),
+                    ),
+                ];
+                out.extend(remaining.into_iter().map(|(k, v)| (name.clone(), k, v)));
+            }
             if c.config.outlier.is_some() {
                 out.extend(
                     c.outlier_stats

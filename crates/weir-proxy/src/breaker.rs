@@ -39,6 +39,9 @@ pub struct Limits {
     pub max_retries: u32,
     /// `retry_budget`.
     pub retry_budget: Option<RetryBudget>,
+    /// Publish what is left under each limit (`track_remaining`: the
+    /// `circuit_breakers.default.remaining_*` gauges).
+    pub track_remaining: bool,
 }
 
 impl Default for Limits {
@@ -49,6 +52,7 @@ impl Default for Limits {
             max_requests: DEFAULT_MAX_REQUESTS,
             max_retries: DEFAULT_MAX_RETRIES,
             retry_budget: None,
+            track_remaining: false,
         }
     }
 }
@@ -76,6 +80,7 @@ impl Limits {
         limits.max_pending_requests = value(t.max_pending_requests.as_ref(), DEFAULT_MAX_PENDING);
         limits.max_requests = value(t.max_requests.as_ref(), DEFAULT_MAX_REQUESTS);
         limits.max_retries = value(t.max_retries.as_ref(), DEFAULT_MAX_RETRIES);
+        limits.track_remaining = t.track_remaining;
         limits.retry_budget = t
             .retry_budget
             .as_ref()
@@ -237,21 +242,26 @@ impl Breakers {
     /// requests in flight and waiting and its minimum concurrency. `None` when the retry must
     /// not be made (counted as `upstream_rq_retry_overflow`).
     pub fn retry(self: &Arc<Self>) -> Option<Slot> {
-        let limit = match self.limits.retry_budget {
-            Some(b) => {
-                let active = self.requests.load(Ordering::Acquire) + self.pending.load(Ordering::Acquire);
-                let share = (f64::from(active) * b.percent / 100.0) as u32;
-                share.max(b.min_concurrency)
-            }
-            None => self.limits.max_retries,
-        };
-        let slot = self.take(Kind::Retry, limit);
+        let slot = self.take(Kind::Retry, self.retry_limit());
         if slot.is_none() {
             self.stats
                 .upstream_rq_retry_overflow
                 .fetch_add(1, Ordering::Relaxed);
         }
         slot
+    }
+
+    /// How many retries may be in flight now: `max_retries`, or with a budget the larger of
+    /// its share of the requests in flight and waiting and its minimum concurrency.
+    pub fn retry_limit(&self) -> u32 {
+        match self.limits.retry_budget {
+            Some(b) => {
+                let active = self.requests.load(Ordering::Acquire) + self.pending.load(Ordering::Acquire);
+                let share = (f64::from(active) * b.percent / 100.0) as u32;
+                share.max(b.min_concurrency)
+            }
+            None => self.limits.max_retries,
+        }
     }
 
     /// What is in use now.

@@ -208,6 +208,37 @@ fn unsupported(c: &Cluster) -> Option<&'static str> {
             c.connection_pool_per_downstream_connection,
             "connection_pool_per_downstream_connection",
         ),
+        (!c.alt_stat_name.is_empty(), "alt_stat_name"),
+        (c.track_timeout_budgets, "track_timeout_budgets"),
+        (c.track_cluster_stats.is_some(), "track_cluster_stats"),
+        (
+            c.per_connection_buffer_limit_bytes.is_some(),
+            "per_connection_buffer_limit_bytes",
+        ),
+        (
+            c.per_connection_buffer_high_watermark_timeout.is_some(),
+            "per_connection_buffer_high_watermark_timeout",
+        ),
+        (
+            c.close_connections_on_host_health_failure,
+            "close_connections_on_host_health_failure",
+        ),
+        (c.dns_failure_refresh_rate.is_some(), "dns_failure_refresh_rate"),
+        (c.dns_jitter.is_some(), "dns_jitter"),
+        (c.use_tcp_for_dns_lookups, "use_tcp_for_dns_lookups"),
+        (
+            !c.lrs_report_endpoint_metrics.is_empty(),
+            "lrs_report_endpoint_metrics",
+        ),
+        // Weir always waits for a cluster's first endpoints (Envoy's default).
+        (
+            c.wait_for_warm_on_init.is_some_and(|b| !b.value),
+            "wait_for_warm_on_init false",
+        ),
+        (
+            matches!(&c.lb_config, Some(cluster::LbConfig::RoundRobinLbConfig(r)) if *r != Default::default()),
+            "round_robin_lb_config (slow start, locality settings)",
+        ),
     ];
     checks.into_iter().find(|(set, _)| *set).map(|(_, f)| f)
 }
@@ -257,7 +288,29 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
         )
     });
     if common.is_some_and(|l| l.locality_config_specifier.is_some()) && !locality_weighted {
-        return Err("zone-aware load balancing is not supported".into());
+        return Err("zone_aware_lb_config (zone-aware load balancing) is not supported".into());
+    }
+    if let Some(l) = common {
+        let unsupported = [
+            (
+                l.update_merge_window
+                    .as_ref()
+                    .is_some_and(|d| d.seconds != 0 || d.nanos != 0),
+                "update_merge_window (host updates apply at once)",
+            ),
+            (
+                l.close_connections_on_host_set_change,
+                "close_connections_on_host_set_change",
+            ),
+            (
+                l.consistent_hashing_lb_config.is_some(),
+                "consistent_hashing_lb_config",
+            ),
+            (l.override_host_status.is_some(), "override_host_status"),
+        ];
+        if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+            return Err(format!("common_lb_config.{field} is not supported"));
+        }
     }
     let source_address = match &c.upstream_bind_config {
         None => None,
@@ -498,8 +551,11 @@ fn protocol_options(c: &Cluster) -> Result<(UpstreamProtocol, HttpOptions), Stri
         protocol = UpstreamProtocol::Http2;
         http2_options(h2, &mut http)?;
     }
-    if c.http_protocol_options.is_some() || c.common_http_protocol_options.is_some() {
-        return Err("http_protocol_options / common_http_protocol_options on the cluster are not supported (use typed_extension_protocol_options)".into());
+    if c.http_protocol_options.is_some()
+        || c.common_http_protocol_options.is_some()
+        || c.upstream_http_protocol_options.is_some()
+    {
+        return Err("http_protocol_options / common_http_protocol_options / upstream_http_protocol_options on the cluster are not supported (use typed_extension_protocol_options)".into());
     }
     for (key, any) in &c.typed_extension_protocol_options {
         if key != KEY {
@@ -551,6 +607,10 @@ fn protocol_options(c: &Cluster) -> Result<(UpstreamProtocol, HttpOptions), Stri
                 "upstream_http_protocol_options",
             ),
             (o.header_validation_config.is_some(), "header_validation_config"),
+            (o.outlier_detection.is_some(), "outlier_detection"),
+            (!o.request_mirror_policies.is_empty(), "request_mirror_policies"),
+            (!o.hash_policy.is_empty(), "hash_policy"),
+            (o.retry_policy.is_some(), "retry_policy"),
         ];
         if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
             return Err(format!("HttpProtocolOptions.{field} is not supported"));

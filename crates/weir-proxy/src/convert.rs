@@ -86,6 +86,12 @@ pub fn target(a: &Address) -> Result<Target, String> {
                 }
                 None => 0,
             };
+            if !s.network_namespace_filepath.is_empty() {
+                return Err(format!(
+                    "address {}: network_namespace_filepath {:?} is not supported",
+                    s.address, s.network_namespace_filepath
+                ));
+            }
             if !s.resolver_name.is_empty() {
                 return Err(format!(
                     "address {}: custom resolver {:?} is not supported",

@@ -73,15 +73,30 @@ pub fn locality_name(l: Option<&Locality>) -> String {
 
 /// Compiles an assignment; names (not IPs) are allowed only for DNS clusters.
 pub fn compile_assignment(cla: &ClusterLoadAssignment, allow_names: bool) -> Result<EndpointSet, String> {
-    if let Some(policy) = &cla.policy
-        && !policy.drop_overloads.is_empty()
-    {
-        return Err("load assignment drop_overloads is not supported".into());
+    if let Some(policy) = &cla.policy {
+        let unsupported = [
+            (!policy.drop_overloads.is_empty(), "drop_overloads"),
+            (
+                policy
+                    .overprovisioning_factor
+                    .as_ref()
+                    .is_some_and(|f| f.value != 140),
+                "overprovisioning_factor other than Envoy's default 140",
+            ),
+            (policy.endpoint_stale_after.is_some(), "endpoint_stale_after"),
+            (policy.weighted_priority_health, "weighted_priority_health"),
+        ];
+        if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+            return Err(format!("load assignment policy.{field} is not supported"));
+        }
+    }
+    if !cla.named_endpoints.is_empty() {
+        return Err("load assignment named_endpoints are not supported".into());
     }
     let mut set = EndpointSet::default();
     for group in &cla.endpoints {
         if group.lb_config.is_some() {
-            return Err("LEDS is not supported".into());
+            return Err("load_balancer_endpoints and leds_cluster_locality_config (LEDS) are not supported; use lb_endpoints".into());
         }
         let priority = usize::try_from(group.priority).map_err(|_| "priority out of range".to_string())?;
         if priority > 127 {

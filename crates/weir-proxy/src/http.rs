@@ -16,7 +16,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use crate::action::{Abort, Action, Cors, Fault, Redirect, RedirectPath};
 use crate::body::{self, RequestBody};
 use crate::convert::Target;
-use crate::listener::{HttpManagerConfig, RouteSource};
+use crate::listener::{HttpManagerConfig, RouteSource, ServerHeader};
 use crate::names;
 use crate::pool::Body;
 use crate::routes::{CompiledRoute, CompiledRoutes, CompiledVirtualHost};
@@ -98,8 +98,24 @@ pub fn local_reply(manager: &HttpManagerConfig, status: StatusCode, text: &str) 
     if !text.is_empty() {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
-    h.insert(http::header::SERVER, manager.server_name.clone());
+    set_server_header(manager, h);
     resp
+}
+
+/// The `server` header of a response, as the connection manager's
+/// `server_header_transformation` wants it.
+pub fn set_server_header(manager: &HttpManagerConfig, headers: &mut http::HeaderMap) {
+    match manager.server_header {
+        ServerHeader::Overwrite => {
+            headers.insert(http::header::SERVER, manager.server_name.clone());
+        }
+        ServerHeader::AppendIfAbsent => {
+            if !headers.contains_key(http::header::SERVER) {
+                headers.insert(http::header::SERVER, manager.server_name.clone());
+            }
+        }
+        ServerHeader::PassThrough => {}
+    }
 }
 
 /// The authority of a request: the URI's (HTTP/2, absolute form), else `Host`.
@@ -276,7 +292,7 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<RequestBody>) -> Result<
             None,
         ));
     };
-    let match_authority = if ctx.manager.strip_any_host_port {
+    let match_authority = if ctx.manager.strip_any_host_port || routes.ignore_port_in_host_matching {
         strip_port(&authority)
     } else {
         authority.as_str()
@@ -419,8 +435,7 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<RequestBody>) -> Result<
     if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
         decorate_cors(cors, origin, resp.headers_mut());
     }
-    resp.headers_mut()
-        .insert(http::header::SERVER, ctx.manager.server_name.clone());
+    set_server_header(&ctx.manager, resp.headers_mut());
     Ok(match stream {
         Some(stream) => resp.map(|body| crate::idle::hold(body, stream)),
         None => resp,

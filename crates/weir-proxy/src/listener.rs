@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::core::v3::{CidrRange, HttpProtocolOptions as CoreHttpProtocolOptions};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter, listener_filter};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager,
@@ -148,6 +148,8 @@ pub struct HttpManagerConfig {
     pub always_set_request_id_in_response: bool,
     /// `server` header value (default `envoy`).
     pub server_name: http::HeaderValue,
+    /// What becomes of a response's own `server` header (`server_header_transformation`).
+    pub server_header: ServerHeader,
     /// `via` header to append.
     pub via: Option<http::HeaderValue>,
     /// Remove `x-forwarded-client-cert` from requests (SANITIZE, SANITIZE_SET).
@@ -173,6 +175,17 @@ pub struct HttpManagerConfig {
     pub response_headers: HeaderOps,
 }
 
+/// What becomes of the `server` header of a response (Envoy's `server_header_transformation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerHeader {
+    /// Set to `server_name`, whatever the upstream said (the default).
+    Overwrite,
+    /// Set to `server_name` when the response has none.
+    AppendIfAbsent,
+    /// Left as it is: the upstream's, or none.
+    PassThrough,
+}
+
 impl HttpManagerConfig {
     /// A connection manager with Envoy's defaults and these routes.
     pub fn with_routes(routes: RouteSource) -> Self {
@@ -188,6 +201,7 @@ impl HttpManagerConfig {
             preserve_external_request_id: false,
             always_set_request_id_in_response: false,
             server_name: http::HeaderValue::from_static("envoy"),
+            server_header: ServerHeader::Overwrite,
             via: None,
             sanitize_xfcc: true,
             stream_idle_timeout: Some(Duration::from_secs(300)),
@@ -235,6 +249,38 @@ pub struct Chain {
     pub tls: Option<crate::tls::DownstreamTls>,
 }
 
+/// The options of a listener's socket, set when it is bound: a socket is replaced when they
+/// change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenSocket {
+    /// An IPv6 address bound dual-stack, accepting IPv4 too (`ipv4_compat`; see
+    /// [`crate::convert::ipv4_alias`]). Otherwise an IPv6 address is bound IPv6-only, as Envoy
+    /// binds it.
+    pub ipv4_compat: bool,
+    /// The accept queue's length (`tcp_backlog_size`; the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub backlog: u32,
+    /// `SO_REUSEPORT` (`enable_reuse_port`, on by default as in Envoy): another process — a new
+    /// version of the proxy taking over — may bind the same address and share its connections.
+    pub reuse_port: bool,
+}
+
+impl ListenSocket {
+    /// Without `tcp_backlog_size`, Envoy uses `net.core.somaxconn`: asking for more gets that.
+    pub const DEFAULT_BACKLOG: u32 = 65535;
+}
+
+impl Default for ListenSocket {
+    /// A socket of the proxy's own (not a listener resource's): IPv6-only, not shared.
+    fn default() -> Self {
+        ListenSocket {
+            ipv4_compat: false,
+            backlog: Self::DEFAULT_BACKLOG,
+            reuse_port: false,
+        }
+    }
+}
+
 /// A compiled listener.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -242,10 +288,11 @@ pub struct ListenerConfig {
     pub name: String,
     /// Its address.
     pub address: SocketAddr,
-    /// An IPv6 address bound dual-stack, accepting IPv4 too (`ipv4_compat`; see
-    /// [`crate::convert::ipv4_alias`]). Otherwise an IPv6 address is bound IPv6-only, as Envoy
-    /// binds it.
-    pub ipv4_compat: bool,
+    /// How its socket is set up.
+    pub socket: ListenSocket,
+    /// At most this many connections are accepted before other work runs
+    /// (`max_connections_to_accept_per_socket_event`; none: all that are pending, as in Envoy).
+    pub accepts_per_event: Option<u32>,
     /// Whether Weir binds the address (false: reached by original-destination hand-off).
     pub bind_to_port: bool,
     /// Hand connections to the listener of their original destination.
@@ -317,13 +364,47 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
         (!l.access_log.is_empty(), "access_log"),
         (l.udp_listener_config.is_some(), "udp_listener_config"),
         (l.listener_specifier.is_some(), "internal_listener"),
+        (l.deprecated_v1.is_some(), "deprecated_v1"),
+        (l.fcds_config.is_some(), "fcds_config"),
+        (
+            l.tcp_fast_open_queue_length.is_some(),
+            "tcp_fast_open_queue_length",
+        ),
+        (l.enable_mptcp, "enable_mptcp"),
+        (
+            l.per_connection_buffer_limit_bytes.is_some(),
+            "per_connection_buffer_limit_bytes",
+        ),
+        (
+            l.per_connection_buffer_high_watermark_timeout.is_some(),
+            "per_connection_buffer_high_watermark_timeout",
+        ),
+        (l.stats_matcher.is_some(), "stats_matcher"),
+        (l.tcp_keepalive.is_some(), "tcp_keepalive"),
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("{field} is not supported"));
     }
     let proto_address = l.address.as_ref().ok_or("listener without an address")?;
     let address = socket(proto_address)?;
-    let ipv4_compat = crate::convert::listener_ipv4_compat(proto_address, address)?;
+    let socket = ListenSocket {
+        ipv4_compat: crate::convert::listener_ipv4_compat(proto_address, address)?,
+        backlog: l
+            .tcp_backlog_size
+            .as_ref()
+            .map_or(ListenSocket::DEFAULT_BACKLOG, |b| b.value),
+        reuse_port: l.enable_reuse_port.as_ref().is_none_or(|b| b.value),
+    };
+    if l.drain_type != 0 {
+        // MODIFY_ONLY: Weir drains every listener when it stops, as DEFAULT does.
+        return Err("drain_type MODIFY_ONLY is not supported".into());
+    }
+    let accepts_per_event = match &l.max_connections_to_accept_per_socket_event {
+        Some(n) if n.value == 0 => {
+            return Err("max_connections_to_accept_per_socket_event must be above 0".into());
+        }
+        n => n.as_ref().map(|n| n.value),
+    };
     let mut tls_inspector = false;
     let mut http_inspector = false;
     for f in &l.listener_filters {
@@ -368,7 +449,8 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
     Ok(ListenerConfig {
         name: l.name.clone(),
         address,
-        ipv4_compat,
+        socket,
+        accepts_per_event,
         bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
         use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
         tls_inspector,
@@ -419,17 +501,27 @@ fn compile_chain(c: &FilterChain) -> Result<Chain, String> {
     if c.use_proxy_proto.is_some_and(|b| b.value) {
         return Err("use_proxy_proto is not supported".into());
     }
+    if c.transport_socket_connect_timeout.is_some() {
+        return Err("transport_socket_connect_timeout is not supported".into());
+    }
     let matcher = match &c.filter_chain_match {
         None => ChainMatch::default(),
         Some(m) => {
-            if !m.address_suffix.is_empty()
-                || m.suffix_len.is_some()
-                || !m.direct_source_prefix_ranges.is_empty()
-                || m.source_type != 0
-                || !m.source_prefix_ranges.is_empty()
-                || !m.source_ports.is_empty()
-            {
-                return Err("filter_chain_match: source and suffix conditions are not supported".into());
+            let unsupported = [
+                (!m.address_suffix.is_empty(), "address_suffix"),
+                (m.suffix_len.is_some(), "suffix_len"),
+                (
+                    !m.direct_source_prefix_ranges.is_empty(),
+                    "direct_source_prefix_ranges",
+                ),
+                (m.source_type != 0, "source_type"),
+                (!m.source_prefix_ranges.is_empty(), "source_prefix_ranges"),
+                (!m.source_ports.is_empty(), "source_ports"),
+            ];
+            if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+                return Err(format!(
+                    "filter_chain_match.{field} is not supported (source and suffix conditions)"
+                ));
             }
             let destination_port = m
                 .destination_port
@@ -491,7 +583,11 @@ fn is_sni_cluster(f: &Filter) -> bool {
 fn typed(f: &Filter) -> Result<&Any, String> {
     match &f.config_type {
         Some(filter::ConfigType::TypedConfig(a)) => Ok(a),
-        _ => Err(format!("network filter {:?} has no typed_config", f.name)),
+        Some(filter::ConfigType::ConfigDiscovery(_)) => Err(format!(
+            "network filter {:?}: config_discovery is not supported",
+            f.name
+        )),
+        None => Err(format!("network filter {:?} has no typed_config", f.name)),
     }
 }
 
@@ -533,6 +629,8 @@ fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
         (t.backoff_options.is_some(), "backoff_options"),
         (t.downstream_idle_timeout.is_some(), "downstream_idle_timeout"),
         (t.upstream_idle_timeout.is_some(), "upstream_idle_timeout"),
+        (t.upstream_connect_mode != 0, "upstream_connect_mode"),
+        (t.max_early_data_bytes.is_some(), "max_early_data_bytes"),
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("tcp_proxy.{field} is not supported"));
@@ -633,6 +731,51 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
         ),
         (h.strip_matching_host_port, "strip_matching_host_port"),
         (h.forward_proto_config.is_some(), "forward_proto_config"),
+        (
+            h.http_protocol_options
+                .as_ref()
+                .is_some_and(|o| *o != Default::default()),
+            "http_protocol_options",
+        ),
+        (
+            h.http2_protocol_options
+                .as_ref()
+                .is_some_and(|o| *o != Default::default()),
+            "http2_protocol_options",
+        ),
+        (
+            h.common_http_protocol_options.as_ref().is_some_and(|o| {
+                let no_idle_timeout = CoreHttpProtocolOptions {
+                    idle_timeout: None,
+                    ..*o
+                };
+                no_idle_timeout != CoreHttpProtocolOptions::default()
+            }),
+            "common_http_protocol_options (but idle_timeout)",
+        ),
+        (h.proxy_100_continue, "proxy_100_continue"),
+        (
+            h.represent_ipv4_remote_address_as_ipv4_mapped_ipv6,
+            "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
+        ),
+        (h.delayed_close_timeout.is_some(), "delayed_close_timeout"),
+        (
+            h.stream_error_on_invalid_http_message.is_some(),
+            "stream_error_on_invalid_http_message",
+        ),
+        (
+            h.request_headers_timeout
+                .as_ref()
+                .is_some_and(|d| d.seconds != 0 || d.nanos != 0),
+            "request_headers_timeout",
+        ),
+        (h.strip_trailing_host_dot, "strip_trailing_host_dot"),
+        (h.append_x_forwarded_port, "append_x_forwarded_port"),
+        (
+            h.http1_safe_max_connection_duration,
+            "http1_safe_max_connection_duration",
+        ),
+        (h.stream_flush_timeout.is_some(), "stream_flush_timeout"),
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("http_connection_manager.{field} is not supported"));
@@ -727,6 +870,20 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
         } else {
             http::HeaderValue::from_str(&h.server_name)
                 .map_err(|_| format!("server_name {:?} is not a header value", h.server_name))?
+        },
+        server_header: {
+            use http_connection_manager::ServerHeaderTransformation as T;
+            match T::try_from(h.server_header_transformation) {
+                Ok(T::Overwrite) => ServerHeader::Overwrite,
+                Ok(T::AppendIfAbsent) => ServerHeader::AppendIfAbsent,
+                Ok(T::PassThrough) => ServerHeader::PassThrough,
+                Err(_) => {
+                    return Err(format!(
+                        "server_header_transformation {} is unknown",
+                        h.server_header_transformation
+                    ));
+                }
+            }
         },
         via: (!h.via.is_empty())
             .then(|| {

@@ -24,10 +24,6 @@ use crate::retry::{Outcome, RetryPolicy};
 use crate::stats::Destination;
 use crate::upstream::NoHost;
 
-/// Bodies up to this size are kept so the request can be retried (Envoy's default buffer
-/// limit is 1 MiB per connection; requests beyond this are streamed and not retried).
-const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
-
 /// Response bodies of at most this many bytes (by `content-length`) are sent with their head.
 const SMALL_BODY: usize = 16 * 1024;
 
@@ -253,7 +249,7 @@ pub async fn forward(
     let mut replay: Option<Bytes> = None;
     let mut stream: Option<Body> = None;
     if (policy.is_some() || shadow_parts.is_some()) && upgrade.is_none() {
-        match body::buffer(incoming, RETRY_BUFFER_LIMIT).await {
+        match body::buffer(incoming, forward.buffer_limit()).await {
             Ok(Buffered::Complete(b)) => replay = Some(b),
             Ok(Buffered::Partial(prefix, rest)) => stream = Some(body::Prefixed::body(prefix, rest)),
             Err(e) => {
@@ -325,7 +321,10 @@ pub async fn forward(
                 },
                 body,
             ),
-            None => tracing::debug!("request body above {RETRY_BUFFER_LIMIT} bytes: not mirrored"),
+            None => tracing::debug!(
+                limit = forward.buffer_limit(),
+                "request body above the buffer limit: not mirrored"
+            ),
         }
     }
     let mut parts = Some(parts);

@@ -86,6 +86,14 @@ fn compile_vhost(vh: &VirtualHost, routes: Vec<CompiledRoute>) -> Result<Compile
         ),
         (vh.matcher.is_some(), "matcher"),
         (!vh.request_mirror_policies.is_empty(), "request_mirror_policies"),
+        (
+            vh.include_attempt_count_in_response,
+            "include_attempt_count_in_response",
+        ),
+        (
+            vh.include_is_timeout_retry_header,
+            "include_is_timeout_retry_header",
+        ),
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("virtual host {field} is not supported"));
@@ -329,6 +337,9 @@ impl CompiledRoute {
         if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
             return Err(format!("match.{field} is not supported"));
         }
+        if !r.stat_prefix.is_empty() {
+            return Err("route stat_prefix (per-route statistics) is not supported".into());
+        }
         let action = compile_action(r)?;
         let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
         let fold = |s: &str| {
@@ -351,7 +362,9 @@ impl CompiledRoute {
                 }
                 PathRule::SeparatedPrefix(fold(p))
             }
-            Some(P::ConnectMatcher(_)) => return Err("CONNECT matching is not supported".into()),
+            Some(P::ConnectMatcher(_)) => {
+                return Err("match.connect_matcher (CONNECT matching) is not supported".into());
+            }
             Some(P::PathMatchPolicy(p)) => {
                 return Err(format!("path_match_policy {:?} is not supported", p.name));
             }
@@ -461,10 +474,17 @@ pub struct CompiledRoutes {
     pub request_headers: HeaderOps,
     /// Response header operations of the configuration.
     pub response_headers: HeaderOps,
+    /// Virtual hosts are chosen by the authority without its port
+    /// (`ignore_port_in_host_matching`).
+    pub ignore_port_in_host_matching: bool,
 }
+
+/// Envoy's default for `max_direct_response_body_size_bytes`.
+const MAX_DIRECT_RESPONSE_BODY: u32 = 4096;
 
 impl CompiledRoutes {
     /// Compiles a route configuration; the error names the virtual host, the route and the problem.
+    #[allow(deprecated)] // per_request_buffer_limit_bytes, still honoured
     pub fn compile(config: &RouteConfiguration) -> Result<Self, RouteError> {
         let config_err = |problem: String| RouteError {
             config: config.name.clone(),
@@ -484,16 +504,46 @@ impl CompiledRoutes {
                 &config.response_headers_to_remove,
             )
             .map_err(config_err)?,
+            ignore_port_in_host_matching: config.ignore_port_in_host_matching,
             ..Default::default()
         };
-        if !config.typed_per_filter_config.is_empty()
-            || config.vhds.is_some()
-            || !config.cluster_specifier_plugins.is_empty()
-        {
-            return Err(config_err(
-                "typed_per_filter_config, vhds and cluster_specifier_plugins are not supported".into(),
-            ));
+        let unsupported = [
+            (
+                !config.typed_per_filter_config.is_empty(),
+                "typed_per_filter_config",
+            ),
+            (config.vhds.is_some(), "vhds"),
+            (
+                !config.cluster_specifier_plugins.is_empty(),
+                "cluster_specifier_plugins",
+            ),
+            (!config.internal_only_headers.is_empty(), "internal_only_headers"),
+            // Weir does not check that the clusters routed to exist (Envoy's RDS default).
+            (
+                config.validate_clusters.is_some_and(|b| b.value),
+                "validate_clusters true",
+            ),
+            (
+                config.most_specific_header_mutations_wins,
+                "most_specific_header_mutations_wins",
+            ),
+            (
+                !config.request_mirror_policies.is_empty(),
+                "request_mirror_policies",
+            ),
+            (
+                config.ignore_path_parameters_in_path_matching,
+                "ignore_path_parameters_in_path_matching",
+            ),
+            (!config.vhost_header.is_empty(), "vhost_header"),
+        ];
+        if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+            return Err(config_err(format!("{field} is not supported")));
         }
+        let max_direct_body = config
+            .max_direct_response_body_size_bytes
+            .as_ref()
+            .map_or(MAX_DIRECT_RESPONSE_BODY, |m| m.value);
         for (i, vh) in config.virtual_hosts.iter().enumerate() {
             let routes = vh
                 .routes
@@ -512,6 +562,32 @@ impl CompiledRoutes {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let vhost_buffer_limit = crate::action::request_buffer_limit(
+                vh.request_body_buffer_limit.as_ref(),
+                vh.per_request_buffer_limit_bytes.as_ref(),
+            );
+            let mut routes = routes;
+            for r in &mut routes {
+                if let Action::Forward(f) = &mut r.action {
+                    f.buffer_limit = f.buffer_limit.or(vhost_buffer_limit);
+                }
+            }
+            for (j, r) in routes.iter().enumerate() {
+                if let Action::Direct(_, body) = &r.action
+                    && u32::try_from(body.len()).map_or(true, |n| n > max_direct_body)
+                {
+                    // Envoy's words; the limit is `max_direct_response_body_size_bytes`.
+                    return Err(RouteError {
+                        config: config.name.clone(),
+                        vhost: vh.name.clone(),
+                        route: format!("#{j}"),
+                        problem: format!(
+                            "response body size is {} bytes; maximum is {max_direct_body} (max_direct_response_body_size_bytes)",
+                            body.len()
+                        ),
+                    });
+                }
+            }
             for domain in &vh.domains {
                 let d = domain.to_ascii_lowercase();
                 let err = |problem: String| RouteError {

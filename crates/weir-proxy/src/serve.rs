@@ -23,7 +23,7 @@ use crate::convert::Target;
 use crate::drain::DrainSignal;
 use crate::http::{Downstream, HttpContext, handle};
 use crate::inspect::{HttpGuess, MAX_HELLO, Rewind, Tls, guess_http, parse_client_hello};
-use crate::listener::{ChainKind, Codec, ConnectionFacts, HttpManagerConfig, ListenerConfig};
+use crate::listener::{ChainKind, Codec, ConnectionFacts, HttpManagerConfig, ListenSocket, ListenerConfig};
 use crate::state::{ProxyState, Snapshot};
 use crate::wake_gate::Gated;
 
@@ -45,6 +45,18 @@ pub enum BindPolicy {
 }
 
 impl BindPolicy {
+    /// The options of a listener's socket: as configured, except that a proxy on a developer
+    /// machine shares no port with another process (two `weir run` would split the traffic).
+    pub fn socket(&self, l: &ListenerConfig) -> ListenSocket {
+        match self {
+            BindPolicy::AsConfigured => l.socket,
+            BindPolicy::Local { .. } => ListenSocket {
+                reuse_port: false,
+                ..l.socket
+            },
+        }
+    }
+
     /// The address a listener binds, if any.
     pub fn address(&self, l: &ListenerConfig) -> Option<SocketAddr> {
         if !l.bind_to_port {
@@ -70,10 +82,9 @@ impl BindPolicy {
 
 struct Running {
     address: SocketAddr,
-    /// Bound dual-stack (`ipv4_compat`).
-    ipv4_compat: bool,
+    socket: ListenSocket,
     version: String,
-    accept: tokio::task::AbortHandle,
+    accept: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Running {
@@ -139,20 +150,29 @@ impl Listeners {
     /// be bound (they are left out, the rest applies).
     pub async fn reconcile(&self, snapshot: &Snapshot) -> Vec<BindError> {
         let mut errors = Vec::new();
-        let wanted: HashMap<&str, (SocketAddr, &Arc<ListenerConfig>)> = snapshot
+        let wanted: HashMap<&str, (SocketAddr, ListenSocket, &Arc<ListenerConfig>)> = snapshot
             .listeners
             .iter()
-            .filter_map(|(n, l)| self.policy.address(l).map(|a| (n.as_str(), (a, l))))
+            .filter_map(|(n, l)| {
+                let address = self.policy.address(l)?;
+                Some((n.as_str(), (address, self.policy.socket(l), l)))
+            })
             .collect();
         let mut to_bind = Vec::new();
+        let mut replaced = Vec::new();
         if let Ok(mut running) = self.running.lock() {
-            // A socket is kept while its address and its IPv6-only option stay.
-            running.retain(|name, r| {
-                wanted
-                    .get(name.as_str())
-                    .is_some_and(|(a, l)| (*a, l.ipv4_compat) == (r.address, r.ipv4_compat))
-            });
-            for (name, (address, l)) in &wanted {
+            // A socket is kept while its address and its options stay.
+            let gone: Vec<String> = running
+                .iter()
+                .filter(|(name, r)| {
+                    !wanted
+                        .get(name.as_str())
+                        .is_some_and(|(a, socket, _)| (*a, *socket) == (r.address, r.socket))
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            replaced.extend(gone.iter().filter_map(|name| running.remove(name)));
+            for (name, (address, socket, l)) in &wanted {
                 let version = format!("{:?}", l.source);
                 match running.get_mut(*name) {
                     Some(r) if r.version != version => {
@@ -161,23 +181,28 @@ impl Listeners {
                         r.version = version;
                     }
                     Some(_) => {}
-                    None => to_bind.push(((*name).to_string(), *address, l.ipv4_compat, version)),
+                    None => to_bind.push(((*name).to_string(), *address, *socket, version)),
                 }
             }
         }
-        for (name, address, ipv4_compat, version) in to_bind {
-            match bind(address, ipv4_compat).await {
-                Ok(socket) => {
-                    let accept = tokio::spawn(accept_loop(self.state.clone(), name.clone(), socket));
+        // A socket being replaced is closed before its address is bound again.
+        for mut r in replaced {
+            r.accept.abort();
+            let _ = (&mut r.accept).await;
+        }
+        for (name, address, socket, version) in to_bind {
+            match bind(address, socket).await {
+                Ok(listener) => {
+                    let accept = tokio::spawn(accept_loop(self.state.clone(), name.clone(), listener));
                     tracing::info!(listener = %name, %address, "listening");
                     if let Ok(mut running) = self.running.lock() {
                         running.insert(
                             name,
                             Running {
                                 address,
-                                ipv4_compat,
+                                socket,
                                 version,
-                                accept: accept.abort_handle(),
+                                accept,
                             },
                         );
                     }
@@ -198,7 +223,10 @@ impl Listeners {
                 running
                     .values()
                     .flat_map(|r| {
-                        let alias = r.ipv4_compat.then(|| crate::convert::ipv4_alias(r.address));
+                        let alias = r
+                            .socket
+                            .ipv4_compat
+                            .then(|| crate::convert::ipv4_alias(r.address));
                         std::iter::once(r.address).chain(alias.flatten())
                     })
                     .collect()
@@ -254,7 +282,7 @@ impl Listeners {
         };
         let mut errors = Vec::new();
         for address in to_bind {
-            match bind(address, false).await {
+            match bind(address, ListenSocket::default()).await {
                 Ok(socket) => {
                     let task = tokio::spawn(redirect_loop(self.state.clone(), socket, address));
                     if let Ok(mut current) = self.redirected.lock() {
@@ -280,23 +308,26 @@ impl Listeners {
     }
 }
 
-/// A listening socket on `address`. An IPv6 one is IPv6-only unless `ipv4_compat`, whatever the
-/// host's `net.ipv6.bindv6only` (Envoy sets the option either way).
-async fn bind(address: SocketAddr, ipv4_compat: bool) -> io::Result<TcpListener> {
-    let socket = match address {
+/// A listening socket on `address` with the options of `socket`. An IPv6 one is IPv6-only
+/// unless `ipv4_compat`, whatever the host's `net.ipv6.bindv6only` (Envoy sets the option either
+/// way).
+async fn bind(address: SocketAddr, socket: ListenSocket) -> io::Result<TcpListener> {
+    let listener = match address {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => {
-            let socket = tokio::net::TcpSocket::new_v6()?;
-            socket2::SockRef::from(&socket).set_only_v6(!ipv4_compat)?;
-            socket
+            let listener = tokio::net::TcpSocket::new_v6()?;
+            socket2::SockRef::from(&listener).set_only_v6(!socket.ipv4_compat)?;
+            listener
         }
     };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(1024)
+    listener.set_reuseaddr(true)?;
+    listener.set_reuseport(socket.reuse_port)?;
+    listener.bind(address)?;
+    listener.listen(socket.backlog)
 }
 
 async fn accept_loop(state: Arc<ProxyState>, name: String, socket: TcpListener) {
+    let mut accepted_in_a_row = 0u32;
     loop {
         let (stream, peer) = match socket.accept().await {
             Ok(s) => s,
@@ -306,6 +337,18 @@ async fn accept_loop(state: Arc<ProxyState>, name: String, socket: TcpListener) 
                 continue;
             }
         };
+        // `max_connections_to_accept_per_socket_event`: the connections still pending wait
+        // until other work has run.
+        accepted_in_a_row += 1;
+        let limit = state
+            .snapshot()
+            .listeners
+            .get(&name)
+            .and_then(|l| l.accepts_per_event);
+        if limit.is_some_and(|limit| accepted_in_a_row >= limit) {
+            accepted_in_a_row = 0;
+            tokio::task::yield_now().await;
+        }
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let name = name.clone();

@@ -45,7 +45,7 @@ impl Snapshot {
             owners.clone().map(|l| (l.address, l.name.clone())).collect();
         // A dual-stack IPv6 listener also owns its IPv4 address, unless a listener is on that
         // address itself (Envoy's order).
-        for l in owners.filter(|l| l.ipv4_compat) {
+        for l in owners.filter(|l| l.socket.ipv4_compat) {
             if let Some(alias) = crate::convert::ipv4_alias(l.address) {
                 by_address.entry(alias).or_insert_with(|| l.name.clone());
             }

@@ -144,6 +144,16 @@ fn compile_validation(v: &CertificateValidationContext) -> Result<(RootCertStore
         (v.allow_expired_certificate, "allow_expired_certificate"),
         (v.trust_chain_verification != 0, "trust_chain_verification"),
         (v.custom_validator_config.is_some(), "custom_validator_config"),
+        (
+            v.system_root_certs.is_some(),
+            "system_root_certs (give trusted_ca)",
+        ),
+        (
+            v.require_signed_certificate_timestamp.is_some_and(|b| b.value),
+            "require_signed_certificate_timestamp",
+        ),
+        (v.only_verify_leaf_cert_crl, "only_verify_leaf_cert_crl"),
+        (v.max_verify_depth.is_some(), "max_verify_depth"),
     ];
     if let Some((_, f)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("validation_context.{f} is not supported"));
@@ -153,8 +163,6 @@ fn compile_validation(v: &CertificateValidationContext) -> Result<(RootCertStore
         for cert in certificates(&read(v.trusted_ca.as_ref(), "trusted_ca")?, "trusted_ca")? {
             roots.add(cert).map_err(|e| format!("trusted_ca: {e}"))?;
         }
-    } else if v.system_root_certs.is_some() {
-        return Err("validation_context.system_root_certs is not supported (give trusted_ca)".into());
     } else {
         return Err("validation_context without trusted_ca".into());
     }
@@ -296,10 +304,16 @@ fn identity(
 /// Compiles a cluster's `envoy.transport_sockets.tls` config.
 pub fn upstream(any: &Any) -> Result<UpstreamTls, String> {
     let ctx: UpstreamTlsContext = decode_any(any, UPSTREAM, "transport_socket")?;
-    if ctx.auto_host_sni || ctx.auto_sni_san_validation || ctx.allow_renegotiation {
-        return Err(
-            "auto_host_sni, auto_sni_san_validation and allow_renegotiation are not supported".into(),
-        );
+    #[allow(deprecated)] // enforce_rsa_key_usage
+    let unsupported = [
+        (ctx.auto_host_sni, "auto_host_sni"),
+        (ctx.auto_sni_san_validation, "auto_sni_san_validation"),
+        (ctx.allow_renegotiation, "allow_renegotiation"),
+        (ctx.max_session_keys.is_some(), "max_session_keys"),
+        (ctx.enforce_rsa_key_usage.is_some(), "enforce_rsa_key_usage"),
+    ];
+    if let Some((_, f)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("UpstreamTlsContext.{f} is not supported"));
     }
     let common = ctx.common_tls_context.unwrap_or_default();
     check_common(&common)?;

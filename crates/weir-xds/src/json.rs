@@ -45,7 +45,8 @@ pub enum JsonError {
     },
 }
 
-fn pool() -> Result<&'static DescriptorPool, JsonError> {
+/// The descriptors of the Envoy v3 API this crate reads and renders messages with.
+pub fn pool() -> Result<&'static DescriptorPool, JsonError> {
     POOL.as_ref().map_err(|e| JsonError::Descriptors(e.clone()))
 }
 

@@ -601,6 +601,194 @@ fn a_listener_on_the_ipv6_wildcard_takes_ipv4_connections_only_with_ipv4_compat(
     );
 }
 
+/// An HTTP/1.1 backend that answers its `n`-th connection with `statuses[n]` (200 once they
+/// run out) and closes it: the body says how many body bytes the request brought, and the
+/// `server` header is `scripted`.
+fn scripted_backend(statuses: Vec<u16>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 16 * 1024];
+            let body_len = loop {
+                let Ok(read) = conn.read(&mut buf) else { break 0 };
+                if read == 0 {
+                    break 0;
+                }
+                request.extend_from_slice(&buf[..read]);
+                let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if request.len() >= end + 4 + length {
+                    break length;
+                }
+            };
+            let status = statuses.get(n).copied().unwrap_or(200);
+            let body = body_len.to_string();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nserver: scripted\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    address
+}
+
+#[test]
+fn a_route_keeps_a_large_body_for_retries_up_to_its_buffer_limit() {
+    // Connections 1 and 3 fail: each request's first attempt.
+    let backend = scripted_backend(vec![503, 200, 503]);
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let retried = "route: {cluster: backend, timeout: 5s, retry_policy: {retry_on: 5xx, num_retries: 1}}";
+    let routes = format!(
+        "              - match: {{prefix: /kept}}
+                per_request_buffer_limit_bytes: 300000
+                {retried}
+              - match: {{prefix: /streamed}}
+                {retried}
+"
+    );
+    let _p = proxy_on(
+        "buffer-limit",
+        listener,
+        &static_bootstrap("buffer", &socket_address(listener), backend, "", &routes),
+    );
+    // 100 KiB: above Weir's default limit (64 KiB), within the route's.
+    let body = "x".repeat(100 * 1024);
+    let client = Client::new();
+    let kept = client.direct(listener, "POST", "/kept", &[], &body);
+    assert_eq!((kept.status, kept.body.as_str()), (200, "102400"), "{kept:?}");
+    let streamed = client.direct(listener, "POST", "/streamed", &[], &body);
+    assert_eq!(streamed.status, 503, "streamed, so not retried: {streamed:?}");
+}
+
+#[test]
+fn the_server_header_is_kept_or_set_as_the_connection_manager_says() {
+    let backend = scripted_backend(Vec::new());
+    let (_e, quiet) = echo("quiet");
+    let local = "              - match: {prefix: /local}
+                direct_response: {status: 200, body: {inline_string: here}}
+              - match: {prefix: /quiet}
+                route: {cluster: quiet}
+";
+    let bootstrap = |transformation: &str| {
+        let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = static_bootstrap(
+            "server",
+            &socket_address(listener),
+            backend,
+            &format!("          server_header_transformation: {transformation}\n"),
+            local,
+        );
+        let quiet_cluster = format!(
+            "  - name: quiet\n    type: STATIC\n    load_assignment:\n      cluster_name: quiet\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{{}}}}}}}\n",
+            socket_address(quiet)
+        );
+        (listener, format!("{text}{quiet_cluster}"))
+    };
+    let client = Client::new();
+    let server = |listener: SocketAddr, path: &str| {
+        let r = client.direct(listener, "GET", path, &[], "");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.header("server").map(str::to_string)
+    };
+    let (listener, text) = bootstrap("APPEND_IF_ABSENT");
+    let _append = proxy_on("server-append", listener, &text);
+    assert_eq!(
+        server(listener, "/"),
+        Some("scripted".into()),
+        "the upstream's is kept"
+    );
+    assert_eq!(
+        server(listener, "/quiet"),
+        Some("envoy".into()),
+        "set where there is none"
+    );
+    assert_eq!(server(listener, "/local"), Some("envoy".into()));
+    let (listener, text) = bootstrap("PASS_THROUGH");
+    let _pass = proxy_on("server-pass", listener, &text);
+    assert_eq!(server(listener, "/"), Some("scripted".into()));
+    assert_eq!(server(listener, "/quiet"), None, "none is added");
+    assert_eq!(server(listener, "/local"), None);
+    let (listener, text) = bootstrap("OVERWRITE");
+    let _overwrite = proxy_on("server-overwrite", listener, &text);
+    assert_eq!(server(listener, "/"), Some("envoy".into()), "Envoy's default");
+}
+
+/// The listeners (`LISTEN` lines of `ss`) on `port`: their accept queue lengths.
+fn backlogs_on(port: u16) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_second_proxy_shares_a_listeners_port_unless_reuse_port_is_off() {
+    let (_e, backend) = echo("shared");
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let text = static_bootstrap("shared", &socket_address(listener), backend, "", "").replacen(
+        "    filter_chains:",
+        "    tcp_backlog_size: 7\n    filter_chains:",
+        1,
+    );
+    let mut first = proxy_on("reuse-first", listener, &text);
+    assert_eq!(backlogs_on(listener.port()), ["7"], "tcp_backlog_size");
+    // Envoy's default `enable_reuse_port`: a new proxy binds the same port and takes over.
+    let file = folder("reuse-second").join("envoy.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let second = Proc::weir(
+        "reuse-second",
+        &[
+            "proxy",
+            "--bootstrap",
+            file.to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    second.wait_line(&format!("listener shared on {listener}"), Duration::from_secs(20));
+    assert_eq!(backlogs_on(listener.port()), ["7", "7"]);
+    first.kill();
+    let r = Client::new().direct(listener, "GET", "/after-the-takeover", &[], "");
+    assert_eq!((r.status, r.server()), (200, Some("shared")), "{r:?}");
+
+    let exclusive = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let text = static_bootstrap("exclusive", &socket_address(exclusive), backend, "", "").replacen(
+        "    filter_chains:",
+        "    enable_reuse_port: false\n    filter_chains:",
+        1,
+    );
+    let _owner = proxy_on("reuse-off", exclusive, &text);
+    let file = folder("reuse-off-second").join("envoy.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "proxy",
+            "--bootstrap",
+            file.to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot bind {exclusive}")), "{err}");
+}
+
 /// `weir proxy` run from the bootstrap `text` (its folder named after `label`), once its
 /// `listener` accepts connections.
 fn proxy_on(label: &str, listener: SocketAddr, text: &str) -> Proc {

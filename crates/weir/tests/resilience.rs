@@ -49,6 +49,14 @@ fn concurrent_load_beyond_the_connection_pool_is_answered_503_overflow() {
     // and the rest overflow at once.
     let first = std::thread::spawn(slow);
     std::thread::sleep(Duration::from_millis(200));
+    // Istio asks for the remaining capacity to be published (`track_remaining`).
+    let remaining = |what: &str| {
+        stat(
+            &mesh,
+            &format!("cluster.outbound|80||pool.test.circuit_breakers.default.remaining_{what}"),
+        )
+    };
+    assert_eq!((remaining("cx"), remaining("pending")), (0, 1));
     let started = Instant::now();
     let others: Vec<_> = (0..5).map(|_| std::thread::spawn(slow)).collect();
     let others: Vec<_> = others.into_iter().map(|t| t.join().unwrap()).collect();

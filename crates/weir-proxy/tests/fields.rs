@@ -1,0 +1,792 @@
+//! No field is silently ignored. For each resource the proxy compiles (and the messages nested in
+//! it), every field of the message — read from the Envoy API's descriptors, so a field added to
+//! the API is covered the day the descriptors are regenerated — is set on a message that
+//! compiles, and the compiler must then either refuse it, naming the field, or the field must be
+//! listed here as honoured. A field neither listed nor refused would change nothing in the proxy:
+//! exactly what DESIGN.md rules out ("it never half-applies or silently ignores a field").
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use prost::Message;
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, ReflectMessage, Value};
+use serde_json::json;
+
+/// The fields of the message at `path` inside `base` (a resource of type `root`) that are
+/// accepted without being honoured, refused without being named, or listed as honoured but no
+/// field of it. A path step names a field (the first element of a list, or, after a map field,
+/// the key); `@` opens an `Any`.
+fn probe(
+    root: &str,
+    base: &serde_json::Value,
+    path: &[&str],
+    honoured: &[&str],
+    compile: &dyn Fn(&[u8]) -> Result<(), String>,
+) -> Vec<String> {
+    let pool = weir_xds::json::pool().unwrap();
+    let descriptor = pool
+        .get_message_by_name(root)
+        .unwrap_or_else(|| panic!("no descriptor for {root}"));
+    let base = DynamicMessage::decode(
+        descriptor,
+        weir_xds::json::from_json(root, base).unwrap().as_slice(),
+    )
+    .unwrap();
+    if let Err(e) = compile(&base.encode_to_vec()) {
+        panic!("{root}: the base message does not compile: {e}");
+    }
+    let mut target = None;
+    let mut probed = base.clone();
+    at(&mut probed, path, &mut |m| target = Some(m.descriptor()));
+    let target = target.unwrap();
+    let type_name = target.full_name();
+    let mut problems = Vec::new();
+    for name in honoured {
+        if target.get_field_by_name(name).is_none() {
+            problems.push(format!(
+                "{type_name}.{name} is listed as honoured but is no field of it"
+            ));
+        }
+    }
+    for field in target.fields() {
+        let name = field.name();
+        if honoured.contains(&name) {
+            continue;
+        }
+        let mut message = base.clone();
+        at(&mut message, path, &mut |m| m.set_field(&field, sample(&field)));
+        match compile(&message.encode_to_vec()) {
+            Ok(()) => problems.push(format!(
+                "{type_name}.{name} is accepted but not listed as honoured"
+            )),
+            // The refusal names the field, or says what only is supported.
+            Err(e) if !e.contains(name) && !e.contains(&name.replace('_', " ")) && !e.contains("only ") => {
+                problems.push(format!("{type_name}.{name} is refused without being named: {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    problems
+}
+
+/// Runs `f` on the message at `path` inside `message` (see [`probe`]).
+fn at(message: &mut DynamicMessage, path: &[&str], f: &mut dyn FnMut(&mut DynamicMessage)) {
+    let Some((step, rest)) = path.split_first() else {
+        return f(message);
+    };
+    if *step == "@" {
+        let type_url = message
+            .get_field_by_name("type_url")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        let type_name = type_url.rsplit('/').next().unwrap();
+        let descriptor = weir_xds::json::pool()
+            .unwrap()
+            .get_message_by_name(type_name)
+            .unwrap();
+        let bytes = message
+            .get_field_by_name("value")
+            .unwrap()
+            .as_bytes()
+            .unwrap()
+            .clone();
+        let mut inner = DynamicMessage::decode(descriptor, bytes).unwrap();
+        at(&mut inner, rest, f);
+        message.set_field_by_name("value", Value::Bytes(inner.encode_to_vec().into()));
+        return;
+    }
+    let field = message
+        .descriptor()
+        .get_field_by_name(step)
+        .unwrap_or_else(|| panic!("no field {step} in {}", message.descriptor().full_name()));
+    match message.get_field_mut(&field) {
+        Value::Message(m) => at(m, rest, f),
+        // A map: the next step is the key.
+        Value::Map(map) => {
+            let (key, rest) = rest.split_first().expect("a map step names its key");
+            match map.get_mut(&MapKey::String((*key).to_string())) {
+                Some(Value::Message(m)) => at(m, rest, f),
+                other => panic!("{step}[{key}]: no message there ({other:?})"),
+            }
+        }
+        Value::List(list) => match list.first_mut() {
+            Some(Value::Message(m)) => at(m, rest, f),
+            other => panic!("{step}: the base has no message at index 0 ({other:?})"),
+        },
+        other => panic!("{step} is not a message ({other:?})"),
+    }
+}
+
+/// A value for `field` other than its default: one element for a list or map, an empty message
+/// (present, so `has_field`), the first non-zero enum value.
+fn sample(field: &FieldDescriptor) -> Value {
+    let one = |kind: &Kind| match kind {
+        Kind::Bool => Value::Bool(true),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(1),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(1),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(1),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(1),
+        Kind::Float => Value::F32(1.0),
+        Kind::Double => Value::F64(1.0),
+        Kind::String => Value::String("x".into()),
+        Kind::Bytes => Value::Bytes(b"x".as_slice().into()),
+        Kind::Enum(e) => Value::EnumNumber(e.values().map(|v| v.number()).find(|n| *n != 0).unwrap_or(0)),
+        // A wrapper (`BoolValue`, `UInt32Value`…) holds a value other than its default too.
+        Kind::Message(m) => {
+            let mut message = DynamicMessage::new(m.clone());
+            if m.full_name() == "google.protobuf.Duration" {
+                message.set_field_by_name("seconds", Value::I64(1));
+            } else if m.full_name().starts_with("google.protobuf.")
+                && let Some(value) = m.get_field_by_name("value")
+            {
+                message.set_field(&value, sample(&value));
+            }
+            Value::Message(message)
+        }
+    };
+    if field.is_map() {
+        let Kind::Message(entry) = field.kind() else {
+            unreachable!("a map field's kind is its entry message")
+        };
+        let value = one(&entry.map_entry_value_field().kind());
+        Value::Map([(MapKey::String("x".into()), value)].into_iter().collect())
+    } else if field.is_list() {
+        Value::List(vec![one(&field.kind())])
+    } else {
+        one(&field.kind())
+    }
+}
+
+fn listener(bytes: &[u8]) -> Result<(), String> {
+    let l = Listener::decode(bytes).map_err(|e| e.to_string())?;
+    weir_proxy::listener::ListenerConfig::compile(&l)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn cluster(bytes: &[u8]) -> Result<(), String> {
+    let c = Cluster::decode(bytes).map_err(|e| e.to_string())?;
+    weir_proxy::cluster::ClusterConfig::compile(&c)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn routes(bytes: &[u8]) -> Result<(), String> {
+    let r = RouteConfiguration::decode(bytes).map_err(|e| e.to_string())?;
+    weir_proxy::routes::CompiledRoutes::compile(&r)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn assignment(bytes: &[u8]) -> Result<(), String> {
+    let a = ClusterLoadAssignment::decode(bytes).map_err(|e| e.to_string())?;
+    weir_proxy::endpoints::compile_assignment(&a, false).map(drop)
+}
+
+fn tcp_listener() -> serde_json::Value {
+    json!({
+        "name": "l",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+        "filter_chains": [{"filters": [{"name": "tcp", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "t", "cluster": "c"}}]}]
+    })
+}
+
+fn static_cluster() -> serde_json::Value {
+    json!({
+        "name": "c",
+        "type": "STATIC",
+        "load_assignment": {"cluster_name": "c", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+            {"socket_address": {"address": "127.0.0.1", "port_value": 1}}}}]}]}
+    })
+}
+
+/// Asserts that `probe` found nothing.
+fn check(problems: Vec<String>) {
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_listener_field_is_honoured_or_refused() {
+    let accepted = [
+        "name",
+        "address",
+        "filter_chains",
+        "default_filter_chain",
+        "use_original_dst",
+        "bind_to_port",
+        "traffic_direction",
+        "listener_filters",
+        "listener_filters_timeout",
+        "continue_on_listener_filters_timeout",
+        "tcp_backlog_size",
+        "enable_reuse_port",
+        "max_connections_to_accept_per_socket_event",
+        // Changing nothing in Weir: no filter it runs reads listener metadata, its counters are
+        // proxy-wide (not per listener), and it has no global connection limit or overload
+        // manager to exempt a listener from.
+        "metadata",
+        "stat_prefix",
+        "ignore_global_conn_limit",
+        "bypass_overload_manager",
+    ];
+    check(probe(
+        "envoy.config.listener.v3.Listener",
+        &tcp_listener(),
+        &[],
+        &accepted,
+        &listener,
+    ));
+}
+
+#[test]
+fn every_cluster_field_is_honoured_or_refused() {
+    let accepted = [
+        "name",
+        "type",
+        "cluster_type",
+        "eds_cluster_config",
+        "load_assignment",
+        "connect_timeout",
+        "lb_policy",
+        "round_robin_lb_config",
+        "least_request_lb_config",
+        "ring_hash_lb_config",
+        "maglev_lb_config",
+        "original_dst_lb_config",
+        "common_lb_config",
+        "circuit_breakers",
+        "outlier_detection",
+        "max_requests_per_connection",
+        "http2_protocol_options",
+        "typed_extension_protocol_options",
+        "transport_socket",
+        "upstream_bind_config",
+        "upstream_connection_options",
+        "dns_refresh_rate",
+        "respect_dns_ttl",
+        "dns_lookup_family",
+        "wait_for_warm_on_init",
+        // Changing nothing in Weir: no filter it runs reads cluster metadata; an ORIGINAL_DST
+        // cluster keeps no hosts to clean up; without active health checks a removed host goes
+        // at once either way.
+        "metadata",
+        "cleanup_interval",
+        "ignore_health_on_host_removal",
+    ];
+    check(probe(
+        "envoy.config.cluster.v3.Cluster",
+        &static_cluster(),
+        &[],
+        &accepted,
+        &cluster,
+    ));
+}
+
+#[test]
+fn every_route_configuration_field_is_honoured_or_refused() {
+    let base = json!({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]});
+    let root = "envoy.config.route.v3.RouteConfiguration";
+    let accepted = [
+        "name",
+        "virtual_hosts",
+        "request_headers_to_add",
+        "request_headers_to_remove",
+        "response_headers_to_add",
+        "response_headers_to_remove",
+        "validate_clusters",
+        "ignore_port_in_host_matching",
+        "max_direct_response_body_size_bytes",
+        // Changing nothing in Weir: no filter it runs reads route metadata.
+        "metadata",
+    ];
+    check(probe(root, &base, &[], &accepted, &routes));
+}
+
+#[test]
+fn every_endpoint_assignment_field_is_honoured_or_refused() {
+    let base = static_cluster()["load_assignment"].clone();
+    let root = "envoy.config.endpoint.v3.ClusterLoadAssignment";
+    let mut problems = probe(
+        root,
+        &base,
+        &[],
+        &["cluster_name", "endpoints", "policy"],
+        &assignment,
+    );
+    // `drop_overloads` and the rest are refused one by one.
+    problems.extend(probe(
+        root,
+        &json!({"cluster_name": "c", "policy": {}}),
+        &["policy"],
+        &["overprovisioning_factor"],
+        &assignment,
+    ));
+    // Changing nothing in Weir: metadata (no filter it runs reads it; transport socket matches
+    // and subsets are refused), `proximity` (not implemented in Envoy either), the endpoint's
+    // health check settings and host name (active health checks and `auto_host_rewrite` are
+    // refused).
+    let group = [
+        "locality",
+        "lb_endpoints",
+        "load_balancing_weight",
+        "priority",
+        "metadata",
+        "proximity",
+    ];
+    problems.extend(probe(root, &base, &["endpoints"], &group, &assignment));
+    let endpoint = [
+        "endpoint",
+        "endpoint_name",
+        "health_status",
+        "load_balancing_weight",
+        "metadata",
+    ];
+    problems.extend(probe(
+        root,
+        &base,
+        &["endpoints", "lb_endpoints"],
+        &endpoint,
+        &assignment,
+    ));
+    let address = [
+        "address",
+        "additional_addresses",
+        "health_check_config",
+        "hostname",
+    ];
+    problems.extend(probe(
+        root,
+        &base,
+        &["endpoints", "lb_endpoints", "endpoint"],
+        &address,
+        &assignment,
+    ));
+    check(problems);
+}
+
+fn http_listener() -> serde_json::Value {
+    json!({
+        "name": "h",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+        "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "h",
+            "route_config": {"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]},
+            "http_filters": [{"name": "router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]
+    })
+}
+
+#[test]
+fn every_listener_part_field_is_honoured_or_refused() {
+    let root = "envoy.config.listener.v3.Listener";
+    let mut problems = Vec::new();
+    let mut part = |base: &serde_json::Value, path: &[&str], accepted: &[&str]| {
+        problems.extend(probe(root, base, path, accepted, &listener));
+    };
+    let socket_address = [
+        "address",
+        "port_value",
+        "protocol",
+        "resolver_name",
+        "ipv4_compat",
+    ];
+    part(&tcp_listener(), &["address", "socket_address"], &socket_address);
+    // `metadata`: no filter Weir runs reads it.
+    let chain = [
+        "filter_chain_match",
+        "filters",
+        "transport_socket",
+        "name",
+        "metadata",
+    ];
+    part(&tcp_listener(), &["filter_chains"], &chain);
+    let chain_match = [
+        "destination_port",
+        "prefix_ranges",
+        "server_names",
+        "transport_protocol",
+        "application_protocols",
+    ];
+    part(
+        &tcp_listener(),
+        &["filter_chains", "filter_chain_match"],
+        &chain_match,
+    );
+    part(
+        &tcp_listener(),
+        &["filter_chains", "filters"],
+        &["name", "typed_config"],
+    );
+    let tcp_proxy = [
+        "cluster",
+        "weighted_clusters",
+        "idle_timeout",
+        "max_connect_attempts",
+        // Changing nothing in Weir: its counters are proxy-wide, and the options of access
+        // logs and of a connection duration limit that are themselves refused.
+        "stat_prefix",
+        "access_log_flush_interval",
+        "flush_access_log_on_connected",
+        "access_log_options",
+        "max_downstream_connection_duration_jitter_percentage",
+    ];
+    part(
+        &tcp_listener(),
+        &["filter_chains", "filters", "typed_config", "@"],
+        &tcp_proxy,
+    );
+    let manager = [
+        "codec_type",
+        "rds",
+        "route_config",
+        "http_filters",
+        "server_name",
+        "server_header_transformation",
+        "drain_timeout",
+        "stream_idle_timeout",
+        "request_timeout",
+        "use_remote_address",
+        "skip_xff_append",
+        "via",
+        "generate_request_id",
+        "preserve_external_request_id",
+        "always_set_request_id_in_response",
+        "forward_client_cert_details",
+        "upgrade_configs",
+        "max_request_headers_kb",
+        "strip_any_host_port",
+        "path_with_escaped_slashes_action",
+        "common_http_protocol_options",
+        "http_protocol_options",
+        "http2_protocol_options",
+        // Changing nothing in Weir: its counters are proxy-wide; no PROXY protocol, access log
+        // or overload manager exists to be configured.
+        "stat_prefix",
+        "add_proxy_protocol_connection_state",
+        "access_log_flush_interval",
+        "flush_access_log_on_new_request",
+        "access_log_options",
+        "append_local_overload",
+    ];
+    part(
+        &http_listener(),
+        &["filter_chains", "filters", "typed_config", "@"],
+        &manager,
+    );
+    check(problems);
+}
+
+fn route_configuration() -> serde_json::Value {
+    json!({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c",
+            "retry_policy": {"retry_on": "5xx"}}}]}]})
+}
+
+#[test]
+fn every_route_part_field_is_honoured_or_refused() {
+    let root = "envoy.config.route.v3.RouteConfiguration";
+    let mut problems = Vec::new();
+    let mut part = |path: &[&str], accepted: &[&str]| {
+        problems.extend(probe(root, &route_configuration(), path, accepted, &routes));
+    };
+    let headers = [
+        "request_headers_to_add",
+        "request_headers_to_remove",
+        "response_headers_to_add",
+        "response_headers_to_remove",
+    ];
+    let buffer_limits = ["per_request_buffer_limit_bytes", "request_body_buffer_limit"];
+    let virtual_host = [
+        "name",
+        "domains",
+        "routes",
+        "require_tls",
+        "retry_policy",
+        "include_request_attempt_count",
+        "typed_per_filter_config",
+        // Changing nothing in Weir: no filter it runs reads virtual host metadata.
+        "metadata",
+    ];
+    part(
+        &["virtual_hosts"],
+        &[&virtual_host[..], &headers, &buffer_limits].concat(),
+    );
+    let route = [
+        "name",
+        "match",
+        "route",
+        "redirect",
+        "direct_response",
+        "typed_per_filter_config",
+        // Changing nothing in Weir: metadata (no filter it runs reads it), `decorator` and
+        // `tracing` (tracing is refused where it is configured, in the connection manager).
+        "metadata",
+        "decorator",
+        "tracing",
+    ];
+    part(
+        &["virtual_hosts", "routes"],
+        &[&route[..], &headers, &buffer_limits].concat(),
+    );
+    let route_match = [
+        "prefix",
+        "path",
+        "safe_regex",
+        "path_separated_prefix",
+        "case_sensitive",
+        "headers",
+        "query_parameters",
+    ];
+    part(&["virtual_hosts", "routes", "match"], &route_match);
+    let action = [
+        "cluster",
+        "cluster_header",
+        "weighted_clusters",
+        "prefix_rewrite",
+        "regex_rewrite",
+        "host_rewrite_literal",
+        "timeout",
+        "retry_policy",
+        "request_mirror_policies",
+        "hash_policy",
+        "upgrade_configs",
+        "max_stream_duration",
+        "max_grpc_timeout",
+        // Changing nothing in Weir: rate limits are refused wherever they are configured.
+        "include_vh_rate_limits",
+    ];
+    part(&["virtual_hosts", "routes", "route"], &action);
+    let retry = [
+        "retry_on",
+        "num_retries",
+        "per_try_timeout",
+        "retriable_status_codes",
+        "retry_back_off",
+        "retry_host_predicate",
+        "host_selection_retry_max_attempts",
+    ];
+    part(&["virtual_hosts", "routes", "route", "retry_policy"], &retry);
+    check(problems);
+}
+
+/// A self-signed CA certificate (PEM).
+fn ca() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["ca.test".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).unwrap().pem()
+}
+
+/// A static cluster with every part set that has parts of its own.
+fn full_cluster() -> serde_json::Value {
+    let mut c = static_cluster();
+    c["circuit_breakers"] = json!({"thresholds": [{"max_connections": 10}]});
+    c["outlier_detection"] = json!({"consecutive_5xx": 5});
+    c["common_lb_config"] = json!({"healthy_panic_threshold": {"value": 40}});
+    c["upstream_connection_options"] = json!({"tcp_keepalive": {"keepalive_time": 30}});
+    c["upstream_bind_config"] = json!({"source_address": {"address": "127.0.0.1", "port_value": 0}});
+    c["transport_socket"] = json!({"name": "tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": "backend.test",
+        "common_tls_context": {"validation_context": {"trusted_ca": {"inline_string": ca()}}}}});
+    c["typed_extension_protocol_options"] = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {"idle_timeout": "30s"},
+            "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 100}}}});
+    c
+}
+
+#[test]
+fn every_cluster_part_field_is_honoured_or_refused() {
+    let root = "envoy.config.cluster.v3.Cluster";
+    let mut problems = Vec::new();
+    let mut part = |base: &serde_json::Value, path: &[&str], accepted: &[&str]| {
+        problems.extend(probe(root, base, path, accepted, &cluster));
+    };
+    let full = full_cluster();
+    part(&full, &["circuit_breakers"], &["thresholds"]);
+    let thresholds = [
+        "priority",
+        "max_connections",
+        "max_pending_requests",
+        "max_requests",
+        "max_retries",
+        "retry_budget",
+        "track_remaining",
+    ];
+    part(&full, &["circuit_breakers", "thresholds"], &thresholds);
+    let outlier = [
+        "consecutive_5xx",
+        "consecutive_gateway_failure",
+        "consecutive_local_origin_failure",
+        "interval",
+        "base_ejection_time",
+        "max_ejection_time",
+        "max_ejection_time_jitter",
+        "max_ejection_percent",
+        "enforcing_consecutive_5xx",
+        "enforcing_consecutive_gateway_failure",
+        "enforcing_consecutive_local_origin_failure",
+        "enforcing_success_rate",
+        "enforcing_local_origin_success_rate",
+        "enforcing_failure_percentage",
+        "enforcing_failure_percentage_local_origin",
+        "success_rate_minimum_hosts",
+        "success_rate_request_volume",
+        "success_rate_stdev_factor",
+        "failure_percentage_threshold",
+        "failure_percentage_minimum_hosts",
+        "failure_percentage_request_volume",
+        "split_external_local_origin_errors",
+    ];
+    part(&full, &["outlier_detection"], &outlier);
+    let common_lb = [
+        "healthy_panic_threshold",
+        "locality_weighted_lb_config",
+        "update_merge_window",
+        // Changing nothing in Weir: active health checks are refused.
+        "ignore_new_hosts_until_first_hc",
+    ];
+    part(&full, &["common_lb_config"], &common_lb);
+    part(&full, &["upstream_connection_options"], &["tcp_keepalive"]);
+    let keepalive = ["keepalive_probes", "keepalive_time", "keepalive_interval"];
+    part(
+        &full,
+        &["upstream_connection_options", "tcp_keepalive"],
+        &keepalive,
+    );
+    part(&full, &["upstream_bind_config"], &["source_address"]);
+    let tls = ["common_tls_context", "sni"];
+    part(&full, &["transport_socket", "typed_config", "@"], &tls);
+    let common_tls = ["tls_certificates", "validation_context", "alpn_protocols"];
+    part(
+        &full,
+        &["transport_socket", "typed_config", "@", "common_tls_context"],
+        &common_tls,
+    );
+    let validation = ["trusted_ca", "match_typed_subject_alt_names"];
+    part(
+        &full,
+        &[
+            "transport_socket",
+            "typed_config",
+            "@",
+            "common_tls_context",
+            "validation_context",
+        ],
+        &validation,
+    );
+    let options = [
+        "typed_extension_protocol_options",
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "@",
+    ];
+    let protocol = [
+        "common_http_protocol_options",
+        "explicit_http_config",
+        "use_downstream_protocol_config",
+    ];
+    part(&full, &options, &protocol);
+    let common_http = [
+        "idle_timeout",
+        "max_connection_duration",
+        "max_requests_per_connection",
+    ];
+    part(
+        &full,
+        &[&options[..], &["common_http_protocol_options"]].concat(),
+        &common_http,
+    );
+    let h2 = [
+        "max_concurrent_streams",
+        "initial_stream_window_size",
+        "initial_connection_window_size",
+        "connection_keepalive",
+    ];
+    part(
+        &full,
+        &[&options[..], &["explicit_http_config", "http2_protocol_options"]].concat(),
+        &h2,
+    );
+    let mut ring = static_cluster();
+    ring["lb_policy"] = json!("RING_HASH");
+    ring["ring_hash_lb_config"] = json!({"minimum_ring_size": 1024});
+    part(
+        &ring,
+        &["ring_hash_lb_config"],
+        &["minimum_ring_size", "maximum_ring_size", "hash_function"],
+    );
+    let mut maglev = static_cluster();
+    maglev["lb_policy"] = json!("MAGLEV");
+    maglev["maglev_lb_config"] = json!({"table_size": 65537});
+    part(&maglev, &["maglev_lb_config"], &["table_size"]);
+    let mut least = static_cluster();
+    least["lb_policy"] = json!("LEAST_REQUEST");
+    least["least_request_lb_config"] = json!({"choice_count": 2});
+    part(&least, &["least_request_lb_config"], &["choice_count"]);
+    check(problems);
+}
+
+/// Compiles `resource` (Envoy JSON) of type `type_name` with `compile`.
+fn compile_json(
+    type_name: &str,
+    resource: serde_json::Value,
+    compile: &dyn Fn(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    compile(&weir_xds::json::from_json(type_name, &resource).unwrap())
+}
+
+#[test]
+fn values_envoy_refuses_are_refused() {
+    let listener_type = "envoy.config.listener.v3.Listener";
+    let mut l = tcp_listener();
+    l["max_connections_to_accept_per_socket_event"] = json!(0);
+    let e = compile_json(listener_type, l, &listener).unwrap_err();
+    assert!(
+        e.contains("max_connections_to_accept_per_socket_event must be above 0"),
+        "{e}"
+    );
+
+    let routes_type = "envoy.config.route.v3.RouteConfiguration";
+    let direct = |size: usize, limit: Option<u32>| {
+        let mut r = json!({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200,
+                "body": {"inline_string": "x".repeat(size)}}}]}]});
+        if let Some(limit) = limit {
+            r["max_direct_response_body_size_bytes"] = json!(limit);
+        }
+        compile_json(routes_type, r, &routes)
+    };
+    assert!(direct(4096, None).is_ok(), "Envoy's default limit is 4096 bytes");
+    let e = direct(4097, None).unwrap_err();
+    assert!(
+        e.contains("response body size is 4097 bytes; maximum is 4096"),
+        "{e}"
+    );
+    assert!(direct(10_000, Some(10_000)).is_ok());
+
+    let assignment_type = "envoy.config.endpoint.v3.ClusterLoadAssignment";
+    let factor = |f: u32| {
+        compile_json(
+            assignment_type,
+            json!({"cluster_name": "c", "policy": {"overprovisioning_factor": f}}),
+            &assignment,
+        )
+    };
+    assert!(
+        factor(140).is_ok(),
+        "Envoy's default, the factor Weir balances with"
+    );
+    assert!(factor(150).unwrap_err().contains("overprovisioning_factor"));
+}

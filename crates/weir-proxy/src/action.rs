@@ -45,6 +45,8 @@ pub struct WeightedTarget {
     pub request_headers: HeaderOps,
     /// Response header operations for responses from there.
     pub response_headers: HeaderOps,
+    /// Replace the authority of requests sent there (before the route's own rewrite).
+    pub host_rewrite: Option<String>,
 }
 
 impl Clusters {
@@ -397,7 +399,7 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         Some(C::WeightedClusters(w)) => {
             if !w.runtime_key_prefix.is_empty() || w.random_value_specifier.is_some() {
                 return Err(
-                    "weighted_clusters: runtime keys and header-specified random values are not supported"
+                    "weighted_clusters: runtime_key_prefix, header_name and use_hash_policy are not supported"
                         .into(),
                 );
             }
@@ -423,6 +425,11 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
                         &c.response_headers_to_add,
                         &c.response_headers_to_remove,
                     )?,
+                    host_rewrite: c.host_rewrite_specifier.as_ref().map(|h| {
+                        use envoy_types::pb::envoy::config::route::v3::weighted_cluster::cluster_weight::HostRewriteSpecifier;
+                        let HostRewriteSpecifier::HostRewriteLiteral(h) = h;
+                        h.clone()
+                    }),
                 });
             }
             let sum: u64 = targets.iter().map(|t| t.weight).sum();
@@ -514,7 +521,11 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
                 }
                 Some(P::ConnectionProperties(c)) if c.source_ip => HashPolicy::SourceIp,
                 Some(P::QueryParameter(q)) => HashPolicy::QueryParameter(q.name.clone()),
-                _ => return Err("hash_policy kind is not supported".into()),
+                Some(P::ConnectionProperties(_)) => {
+                    return Err("hash_policy connection_properties without source_ip hashes nothing".into());
+                }
+                Some(P::FilterState(_)) => return Err("hash_policy filter_state is not supported".into()),
+                None => return Err("hash_policy without a policy".into()),
             };
             Ok(HashPolicyEntry {
                 policy,

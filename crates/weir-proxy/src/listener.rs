@@ -650,6 +650,7 @@ fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
                         weight: u64::from(c.weight),
                         request_headers: HeaderOps::default(),
                         response_headers: HeaderOps::default(),
+                        host_rewrite: None,
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -797,9 +798,21 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             return Err(format!("http filter {:?} comes after the router", f.name));
         }
         use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
+        if f.disabled {
+            return Err(format!(
+                "http filter #{i} {:?}: disabled (enabled per route) is not supported",
+                f.name
+            ));
+        }
         let any = match &f.config_type {
             Some(ConfigType::TypedConfig(a)) => Some(a),
-            _ => None,
+            Some(ConfigType::ConfigDiscovery(_)) => {
+                return Err(format!(
+                    "http filter #{i} {:?}: config_discovery is not supported",
+                    f.name
+                ));
+            }
+            None => None,
         };
         let kind = any.map_or(f.name.as_str(), |a| {
             a.type_url.rsplit('/').next().unwrap_or_default()

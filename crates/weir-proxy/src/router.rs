@@ -235,7 +235,10 @@ pub async fn forward(
         }
         _ => original,
     };
-    let upstream_authority: &str = forward.host_rewrite.as_deref().unwrap_or(authority);
+    let upstream_authority: &str = target
+        .and_then(|t| t.host_rewrite.as_deref())
+        .or(forward.host_rewrite.as_deref())
+        .unwrap_or(authority);
     // Shadow copies go out with the request as it is now (their own authority and protocol).
     let mirrors: Vec<&crate::action::Mirror> = forward
         .mirrors

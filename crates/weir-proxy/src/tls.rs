@@ -287,6 +287,8 @@ fn identity(
                 || t.private_key_provider.is_some()
                 || t.password.is_some()
                 || t.watched_directory.is_some()
+                || t.ocsp_staple.is_some()
+                || !t.signed_certificate_timestamp.is_empty()
             {
                 return Err("tls_certificates: only certificate_chain and private_key are supported".into());
             }
@@ -357,11 +359,41 @@ pub fn upstream(any: &Any) -> Result<UpstreamTls, String> {
 /// Compiles a filter chain's `envoy.transport_sockets.tls` config.
 pub fn downstream(any: &Any) -> Result<DownstreamTls, String> {
     let ctx: DownstreamTlsContext = decode_any(any, DOWNSTREAM, "transport_socket")?;
-    if ctx.require_sni.is_some_and(|b| b.value)
-        || ctx.ocsp_staple_policy != 0
-        || ctx.session_ticket_keys_type.is_some()
-    {
-        return Err("require_sni, ocsp_staple_policy and session ticket keys are not supported".into());
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::downstream_tls_context::SessionTicketKeysType as Keys;
+    let unsupported = [
+        (ctx.require_sni.is_some_and(|b| b.value), "require_sni"),
+        (ctx.ocsp_staple_policy != 0, "ocsp_staple_policy"),
+        (
+            matches!(ctx.session_ticket_keys_type, Some(Keys::SessionTicketKeys(_))),
+            "session_ticket_keys",
+        ),
+        (
+            matches!(
+                ctx.session_ticket_keys_type,
+                Some(Keys::SessionTicketKeysSdsSecretConfig(_))
+            ),
+            "session_ticket_keys_sds_secret_config",
+        ),
+        (
+            matches!(
+                ctx.session_ticket_keys_type,
+                Some(Keys::DisableStatelessSessionResumption(_))
+            ),
+            "disable_stateless_session_resumption",
+        ),
+        (ctx.session_timeout.is_some(), "session_timeout"),
+        (
+            ctx.disable_stateful_session_resumption,
+            "disable_stateful_session_resumption",
+        ),
+        (
+            ctx.full_scan_certs_on_sni_mismatch.is_some(),
+            "full_scan_certs_on_sni_mismatch",
+        ),
+        (ctx.prefer_client_ciphers, "prefer_client_ciphers"),
+    ];
+    if let Some((_, f)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("DownstreamTlsContext.{f} is not supported"));
     }
     let common = ctx.common_tls_context.unwrap_or_default();
     check_common(&common)?;

@@ -723,6 +723,38 @@ fn the_server_header_is_kept_or_set_as_the_connection_manager_says() {
     assert_eq!(server(listener, "/"), Some("envoy".into()), "Envoy's default");
 }
 
+#[test]
+fn a_weighted_cluster_rewrites_the_host_of_the_requests_sent_to_it() {
+    let (_e, backend) = echo("weighted");
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let routes = "              - match: {prefix: /weighted}
+                route:
+                  host_rewrite_literal: route.test
+                  weighted_clusters:
+                    clusters:
+                    - {name: backend, weight: 1, host_rewrite_literal: cluster.test}
+              - match: {prefix: /route}
+                route: {host_rewrite_literal: route.test, weighted_clusters: {clusters: [{name: backend, weight: 1}]}}
+";
+    let _p = proxy_on(
+        "weighted-host",
+        listener,
+        &static_bootstrap("weighted", &socket_address(listener), backend, "", routes),
+    );
+    let client = Client::new();
+    let host = |path: &str| {
+        let r = client.direct(listener, "GET", path, &[], "");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()["headers"]["host"].as_str().map(str::to_string)
+    };
+    assert_eq!(
+        host("/weighted").as_deref(),
+        Some("cluster.test"),
+        "the cluster's rewrite comes first"
+    );
+    assert_eq!(host("/route").as_deref(), Some("route.test"));
+}
+
 /// The listeners (`LISTEN` lines of `ss`) on `port`: their accept queue lengths.
 fn backlogs_on(port: u16) -> Vec<String> {
     let out = std::process::Command::new("ss")

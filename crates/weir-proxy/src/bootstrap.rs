@@ -28,6 +28,23 @@ pub struct BootstrapConfig {
     pub ads: Option<String>,
 }
 
+/// Refuses a bootstrap (encoded from Envoy JSON or YAML) with fields the Envoy API knows but this
+/// build's Envoy types do not: decoding would drop them without a word.
+pub fn check_known(encoded: &[u8]) -> Result<(), String> {
+    let b = Bootstrap::decode(encoded).map_err(|e| format!("bootstrap does not decode: {e}"))?;
+    let lost =
+        weir_xds::json::fields_lost("envoy.config.bootstrap.v3.Bootstrap", encoded, &b.encode_to_vec())
+            .map_err(|e| e.to_string())?;
+    if lost.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "bootstrap: {} not supported (newer than this build's Envoy API)",
+            lost.join(", ")
+        ))
+    }
+}
+
 /// Reads an encoded Bootstrap.
 pub fn from_encoded(bytes: &[u8]) -> Result<BootstrapConfig, String> {
     let b = Bootstrap::decode(bytes).map_err(|e| format!("bootstrap does not decode: {e}"))?;
@@ -51,6 +68,57 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
         (!b.bootstrap_extensions.is_empty(), "bootstrap_extensions"),
         (!b.config_sources.is_empty(), "config_sources"),
         (b.default_config_source.is_some(), "default_config_source"),
+        (!b.flags_path.is_empty(), "flags_path"),
+        (b.watchdog.is_some(), "watchdog"),
+        (b.watchdogs.is_some(), "watchdogs"),
+        (b.stats_config.is_some(), "stats_config"),
+        (b.enable_dispatcher_stats, "enable_dispatcher_stats"),
+        (b.layered_runtime.is_some(), "layered_runtime"),
+        (!b.header_prefix.is_empty(), "header_prefix"),
+        (
+            b.stats_server_version_override.is_some(),
+            "stats_server_version_override",
+        ),
+        (b.use_tcp_for_dns_lookups, "use_tcp_for_dns_lookups"),
+        (!b.default_socket_interface.is_empty(), "default_socket_interface"),
+        (
+            !b.certificate_provider_instances.is_empty(),
+            "certificate_provider_instances",
+        ),
+        (!b.node_context_params.is_empty(), "node_context_params"),
+        (!b.fatal_actions.is_empty(), "fatal_actions"),
+        (b.dns_resolution_config.is_some(), "dns_resolution_config"),
+        (b.typed_dns_resolver_config.is_some(), "typed_dns_resolver_config"),
+        (!b.perf_tracing_file_path.is_empty(), "perf_tracing_file_path"),
+        (b.default_regex_engine.is_some(), "default_regex_engine"),
+        (b.xds_delegate_extension.is_some(), "xds_delegate_extension"),
+        (
+            b.xds_config_tracker_extension.is_some(),
+            "xds_config_tracker_extension",
+        ),
+        (b.listener_manager.is_some(), "listener_manager"),
+        (b.application_log_config.is_some(), "application_log_config"),
+        (b.deferred_stat_options.is_some(), "deferred_stat_options"),
+        (
+            b.grpc_async_client_manager_config.is_some(),
+            "grpc_async_client_manager_config",
+        ),
+        (b.memory_allocator_manager.is_some(), "memory_allocator_manager"),
+        (b.stats_eviction.is_some(), "stats_eviction_interval"),
+        (
+            b.admin
+                .as_ref()
+                .is_some_and(|a| !a.access_log_path.is_empty() || !a.access_log.is_empty()),
+            "admin access_log_path and access_log",
+        ),
+        (
+            b.admin.as_ref().is_some_and(|a| !a.socket_options.is_empty()),
+            "admin.socket_options",
+        ),
+        (
+            b.admin.as_ref().is_some_and(|a| !a.allow_paths.is_empty()),
+            "admin.allow_paths",
+        ),
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("bootstrap: {field} is not supported"));

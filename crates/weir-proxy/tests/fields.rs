@@ -930,3 +930,54 @@ fn every_downstream_tls_and_http_filter_field_is_honoured_or_refused() {
     );
     check(problems);
 }
+
+/// As `weir proxy --bootstrap` reads a file: fields this build's types would drop are refused,
+/// then the bootstrap is compiled.
+fn bootstrap(bytes: &[u8]) -> Result<(), String> {
+    weir_proxy::bootstrap::check_known(bytes)?;
+    weir_proxy::bootstrap::from_encoded(bytes).map(drop)
+}
+
+#[test]
+fn every_bootstrap_field_is_honoured_or_refused() {
+    let root = "envoy.config.bootstrap.v3.Bootstrap";
+    let base = json!({
+        "node": {"id": "n", "cluster": "c"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [tcp_listener()], "clusters": [static_cluster()]}
+    });
+    let accepted = [
+        "node",
+        "admin",
+        "static_resources",
+        "dynamic_resources",
+        "cluster_manager",
+        // Changing nothing in Weir: flushing stats sinks (which are refused), and how Envoy
+        // stores headers inside.
+        "stats_flush_interval",
+        "stats_flush_on_admin",
+        "inline_headers",
+    ];
+    let mut problems = probe(root, &base, &[], &accepted, &bootstrap);
+    problems.extend(probe(
+        root,
+        &base,
+        &["static_resources"],
+        &["listeners", "clusters"],
+        &bootstrap,
+    ));
+    // Changing nothing in Weir: it has no CPU profiler and no global connection limit.
+    let admin = ["address", "profile_path", "ignore_global_conn_limit"];
+    problems.extend(probe(root, &base, &["admin"], &admin, &bootstrap));
+    // The node goes to the control plane as it is.
+    let node_names: Vec<String> = weir_xds::json::pool()
+        .unwrap()
+        .get_message_by_name("envoy.config.core.v3.Node")
+        .unwrap()
+        .fields()
+        .map(|f| f.name().to_string())
+        .collect();
+    let node_fields: Vec<&str> = node_names.iter().map(String::as_str).collect();
+    problems.extend(probe(root, &base, &["node"], &node_fields, &bootstrap));
+    check(problems);
+}

@@ -92,6 +92,57 @@ pub fn from_json(type_name: &str, value: &serde_json::Value) -> Result<Vec<u8>, 
     Ok(dynamic.encode_to_vec())
 }
 
+/// The fields set in `original` that `reencoded` (the same message after a round trip through
+/// other types) no longer has, as paths like `static_resources.clusters[0].dns_jitter`: what a
+/// decoder that does not know them dropped. `Any` values are compared as bytes.
+pub fn fields_lost(type_name: &str, original: &[u8], reencoded: &[u8]) -> Result<Vec<String>, JsonError> {
+    let descriptor = pool()?
+        .get_message_by_name(type_name)
+        .ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
+    let decode = |bytes: &[u8]| {
+        DynamicMessage::decode(descriptor.clone(), bytes).map_err(|source| JsonError::Decode {
+            type_name: type_name.to_string(),
+            source,
+        })
+    };
+    let mut lost = Vec::new();
+    compare(&decode(original)?, &decode(reencoded)?, "", &mut lost);
+    Ok(lost)
+}
+
+fn compare(a: &DynamicMessage, b: &DynamicMessage, path: &str, lost: &mut Vec<String>) {
+    use prost_reflect::Value;
+    for (field, value) in a.fields() {
+        let here = if path.is_empty() {
+            field.name().to_string()
+        } else {
+            format!("{path}.{}", field.name())
+        };
+        if !b.has_field(&field) {
+            lost.push(here);
+            continue;
+        }
+        match (value, &*b.get_field(&field)) {
+            (Value::Message(x), Value::Message(y)) => compare(x, y, &here, lost),
+            (Value::List(xs), Value::List(ys)) => {
+                for (i, pair) in xs.iter().zip(ys).enumerate() {
+                    if let (Value::Message(x), Value::Message(y)) = pair {
+                        compare(x, y, &format!("{here}[{i}]"), lost);
+                    }
+                }
+            }
+            (Value::Map(xs), Value::Map(ys)) => {
+                for (key, x) in xs {
+                    if let (Value::Message(x), Some(Value::Message(y))) = (x, ys.get(key)) {
+                        compare(x, y, &format!("{here}[{key:?}]"), lost);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Renders a resource as sent over xDS (an `Any`), with its `@type`.
 pub fn any_to_json(type_url: &str, value: &[u8]) -> Result<serde_json::Value, JsonError> {
     let type_name = type_url.rsplit('/').next().unwrap_or(type_url);
@@ -178,6 +229,28 @@ mod tests {
     use prost::{Message, Name};
 
     use super::*;
+
+    #[test]
+    fn fields_a_round_trip_dropped_are_named_by_path() {
+        let bootstrap = "envoy.config.bootstrap.v3.Bootstrap";
+        let full = from_json(
+            bootstrap,
+            &serde_json::json!({"node": {"id": "n"}, "static_resources": {"clusters": [
+                {"name": "a", "connect_timeout": "1s"}, {"name": "b", "connect_timeout": "2s"}]}}),
+        )
+        .unwrap();
+        let less = from_json(
+            bootstrap,
+            &serde_json::json!({"static_resources": {"clusters": [
+                {"name": "a", "connect_timeout": "1s"}, {"name": "b"}]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            fields_lost(bootstrap, &full, &less).unwrap(),
+            ["node", "static_resources.clusters[1].connect_timeout"]
+        );
+        assert!(fields_lost(bootstrap, &full, &full).unwrap().is_empty());
+    }
 
     #[test]
     fn a_cluster_renders_like_envoy_config_dump() {

@@ -128,8 +128,10 @@ fn encode_bootstrap(path: &str) -> Result<Vec<u8>, String> {
             .map(|r| r.to_json())
             .ok_or_else(|| format!("{path}: empty document"))?
     };
-    weir_xds::json::from_json("envoy.config.bootstrap.v3.Bootstrap", &json)
-        .map_err(|e| format!("{path}: {e}"))
+    let encoded = weir_xds::json::from_json("envoy.config.bootstrap.v3.Bootstrap", &json)
+        .map_err(|e| format!("{path}: {e}"))?;
+    weir_proxy::bootstrap::check_known(&encoded).map_err(|e| format!("{path}: {e}"))?;
+    Ok(encoded)
 }
 
 /// Reads a bootstrap through a child process (see `--encode-bootstrap`).

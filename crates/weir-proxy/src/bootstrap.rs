@@ -58,8 +58,20 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
         (
             b.cluster_manager
                 .as_ref()
-                .is_some_and(|c| c.outlier_detection.is_some() || c.upstream_bind_config.is_some()),
-            "cluster_manager",
+                .is_some_and(|c| c.outlier_detection.is_some()),
+            "cluster_manager.outlier_detection",
+        ),
+        (
+            b.cluster_manager
+                .as_ref()
+                .is_some_and(|c| c.upstream_bind_config.is_some()),
+            "cluster_manager.upstream_bind_config",
+        ),
+        (
+            b.cluster_manager
+                .as_ref()
+                .is_some_and(|c| c.load_stats_config.is_some()),
+            "cluster_manager.load_stats_config",
         ),
         (b.hds_config.is_some(), "hds_config"),
         (!b.stats_sinks.is_empty(), "stats_sinks"),

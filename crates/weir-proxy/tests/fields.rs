@@ -966,6 +966,18 @@ fn every_bootstrap_field_is_honoured_or_refused() {
         &["listeners", "clusters"],
         &bootstrap,
     ));
+    let mut with_manager = base.clone();
+    with_manager["cluster_manager"] = json!({"local_cluster_name": ""});
+    // Changing nothing in Weir: the local cluster serves zone-aware balancing (refused), and
+    // clusters are created when they arrive either way.
+    let manager = ["local_cluster_name", "enable_deferred_cluster_creation"];
+    problems.extend(probe(
+        root,
+        &with_manager,
+        &["cluster_manager"],
+        &manager,
+        &bootstrap,
+    ));
     // Changing nothing in Weir: it has no CPU profiler and no global connection limit.
     let admin = ["address", "profile_path", "ignore_global_conn_limit"];
     problems.extend(probe(root, &base, &["admin"], &admin, &bootstrap));

@@ -17,8 +17,8 @@ use serde_json::json;
 
 /// The fields of the message at `path` inside `base` (a resource of type `root`) that are
 /// accepted without being honoured, refused without being named, or listed as honoured but no
-/// field of it. A path step names a field (the first element of a list, or, after a map field,
-/// the key); `@` opens an `Any`.
+/// field of it. A path step names a field (the first element of a list, or the one `[i]` names;
+/// after a map field, the key); `@` opens an `Any`.
 fn probe(
     root: &str,
     base: &serde_json::Value,
@@ -100,6 +100,11 @@ fn at(message: &mut DynamicMessage, path: &[&str], f: &mut dyn FnMut(&mut Dynami
         message.set_field_by_name("value", Value::Bytes(inner.encode_to_vec().into()));
         return;
     }
+    // `routes[1]`: another element than the first.
+    let (step, index) = match step.strip_suffix(']').and_then(|s| s.split_once('[')) {
+        Some((name, i)) => (name, i.parse::<usize>().unwrap()),
+        None => (*step, 0),
+    };
     let field = message
         .descriptor()
         .get_field_by_name(step)
@@ -114,9 +119,9 @@ fn at(message: &mut DynamicMessage, path: &[&str], f: &mut dyn FnMut(&mut Dynami
                 other => panic!("{step}[{key}]: no message there ({other:?})"),
             }
         }
-        Value::List(list) => match list.first_mut() {
+        Value::List(list) => match list.get_mut(index) {
             Some(Value::Message(m)) => at(m, rest, f),
-            other => panic!("{step}: the base has no message at index 0 ({other:?})"),
+            other => panic!("{step}: the base has no message at index {index} ({other:?})"),
         },
         other => panic!("{step} is not a message ({other:?})"),
     }
@@ -991,5 +996,86 @@ fn every_bootstrap_field_is_honoured_or_refused() {
         .collect();
     let node_fields: Vec<&str> = node_names.iter().map(String::as_str).collect();
     problems.extend(probe(root, &base, &["node"], &node_fields, &bootstrap));
+    check(problems);
+}
+
+#[test]
+fn every_redirect_fault_and_cors_field_is_honoured_or_refused() {
+    let root = "envoy.config.route.v3.RouteConfiguration";
+    let base = json!({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/r"}, "redirect": {"host_redirect": "h"}},
+        {"match": {"prefix": "/"}, "route": {"cluster": "c", "max_stream_duration": {"max_stream_duration": "1s"}},
+         "typed_per_filter_config": {
+            "envoy.filters.http.cors": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+                "allow_origin_string_match": [{"exact": "https://a.test"}]},
+            "envoy.filters.http.fault": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+                "delay": {"fixed_delay": "1s", "percentage": {"numerator": 10}},
+                "abort": {"http_status": 503, "percentage": {"numerator": 10}}}}}]}]});
+    let mut problems = Vec::new();
+    let mut part = |path: &[&str], accepted: &[&str]| {
+        problems.extend(probe(root, &base, path, accepted, &routes));
+    };
+    let r = ["virtual_hosts", "routes"];
+    let redirect = [
+        "https_redirect",
+        "scheme_redirect",
+        "host_redirect",
+        "port_redirect",
+        "path_redirect",
+        "prefix_rewrite",
+        "regex_rewrite",
+        "response_code",
+        "strip_query",
+    ];
+    part(&[&r[..], &["redirect"]].concat(), &redirect);
+    let duration = ["max_stream_duration", "grpc_timeout_header_max"];
+    part(
+        &["virtual_hosts", "routes[1]", "route", "max_stream_duration"],
+        &duration,
+    );
+    let filters = ["virtual_hosts", "routes[1]", "typed_per_filter_config"];
+    let cors = [
+        "allow_origin_string_match",
+        "allow_methods",
+        "allow_headers",
+        "expose_headers",
+        "max_age",
+        "allow_credentials",
+        "filter_enabled",
+        "forward_not_matching_preflights",
+    ];
+    part(&[&filters[..], &["envoy.filters.http.cors", "@"]].concat(), &cors);
+    let fault = [
+        "delay",
+        "abort",
+        // Changing nothing in Weir: runtime keys (no runtime exists to override the values
+        // given; `layered_runtime` is refused), per-downstream-cluster statistics it never keeps,
+        // and dynamic metadata only access logs (refused) would read.
+        "delay_percent_runtime",
+        "abort_percent_runtime",
+        "delay_duration_runtime",
+        "abort_http_status_runtime",
+        "max_active_faults_runtime",
+        "response_rate_limit_percent_runtime",
+        "abort_grpc_status_runtime",
+        "disable_downstream_cluster_stats",
+        "filter_metadata",
+    ];
+    part(
+        &[&filters[..], &["envoy.filters.http.fault", "@"]].concat(),
+        &fault,
+    );
+    let delay = ["fixed_delay", "header_delay", "percentage"];
+    part(
+        &[&filters[..], &["envoy.filters.http.fault", "@", "delay"]].concat(),
+        &delay,
+    );
+    let abort = ["http_status", "grpc_status", "header_abort", "percentage"];
+    part(
+        &[&filters[..], &["envoy.filters.http.fault", "@", "abort"]].concat(),
+        &abort,
+    );
     check(problems);
 }

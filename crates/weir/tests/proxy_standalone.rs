@@ -315,14 +315,10 @@ fn an_envoy_bootstrap_with_static_resources_drives_the_proxy() {
     }
 
     // What the proxy cannot honour is refused with the field named.
-    let bad = dir.join("bad.yaml");
-    std::fs::write(&bad, "static_resources:\n  clusters:\n  - name: c\n    type: STATIC\n    lb_policy: RING_HASH\n    ring_hash_lb_config: {hash_function: MURMUR_HASH_2}\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["proxy", "--bootstrap", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_bootstrap(
+        "bootstrap-refused",
+        "static_resources:\n  clusters:\n  - name: c\n    type: STATIC\n    lb_policy: RING_HASH\n    ring_hash_lb_config: {hash_function: MURMUR_HASH_2}\n",
+    );
     assert!(err.contains("cluster \"c\"") && err.contains("XX_HASH"), "{err}");
 }
 
@@ -574,25 +570,17 @@ fn a_listener_on_the_ipv6_wildcard_takes_ipv4_connections_only_with_ipv4_compat(
     );
 
     // Where `ipv4_compat` cannot apply, the listener is refused with Envoy's words.
-    let file = folder("ipv4-compat-refused").join("envoy.yaml");
     let on_ipv6_loopback = SocketAddr::from((Ipv6Addr::LOCALHOST, free_port()));
-    std::fs::write(
-        &file,
-        static_bootstrap(
+    let err = refused_bootstrap(
+        "ipv4-compat-refused",
+        &static_bootstrap(
             "bad",
             &format!("{}, ipv4_compat: true", socket_address(on_ipv6_loopback)),
             backend,
             "",
             "",
         ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["proxy", "--bootstrap", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         err.contains(&format!(
             "Only IPv6 address '::' or valid IPv4-mapped IPv6 address can set ipv4_compat: {on_ipv6_loopback}"
@@ -804,8 +792,15 @@ fn a_second_proxy_shares_a_listeners_port_unless_reuse_port_is_off() {
         1,
     );
     let _owner = proxy_on("reuse-off", exclusive, &text);
-    let file = folder("reuse-off-second").join("envoy.yaml");
-    std::fs::write(&file, &text).unwrap();
+    let err = refused_bootstrap("reuse-off-second", &text);
+    assert!(err.contains(&format!("cannot bind {exclusive}")), "{err}");
+}
+
+/// The error output of `weir proxy` run from the bootstrap `text` (its folder named after
+/// `label`), which it must refuse (exit 2).
+fn refused_bootstrap(label: &str, text: &str) -> String {
+    let file = folder(label).join("envoy.yaml");
+    std::fs::write(&file, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args([
             "proxy",
@@ -816,9 +811,13 @@ fn a_second_proxy_shares_a_listeners_port_unless_reuse_port_is_off() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("cannot bind {exclusive}")), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `weir proxy` run from the bootstrap `text` (its folder named after `label`), once its

@@ -389,6 +389,8 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<RequestBody>) -> Result<
             }
         }
     }
+    // Upstream attempts made, for Envoy's `x-envoy-attempt-count` response header.
+    let mut attempts = 0;
     let mut resp = match &route.action {
         Action::Direct(status, text) => {
             let mut resp = Response::new(body::full(text.clone()));
@@ -422,16 +424,21 @@ pub async fn handle(ctx: Arc<HttpContext>, req: Request<RequestBody>) -> Result<
             resp
         }
         Action::Forward(forward) => {
-            let (resp, _) =
+            let (resp, tries) =
                 crate::router::forward(&ctx, &matched, forward, req, &authority, started, injected).await;
+            attempts = tries;
             resp
         }
     };
     // Response headers: route, virtual host, configuration (weighted-cluster ones are applied
-    // by the router), then CORS and the server header.
+    // by the router), then Envoy's attempt count, CORS and the server header.
     route.response_headers.apply(resp.headers_mut());
     matched.vhost.response_headers.apply(resp.headers_mut());
     matched.routes.response_headers.apply(resp.headers_mut());
+    if matched.vhost.attempt_count_in_response && attempts > 0 {
+        resp.headers_mut()
+            .insert(names::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempts));
+    }
     if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
         decorate_cors(cors, origin, resp.headers_mut());
     }

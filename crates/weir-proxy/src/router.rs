@@ -154,8 +154,8 @@ fn is_upgrade(req: &Request<RequestBody>, facts: HeaderFacts) -> Option<String> 
         .map(str::to_ascii_lowercase)
 }
 
-/// Forwards a request; returns the response (or a local reply) and whether it came from
-/// upstream.
+/// Forwards a request; returns the response (or a local reply) and how many attempts were
+/// made upstream (Envoy's attempt count: 0 when none was, as when no host was healthy).
 pub async fn forward(
     ctx: &HttpContext,
     matched: &Matched<'_>,
@@ -164,14 +164,14 @@ pub async fn forward(
     authority: &str,
     started: Instant,
     injected: &'static str,
-) -> (Response<Body>, bool) {
+) -> (Response<Body>, u32) {
     let snapshot = ctx.state.snapshot();
     let Some((cluster_name, target)) = forward.clusters.pick(fastrand::u64(..), req.headers()) else {
-        return (no_cluster(ctx, started, None), false);
+        return (no_cluster(ctx, started, None), 0);
     };
     let Some(cluster) = snapshot.clusters.get(cluster_name.as_ref()).cloned() else {
         tracing::debug!(cluster = %cluster_name, "route points at a cluster this proxy does not have");
-        return (no_cluster(ctx, started, Some(&cluster_name)), false);
+        return (no_cluster(ctx, started, Some(&cluster_name)), 0);
     };
     let destination = cluster.destination.clone();
     // Which of the headers read below the request carries, found in one pass.
@@ -192,7 +192,7 @@ pub async fn forward(
                     flags::INVALID,
                     Some(&cluster_name),
                 ),
-                false,
+                0,
             );
         }
     }
@@ -266,7 +266,7 @@ pub async fn forward(
                         flags::DOWNSTREAM_TERMINATION,
                         Some(&cluster_name),
                     ),
-                    false,
+                    0,
                 );
             }
         }
@@ -384,7 +384,7 @@ pub async fn forward(
                         flags::NO_HEALTHY_UPSTREAM,
                         Some(&cluster_name),
                     ),
-                    false,
+                    attempt - 1,
                 );
             }
             Err(e @ NoHost::NoOriginalDestination(_)) => {
@@ -397,7 +397,7 @@ pub async fn forward(
                         flags::NO_HEALTHY_UPSTREAM,
                         Some(&cluster_name),
                     ),
-                    false,
+                    attempt - 1,
                 );
             }
         };
@@ -415,7 +415,7 @@ pub async fn forward(
                     flags::UPSTREAM_CONNECTION_FAILURE,
                     Some(&cluster_name),
                 ),
-                false,
+                attempt - 1,
             );
         }
         // Without a retry policy, or with a body that streams, this attempt is the only one:
@@ -460,7 +460,7 @@ pub async fn forward(
                     flags::UPSTREAM_CONNECTION_FAILURE,
                     Some(&cluster_name),
                 ),
-                false,
+                attempt,
             );
         };
         let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
@@ -482,7 +482,7 @@ pub async fn forward(
                 || (remaining.is_none() && per_try.is_some()));
         let request_slot = match cluster.pool.breakers().request() {
             Ok(slot) => slot,
-            Err(_) => return (overflow(ctx, started, &cluster_name), false),
+            Err(_) => return (overflow(ctx, started, &cluster_name), attempt),
         };
         cluster.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
@@ -534,23 +534,23 @@ pub async fn forward(
         };
         host.active_requests.fetch_sub(1, Ordering::Relaxed);
         if idle_after_request_fired {
-            return (stream_idle_timeout(ctx, started, &cluster_name), false);
+            return (stream_idle_timeout(ctx, started, &cluster_name), attempt);
         }
         if !matches!(result, Ok(Ok(_)))
             && request_stalled
                 .as_ref()
                 .is_some_and(|s| s.load(Ordering::Relaxed))
         {
-            return (stream_idle_timeout(ctx, started, &cluster_name), false);
+            return (stream_idle_timeout(ctx, started, &cluster_name), attempt);
         }
         let outcome = match &result {
-            Err(()) if idle_bound => return (stream_idle_timeout(ctx, started, &cluster_name), false),
+            Err(()) if idle_bound => return (stream_idle_timeout(ctx, started, &cluster_name), attempt),
             Err(()) if per_try_bound => Outcome::PerTryTimeout,
             Err(()) => {
                 cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
                 host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
                 cluster.report(&host, crate::outlier::Outcome::Timeout);
-                return (upstream_timeout(ctx, started, &cluster_name), false);
+                return (upstream_timeout(ctx, started, &cluster_name), attempt);
             }
             Ok(Ok(resp)) => Outcome::Response(
                 resp.status().as_u16(),
@@ -568,7 +568,7 @@ pub async fn forward(
             Ok(Err(SendError::RefusedStream)) => Outcome::RefusedStream,
             Ok(Err(SendError::Reset(_) | SendError::Handshake(_))) => Outcome::Reset,
             Ok(Err(SendError::Overflow(_))) => {
-                return (overflow(ctx, started, &cluster_name), false);
+                return (overflow(ctx, started, &cluster_name), attempt);
             }
         };
         cluster.report(
@@ -650,7 +650,7 @@ pub async fn forward(
                     },
                 )
                 .await;
-                (resp, true)
+                (resp, attempt)
             }
             Ok(Err(e)) => {
                 host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
@@ -685,13 +685,13 @@ pub async fn forward(
                         flag,
                         Some(&cluster_name),
                     ),
-                    false,
+                    attempt,
                 )
             }
             Err(()) => {
                 // A per-try timeout that is not retried answers like Envoy: 504.
                 cluster.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
-                (upstream_timeout(ctx, started, &cluster_name), false)
+                (upstream_timeout(ctx, started, &cluster_name), attempt)
             }
         };
     }

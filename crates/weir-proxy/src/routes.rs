@@ -87,10 +87,6 @@ fn compile_vhost(vh: &VirtualHost, routes: Vec<CompiledRoute>) -> Result<Compile
         (vh.matcher.is_some(), "matcher"),
         (!vh.request_mirror_policies.is_empty(), "request_mirror_policies"),
         (
-            vh.include_attempt_count_in_response,
-            "include_attempt_count_in_response",
-        ),
-        (
             vh.include_is_timeout_retry_header,
             "include_is_timeout_retry_header",
         ),
@@ -106,6 +102,7 @@ fn compile_vhost(vh: &VirtualHost, routes: Vec<CompiledRoute>) -> Result<Compile
         response_headers: HeaderOps::compile(&vh.response_headers_to_add, &vh.response_headers_to_remove)?,
         require_tls: matches!(Tls::try_from(vh.require_tls), Ok(Tls::All | Tls::ExternalOnly)),
         include_attempt_count: vh.include_request_attempt_count,
+        attempt_count_in_response: vh.include_attempt_count_in_response,
         retry: vh
             .retry_policy
             .as_ref()
@@ -441,6 +438,9 @@ pub struct CompiledVirtualHost {
     pub require_tls: bool,
     /// Add `x-envoy-attempt-count` to upstream requests.
     pub include_attempt_count: bool,
+    /// Add `x-envoy-attempt-count` to responses of requests tried upstream (Envoy's
+    /// `include_attempt_count_in_response`).
+    pub attempt_count_in_response: bool,
     /// The virtual host's retry policy (used by routes without their own).
     pub retry: Option<crate::retry::RetryPolicy>,
 }

@@ -659,6 +659,68 @@ fn a_route_keeps_a_large_body_for_retries_up_to_its_buffer_limit() {
 }
 
 #[test]
+fn responses_carry_the_attempt_count_when_the_virtual_host_asks() {
+    // Each request to /retried fails its first attempt: connections 1 and 3 (and 4) answer 503.
+    let backend = scripted_backend(vec![503, 200, 503, 503]);
+    let refused = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let routes = "              - match: {prefix: /retried}
+                route: {cluster: backend, timeout: 5s, retry_policy: {retry_on: 5xx, num_retries: 1}}
+              - match: {prefix: /refused}
+                route: {cluster: refused, timeout: 5s, retry_policy: {retry_on: connect-failure, num_retries: 2}}
+              - match: {prefix: /empty}
+                route: {cluster: empty}
+              - match: {prefix: /local}
+                direct_response: {status: 200, body: {inline_string: here}}
+";
+    let clusters = format!(
+        "  - name: refused
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: refused
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{{}}}}}}}
+  - name: empty
+    type: STATIC
+    load_assignment: {{cluster_name: empty}}
+",
+        socket_address(refused)
+    );
+    let text = static_bootstrap("attempts", &socket_address(listener), backend, "", routes).replace(
+        "              domains: [\"*\"]\n",
+        "              domains: [\"*\"]\n              include_attempt_count_in_response: true\n",
+    );
+    assert!(text.contains("include_attempt_count_in_response"));
+    let _p = proxy_on("attempts", listener, &format!("{text}{clusters}"));
+    let client = Client::new();
+    let count = |path: &str, status: u16| {
+        let r = client.direct(listener, "GET", path, &[], "");
+        assert_eq!(r.status, status, "{path}: {r:?}");
+        r.header("x-envoy-attempt-count").map(str::to_string)
+    };
+    assert_eq!(
+        count("/retried", 200),
+        Some("2".into()),
+        "retried once, then answered"
+    );
+    assert_eq!(
+        count("/retried", 503),
+        Some("2".into()),
+        "the upstream's 503 after its retry"
+    );
+    assert_eq!(count("/", 200), Some("1".into()), "no retry policy: one attempt");
+    assert_eq!(
+        count("/refused", 503),
+        Some("3".into()),
+        "Envoy's local reply after three refused connections"
+    );
+    assert_eq!(count("/empty", 503), None, "no host to try: no attempt made");
+    assert_eq!(count("/local", 200), None, "a direct response is not an attempt");
+}
+
+#[test]
 fn the_server_header_is_kept_or_set_as_the_connection_manager_says() {
     let backend = scripted_backend(Vec::new());
     let (_e, quiet) = echo("quiet");

@@ -116,12 +116,9 @@ pub struct HttpOptions {
     pub max_requests_per_connection: Option<u32>,
     /// A connection takes no new request after this long.
     pub max_connection_duration: Option<Duration>,
-    /// HTTP/2: streams per connection before another connection is opened.
-    pub max_concurrent_streams: Option<u32>,
-    /// HTTP/2 PING keepalive: interval and timeout.
-    pub keepalive: Option<(Duration, Duration)>,
-    /// HTTP/2 flow-control windows (stream, connection).
-    pub windows: (Option<u32>, Option<u32>),
+    /// HTTP/2 settings: `max_concurrent_streams` is also the streams per connection before
+    /// another connection is opened.
+    pub h2: crate::h2_settings::Http2Settings,
 }
 
 impl Default for HttpOptions {
@@ -130,9 +127,7 @@ impl Default for HttpOptions {
             idle_timeout: Duration::from_secs(3600),
             max_requests_per_connection: None,
             max_connection_duration: None,
-            max_concurrent_streams: None,
-            keepalive: None,
-            windows: (None, None),
+            h2: crate::h2_settings::Http2Settings::default(),
         }
     }
 }
@@ -670,46 +665,7 @@ fn http2_options(
     h2: &envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions,
     http: &mut HttpOptions,
 ) -> Result<(), String> {
-    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
-    let known = Http2ProtocolOptions {
-        max_concurrent_streams: h2.max_concurrent_streams,
-        initial_stream_window_size: h2.initial_stream_window_size,
-        initial_connection_window_size: h2.initial_connection_window_size,
-        connection_keepalive: h2.connection_keepalive,
-        ..Http2ProtocolOptions::default()
-    };
-    if *h2 != known {
-        return Err(
-            "http2_protocol_options: only max_concurrent_streams, the initial window sizes and connection_keepalive are supported"
-                .into(),
-        );
-    }
-    http.max_concurrent_streams = h2
-        .max_concurrent_streams
-        .as_ref()
-        .map(|v| v.value)
-        .filter(|v| *v > 0);
-    http.windows = (
-        h2.initial_stream_window_size.as_ref().map(|v| v.value),
-        h2.initial_connection_window_size.as_ref().map(|v| v.value),
-    );
-    if let Some(k) = &h2.connection_keepalive {
-        if k.interval_jitter.is_some() || k.connection_idle_interval.is_some() {
-            return Err(
-                "connection_keepalive: interval_jitter and connection_idle_interval are not supported".into(),
-            );
-        }
-        let interval = opt_duration(k.interval.as_ref(), "connection_keepalive.interval")?;
-        let timeout = opt_duration(k.timeout.as_ref(), "connection_keepalive.timeout")?
-            .ok_or("connection_keepalive.timeout is required")?;
-        const DAY: Duration = Duration::from_secs(24 * 3600);
-        if interval.is_some_and(|i| i > DAY) || timeout > DAY {
-            return Err("connection_keepalive: interval and timeout must be at most a day".into());
-        }
-        if let Some(interval) = interval.filter(|i| !i.is_zero()) {
-            http.keepalive = Some((interval, timeout));
-        }
-    }
+    http.h2 = crate::h2_settings::Http2Settings::compile(h2, "http2_protocol_options")?;
     Ok(())
 }
 
@@ -798,9 +754,11 @@ mod tests {
                 idle_timeout: Duration::from_secs(30),
                 max_requests_per_connection: Some(10),
                 max_connection_duration: Some(Duration::from_secs(60)),
-                max_concurrent_streams: Some(100),
-                keepalive: Some((Duration::from_secs(20), Duration::from_secs(5))),
-                windows: (None, None),
+                h2: crate::h2_settings::Http2Settings {
+                    max_concurrent_streams: Some(100),
+                    keepalive: Some((Duration::from_secs(20), Duration::from_secs(5))),
+                    ..Default::default()
+                },
             }
         );
         let refused = with_options(

@@ -19,6 +19,7 @@ mod convert;
 pub mod drain;
 pub mod endpoints;
 pub mod forward_proxy;
+pub mod h2_settings;
 pub mod header_facts;
 pub mod headers;
 pub mod http;

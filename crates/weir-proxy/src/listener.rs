@@ -170,6 +170,9 @@ pub struct HttpManagerConfig {
     pub strip_any_host_port: bool,
     /// Header limit in bytes (default 60 KiB).
     pub max_request_headers: usize,
+    /// Downstream HTTP/2 settings (`http2_protocol_options`); unset ones keep hyper's
+    /// defaults (200 streams, 1 MiB windows, no PINGs).
+    pub h2: crate::h2_settings::Http2Settings,
     /// Response headers added by the configuration of this manager (none today; kept for
     /// symmetry with routes).
     pub response_headers: HeaderOps,
@@ -211,6 +214,7 @@ impl HttpManagerConfig {
             codec: Codec::Auto,
             strip_any_host_port: false,
             max_request_headers: 60 * 1024,
+            h2: crate::h2_settings::Http2Settings::default(),
             response_headers: HeaderOps::default(),
         }
     }
@@ -739,12 +743,6 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             "http_protocol_options",
         ),
         (
-            h.http2_protocol_options
-                .as_ref()
-                .is_some_and(|o| *o != Default::default()),
-            "http2_protocol_options",
-        ),
-        (
             h.common_http_protocol_options.as_ref().is_some_and(|o| {
                 let no_idle_timeout = CoreHttpProtocolOptions {
                     idle_timeout: None,
@@ -927,6 +925,17 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             Some(http_connection_manager::StripPortMode::StripAnyHostPort(true))
         ),
         max_request_headers: h.max_request_headers_kb.as_ref().map_or(60, |k| k.value as usize) * 1024,
+        h2: h
+            .http2_protocol_options
+            .as_ref()
+            .map(|o| {
+                crate::h2_settings::Http2Settings::compile(
+                    o,
+                    "http_connection_manager.http2_protocol_options",
+                )
+            })
+            .transpose()?
+            .unwrap_or_default(),
         response_headers: HeaderOps::default(),
     })
 }

@@ -641,10 +641,24 @@ where
         // default) — or one slow to send its head for as long.
         .header_read_timeout(manager.idle_timeout)
         .max_buf_size(manager.max_request_headers.max(8192) * 2);
-    builder
-        .http2()
+    let h2 = &manager.h2;
+    let mut http2 = builder.http2();
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(manager.max_request_headers).unwrap_or(u32::MAX));
+    // The connection manager's `http2_protocol_options`; hyper's defaults where unset.
+    if let Some(streams) = h2.max_concurrent_streams {
+        http2.max_concurrent_streams(streams);
+    }
+    if let Some(window) = h2.initial_stream_window {
+        http2.initial_stream_window_size(window);
+    }
+    if let Some(window) = h2.initial_connection_window {
+        http2.initial_connection_window_size(window);
+    }
+    if let Some((interval, timeout)) = h2.keepalive {
+        http2.keep_alive_interval(interval).keep_alive_timeout(timeout);
+    }
     let builder = match manager.codec {
         Codec::Auto => builder,
         Codec::Http1 => builder.http1_only(),

@@ -377,6 +377,14 @@ fn every_endpoint_assignment_field_is_honoured_or_refused() {
     check(problems);
 }
 
+/// The HTTP/2 options honoured on both sides of the proxy (`weir_proxy::h2_settings`).
+const HTTP2_OPTIONS: [&str; 4] = [
+    "max_concurrent_streams",
+    "initial_stream_window_size",
+    "initial_connection_window_size",
+    "connection_keepalive",
+];
+
 fn http_listener() -> serde_json::Value {
     json!({
         "name": "h",
@@ -487,6 +495,20 @@ fn every_listener_part_field_is_honoured_or_refused() {
         &http_listener(),
         &["filter_chains", "filters", "typed_config", "@"],
         &manager,
+    );
+    let mut tuned = http_listener();
+    tuned["filter_chains"][0]["filters"][0]["typed_config"]["http2_protocol_options"] =
+        json!({"max_concurrent_streams": 100});
+    part(
+        &tuned,
+        &[
+            "filter_chains",
+            "filters",
+            "typed_config",
+            "@",
+            "http2_protocol_options",
+        ],
+        &HTTP2_OPTIONS,
     );
     check(problems);
 }
@@ -714,16 +736,10 @@ fn every_cluster_part_field_is_honoured_or_refused() {
         &[&options[..], &["common_http_protocol_options"]].concat(),
         &common_http,
     );
-    let h2 = [
-        "max_concurrent_streams",
-        "initial_stream_window_size",
-        "initial_connection_window_size",
-        "connection_keepalive",
-    ];
     part(
         &full,
         &[&options[..], &["explicit_http_config", "http2_protocol_options"]].concat(),
-        &h2,
+        &HTTP2_OPTIONS,
     );
     let mut ring = static_cluster();
     ring["lb_policy"] = json!("RING_HASH");

@@ -209,40 +209,13 @@ fn an_envoy_bootstrap_with_static_resources_drives_the_proxy() {
     // An HTTP/2 connection that never opens a stream (preface and settings, then nothing — not
     // even an answer to the proxy's PING) gets a GOAWAY after the idle timeout and is closed
     // after the drain timeout (0.5 s).
-    {
-        use std::io::{Read, Write};
-        let mut silent = std::net::TcpStream::connect(listener).unwrap();
-        silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let opened = std::time::Instant::now();
-        silent
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-            .unwrap();
-        let mut frames = Vec::new();
-        let mut buf = [0u8; 512];
-        loop {
-            match silent.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => frames.extend_from_slice(&buf[..n]),
-                Err(e) => panic!("the silent HTTP/2 connection was not closed: {e}"),
-            }
-        }
-        assert!(
-            opened.elapsed() >= Duration::from_millis(1300),
-            "{:?}",
-            opened.elapsed()
-        );
-        // Frame type 7 is GOAWAY: the proxy said goodbye before closing.
-        let mut at = 0;
-        let mut types = Vec::new();
-        while at + 9 <= frames.len() {
-            let len = usize::from(frames[at]) << 16
-                | usize::from(frames[at + 1]) << 8
-                | usize::from(frames[at + 2]);
-            types.push(frames[at + 3]);
-            at += 9 + len;
-        }
-        assert!(types.contains(&7), "frame types {types:?}");
-    }
+    let silent = silent_http2(listener, Duration::from_secs(5));
+    let closed_after = silent
+        .closed_after
+        .expect("the silent HTTP/2 connection was not closed");
+    assert!(closed_after >= Duration::from_millis(1300), "{closed_after:?}");
+    // Frame type 7 is GOAWAY: the proxy said goodbye before closing.
+    assert!(silent.types.contains(&7), "frame types {:?}", silent.types);
     // A request body that stalls on its way up ends the stream too: 408 before any response.
     {
         use std::io::{Read, Write};
@@ -720,6 +693,125 @@ fn responses_carry_the_attempt_count_when_the_virtual_host_asks() {
     assert_eq!(count("/local", 200), None, "a direct response is not an attempt");
 }
 
+/// What an HTTP/2 client learns of a proxy's settings: the streams it may open at once, and
+/// the send capacity two streams get when each asks for 1 MiB (the first is bounded by the
+/// stream window, the second by what the first left of the connection window).
+fn http2_limits(listener: SocketAddr) -> (usize, [usize; 2]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(listener).await.unwrap();
+        // The client's own send buffer (400 KiB by default) must not be the bound.
+        let (client, mut conn) = h2::client::Builder::new()
+            .max_send_buffer_size(4 << 20)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let request = |method: &str| {
+            hyper::Request::builder()
+                .method(method)
+                .uri(format!("http://{listener}/"))
+                .body(())
+                .unwrap()
+        };
+        let mut client = client.ready().await.unwrap();
+        let (response, _) = client.send_request(request("GET"), true).unwrap();
+        let response = tokio::select! {
+            r = response => r.unwrap(),
+            r = &mut conn => panic!("the connection ended: {r:?}"),
+        };
+        assert_eq!(response.status(), 200);
+        let streams = conn.max_concurrent_send_streams();
+        let mut capacities = [0; 2];
+        // Kept open: a stream dropped gives its capacity back.
+        let mut open = Vec::new();
+        for capacity in &mut capacities {
+            client = client.ready().await.unwrap();
+            let (_, mut body) = client.send_request(request("POST"), false).unwrap();
+            body.reserve_capacity(1 << 20);
+            // Capacity comes as the windows open: read it once it stops growing.
+            loop {
+                let grew = tokio::select! {
+                    c = std::future::poll_fn(|cx| body.poll_capacity(cx)) => c.is_some(),
+                    () = tokio::time::sleep(Duration::from_millis(300)) => false,
+                    r = &mut conn => panic!("the connection ended: {r:?}"),
+                };
+                if !grew {
+                    break;
+                }
+            }
+            *capacity = body.capacity();
+            open.push(body);
+        }
+        (streams, capacities)
+    })
+}
+
+#[test]
+fn downstream_http2_settings_come_from_the_connection_manager() {
+    let (_e, backend) = echo("h2-settings");
+    let tuned = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let settings = "          http2_protocol_options:
+            max_concurrent_streams: 7
+            initial_stream_window_size: 100000
+            initial_connection_window_size: 131072
+            connection_keepalive: {interval: 0.2s, timeout: 0.5s}
+";
+    let _tuned = proxy_on(
+        "h2-tuned",
+        tuned,
+        &static_bootstrap("tuned", &socket_address(tuned), backend, settings, ""),
+    );
+    let plain = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _plain = proxy_on(
+        "h2-plain",
+        plain,
+        &static_bootstrap("plain", &socket_address(plain), backend, "", ""),
+    );
+    assert_eq!(
+        http2_limits(tuned),
+        (7, [100_000, 131_072 - 100_000]),
+        "the configured settings"
+    );
+    assert_eq!(
+        http2_limits(plain),
+        (200, [1 << 20, 0]),
+        "hyper's defaults: 200 streams, 1 MiB windows"
+    );
+
+    // Keepalive: a client that answers no PING is disconnected after the timeout.
+    let silent = silent_http2(tuned, Duration::from_secs(5));
+    assert!(silent.types.contains(&6), "a PING: {:?}", silent.types);
+    let closed_after = silent
+        .closed_after
+        .expect("the unresponsive client was not disconnected");
+    assert!(closed_after >= Duration::from_millis(700), "{closed_after:?}");
+    // Without keepalive no PING is sent and the connection stays.
+    let silent = silent_http2(plain, Duration::from_millis(1500));
+    assert!(!silent.types.contains(&6), "{:?}", silent.types);
+    assert_eq!(silent.closed_after, None);
+
+    // Values outside Envoy's ranges are refused, naming the field.
+    let err = refused_bootstrap(
+        "h2-refused",
+        &static_bootstrap(
+            "refused",
+            &socket_address(SocketAddr::from(([127, 0, 0, 1], free_port()))),
+            backend,
+            "          http2_protocol_options: {initial_stream_window_size: 1024}\n",
+            "",
+        ),
+    );
+    assert!(
+        err.contains(
+            "http2_protocol_options.initial_stream_window_size: value must be inside range [65535, 2147483647]"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn the_server_header_is_kept_or_set_as_the_connection_manager_says() {
     let backend = scripted_backend(Vec::new());
@@ -803,6 +895,57 @@ fn a_weighted_cluster_rewrites_the_host_of_the_requests_sent_to_it() {
         "the cluster's rewrite comes first"
     );
     assert_eq!(host("/route").as_deref(), Some("route.test"));
+}
+
+/// What a silent HTTP/2 client saw: it sends the preface and empty settings, then nothing — no
+/// acknowledgement, no answer to a PING.
+struct Silent {
+    /// The types of the frames the proxy sent (4 SETTINGS, 6 PING, 7 GOAWAY…).
+    types: Vec<u8>,
+    /// When the proxy closed the connection, if it did within the patience given.
+    closed_after: Option<Duration>,
+}
+
+/// Opens a silent HTTP/2 connection to `listener` (see [`Silent`]) and reads what comes for up
+/// to `patience`.
+fn silent_http2(listener: SocketAddr, patience: Duration) -> Silent {
+    let mut silent = TcpStream::connect(listener).unwrap();
+    let opened = std::time::Instant::now();
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let mut frames = Vec::new();
+    let mut buf = [0u8; 512];
+    let closed_after = loop {
+        let left = patience.saturating_sub(opened.elapsed());
+        if left.is_zero() {
+            break None;
+        }
+        silent.set_read_timeout(Some(left)).unwrap();
+        match silent.read(&mut buf) {
+            Ok(0) => break Some(opened.elapsed()),
+            Ok(n) => frames.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break None;
+            }
+            // A reset is a close too.
+            Err(_) => break Some(opened.elapsed()),
+        }
+    };
+    let mut at = 0;
+    let mut types = Vec::new();
+    while at + 9 <= frames.len() {
+        let len =
+            usize::from(frames[at]) << 16 | usize::from(frames[at + 1]) << 8 | usize::from(frames[at + 2]);
+        types.push(frames[at + 3]);
+        at += 9 + len;
+    }
+    Silent { types, closed_after }
 }
 
 /// The listeners (`LISTEN` lines of `ss`) on `port`: their accept queue lengths.

@@ -519,7 +519,7 @@ impl Pool {
         let conns = map.get_mut(target)?;
         let now = Instant::now();
         conns.retain(|c| !c.sender.is_closed() && !self.expired(c.created, now));
-        let limit = self.options.max_concurrent_streams.unwrap_or(u32::MAX);
+        let limit = self.options.h2.max_concurrent_streams.unwrap_or(u32::MAX);
         let c = conns.iter().find(|c| c.active.load(Ordering::Acquire) < limit)?;
         c.active.fetch_add(1, Ordering::AcqRel);
         Some((c.sender.clone(), StreamCount(c.active.clone())))
@@ -534,16 +534,16 @@ impl Pool {
         let io = self.open(target).await?;
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(hyper_util::rt::TokioTimer::new());
-        if let Some((interval, timeout)) = self.options.keepalive {
+        let h2 = &self.options.h2;
+        if let Some((interval, timeout)) = h2.keepalive {
             builder
                 .keep_alive_interval(interval)
                 .keep_alive_timeout(timeout)
                 .keep_alive_while_idle(true);
         }
-        let (stream_window, connection_window) = self.options.windows;
         builder
-            .initial_stream_window_size(stream_window)
-            .initial_connection_window_size(connection_window);
+            .initial_stream_window_size(h2.initial_stream_window)
+            .initial_connection_window_size(h2.initial_connection_window);
         let (sender, conn) = builder
             .handshake(TokioIo::new(io))
             .await

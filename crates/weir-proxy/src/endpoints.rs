@@ -30,10 +30,26 @@ pub struct LocalityGroup {
 }
 
 /// Endpoints by priority (index 0 is the highest), then locality.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EndpointSet {
     /// Priority levels.
     pub priorities: Vec<Vec<LocalityGroup>>,
+    /// The assignment policy's `overprovisioning_factor`, in percent (Envoy's default 140): a
+    /// priority level or locality counts as fully healthy while its healthy share times this
+    /// factor is at least 100%.
+    pub overprovisioning_factor: u32,
+}
+
+/// Envoy's default overprovisioning factor, in percent.
+pub const DEFAULT_OVERPROVISIONING_FACTOR: u32 = 140;
+
+impl Default for EndpointSet {
+    fn default() -> Self {
+        EndpointSet {
+            priorities: Vec::new(),
+            overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
+        }
+    }
 }
 
 impl EndpointSet {
@@ -76,13 +92,6 @@ pub fn compile_assignment(cla: &ClusterLoadAssignment, allow_names: bool) -> Res
     if let Some(policy) = &cla.policy {
         let unsupported = [
             (!policy.drop_overloads.is_empty(), "drop_overloads"),
-            (
-                policy
-                    .overprovisioning_factor
-                    .as_ref()
-                    .is_some_and(|f| f.value != 140),
-                "overprovisioning_factor other than Envoy's default 140",
-            ),
             (policy.endpoint_stale_after.is_some(), "endpoint_stale_after"),
             (policy.weighted_priority_health, "weighted_priority_health"),
         ];
@@ -94,6 +103,18 @@ pub fn compile_assignment(cla: &ClusterLoadAssignment, allow_names: bool) -> Res
         return Err("load assignment named_endpoints are not supported".into());
     }
     let mut set = EndpointSet::default();
+    if let Some(factor) = cla
+        .policy
+        .as_ref()
+        .and_then(|p| p.overprovisioning_factor.as_ref())
+    {
+        if factor.value == 0 {
+            return Err(
+                "load assignment policy.overprovisioning_factor: value must be greater than 0".into(),
+            );
+        }
+        set.overprovisioning_factor = factor.value;
+    }
     for group in &cla.endpoints {
         if group.lb_config.is_some() {
             return Err("load_balancer_endpoints and leds_cluster_locality_config (LEDS) are not supported; use lb_endpoints".into());
@@ -145,4 +166,38 @@ pub fn compile_assignment(cla: &ClusterLoadAssignment, allow_names: bool) -> Res
         });
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::endpoint::v3::cluster_load_assignment::Policy;
+    use envoy_types::pb::google::protobuf::UInt32Value;
+
+    fn with_factor(factor: Option<u32>) -> ClusterLoadAssignment {
+        ClusterLoadAssignment {
+            cluster_name: "c".into(),
+            policy: Some(Policy {
+                overprovisioning_factor: factor.map(|value| UInt32Value { value }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_overprovisioning_factor_is_read_and_zero_refused() {
+        assert_eq!(
+            compile_assignment(&with_factor(None), false).map(|s| s.overprovisioning_factor),
+            Ok(140)
+        );
+        assert_eq!(
+            compile_assignment(&with_factor(Some(100)), false).map(|s| s.overprovisioning_factor),
+            Ok(100)
+        );
+        assert_eq!(
+            compile_assignment(&with_factor(Some(0)), false),
+            Err("load assignment policy.overprovisioning_factor: value must be greater than 0".into())
+        );
+    }
 }

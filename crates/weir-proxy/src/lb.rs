@@ -1,5 +1,5 @@
 //! Load balancing over a cluster's hosts, as Envoy does it: a priority level is chosen by
-//! health (overprovisioning factor 1.4, spilling to lower priorities), a level below the panic
+//! health (the overprovisioning factor, 1.4 by default, spilling to lower priorities), a level below the panic
 //! threshold uses all its hosts, degraded hosts only when no healthy one is left; then, within
 //! the level (and the locality, with locality-weighted balancing), weighted round robin,
 //! weighted random, least request (power of two choices), ring hash or Maglev.
@@ -10,9 +10,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::cluster::{Health, LbPolicy};
 use crate::convert::Target;
 use crate::endpoints::EndpointSet;
-
-/// Envoy's default overprovisioning factor (140%).
-const OVERPROVISIONING: f64 = 1.4;
 
 /// Counters of one host.
 #[derive(Debug, Default)]
@@ -327,6 +324,8 @@ pub struct HostSet {
     levels: Vec<Level>,
     /// Cumulative priority loads (percent, out of 100).
     loads: Vec<f64>,
+    /// The overprovisioning factor as a multiplier (1.4 for Envoy's default 140%).
+    overprovisioning: f64,
 }
 
 impl HostSet {
@@ -337,6 +336,7 @@ impl HostSet {
             policy,
             levels: Vec::new(),
             loads: Vec::new(),
+            overprovisioning: f64::from(crate::endpoints::DEFAULT_OVERPROVISIONING_FACTOR) / 100.0,
         }
     }
 
@@ -349,6 +349,7 @@ impl HostSet {
         locality_weighted: bool,
         previous: Option<&HostSet>,
     ) -> Self {
+        let overprovisioning = f64::from(endpoints.overprovisioning_factor) / 100.0;
         let mut hosts = Vec::with_capacity(endpoints.len());
         let mut levels = Vec::with_capacity(endpoints.priorities.len());
         for (priority, groups) in endpoints.priorities.iter().enumerate() {
@@ -390,14 +391,16 @@ impl HostSet {
                 policy,
                 panic_threshold,
                 locality_weighted,
+                overprovisioning,
             ));
         }
-        let loads = priority_loads(&levels);
+        let loads = priority_loads(&levels, overprovisioning);
         HostSet {
             hosts,
             policy,
             levels,
             loads,
+            overprovisioning,
         }
     }
 
@@ -434,7 +437,7 @@ impl HostSet {
             let loads = if ctx.exclude_priorities.is_empty() {
                 &self.loads
             } else {
-                excluded = loads_without(&self.levels, ctx.exclude_priorities);
+                excluded = loads_without(&self.levels, ctx.exclude_priorities, self.overprovisioning);
                 excluded.as_ref().unwrap_or(&self.loads)
             };
             let i = loads.partition_point(|l| *l <= point).min(self.levels.len() - 1);
@@ -465,6 +468,7 @@ fn build_level(
     policy: LbPolicy,
     panic_threshold: f64,
     locality_weighted: bool,
+    overprovisioning: f64,
 ) -> Level {
     let all: Vec<&Arc<Host>> = level_hosts.iter().flatten().collect();
     let total_weight: u64 = all.iter().map(|h| u64::from(h.weight)).sum();
@@ -518,7 +522,7 @@ fn build_level(
                     use_hosts.len() as f64 / hosts.len() as f64
                 };
                 // Envoy scales a locality's weight by its availability.
-                let weight = (f64::from(g.weight) * (share * OVERPROVISIONING).min(1.0) * 1000.0) as u64;
+                let weight = (f64::from(g.weight) * (share * overprovisioning).min(1.0) * 1000.0) as u64;
                 (weight, Picker::new(use_hosts, policy))
             })
             .filter(|(w, p)| *w > 0 && !p.hosts.is_empty())
@@ -532,25 +536,32 @@ fn build_level(
 
 /// Priority loads as if the excluded levels had no healthy host (`None` when nothing would be
 /// left, as Envoy then resets the exclusion).
-fn loads_without(levels: &[Level], excluded: &[usize]) -> Option<Vec<f64>> {
+fn loads_without(levels: &[Level], excluded: &[usize], overprovisioning: f64) -> Option<Vec<f64>> {
     let healths: Vec<f64> = levels
         .iter()
         .enumerate()
         .map(|(i, l)| if excluded.contains(&i) { 0.0 } else { l.health })
         .collect();
-    healths.iter().any(|h| *h > 0.0).then(|| loads_from(&healths))
+    healths
+        .iter()
+        .any(|h| *h > 0.0)
+        .then(|| loads_from(&healths, overprovisioning))
 }
 
-/// Envoy's priority loads: each level takes `min(100, health × 140%)` of what is left; when
-/// all levels together are below 100%, the loads are normalized. Returned cumulatively.
-fn priority_loads(levels: &[Level]) -> Vec<f64> {
-    loads_from(&levels.iter().map(|l| l.health).collect::<Vec<_>>())
+/// Envoy's priority loads: each level takes `min(100, health × overprovisioning factor)` of
+/// what is left; when all levels together are below 100%, the loads are normalized. Returned
+/// cumulatively.
+fn priority_loads(levels: &[Level], overprovisioning: f64) -> Vec<f64> {
+    loads_from(
+        &levels.iter().map(|l| l.health).collect::<Vec<_>>(),
+        overprovisioning,
+    )
 }
 
-fn loads_from(health: &[f64]) -> Vec<f64> {
+fn loads_from(health: &[f64], overprovisioning: f64) -> Vec<f64> {
     let healths: Vec<f64> = health
         .iter()
-        .map(|h| (h * OVERPROVISIONING * 100.0).min(100.0))
+        .map(|h| (h * overprovisioning * 100.0).min(100.0))
         .collect();
     let total: f64 = healths.iter().sum::<f64>().min(100.0);
     let mut remaining = 100.0;
@@ -669,6 +680,39 @@ mod tests {
         let c = counts(&hs, 10_000, |_| None);
         let spilled = c["10.0.0.2:80"] as f64 / 10_000.0;
         assert!((0.25..0.35).contains(&spilled), "{spilled}");
+    }
+
+    #[test]
+    fn the_overprovisioning_factor_sets_how_much_a_degraded_level_keeps() {
+        // Priority 0: 4 of 5 hosts healthy (80%); priority 1: one host.
+        let mut s = set(
+            &[
+                (1, Health::Healthy),
+                (1, Health::Healthy),
+                (1, Health::Healthy),
+                (1, Health::Healthy),
+                (1, Health::Unhealthy),
+                (1, Health::Healthy),
+            ],
+            |i| usize::from(i == 5),
+        );
+        let spilled = |s: &EndpointSet| {
+            let hs = HostSet::build(s, LbPolicy::RoundRobin, 0.0, false, None);
+            counts(&hs, 10_000, |_| None)
+                .get("10.0.0.5:80")
+                .map_or(0.0, |n| *n as f64 / 10_000.0)
+        };
+        // 140%: 80% × 1.4 ≥ 100%, nothing spills.
+        assert_eq!(spilled(&s), 0.0);
+        // 100%: priority 0 keeps 80%, 20% spills.
+        s.overprovisioning_factor = 100;
+        let share = spilled(&s);
+        assert!((0.16..0.24).contains(&share), "{share}");
+        // 200%: a level at 60% health keeps everything.
+        s.priorities[0][0].endpoints[1].health = Health::Unhealthy;
+        s.overprovisioning_factor = 200;
+        let hs = HostSet::build(&s, LbPolicy::RoundRobin, 0.0, false, None);
+        assert_eq!(hs.loads, [100.0, 100.0]);
     }
 
     #[test]

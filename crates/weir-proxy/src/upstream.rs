@@ -394,7 +394,10 @@ async fn refresh_dns(
 ) {
     loop {
         let mut shortest_ttl: Option<Duration> = None;
-        let mut resolved = EndpointSet::default();
+        let mut resolved = EndpointSet {
+            overprovisioning_factor: names.overprovisioning_factor,
+            ..EndpointSet::default()
+        };
         let mut failed = false;
         for (priority, groups) in names.priorities.iter().enumerate() {
             if resolved.priorities.len() <= priority {

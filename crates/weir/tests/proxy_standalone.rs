@@ -813,6 +813,78 @@ fn downstream_http2_settings_come_from_the_connection_manager() {
 }
 
 #[test]
+fn the_overprovisioning_factor_decides_when_a_degraded_priority_spills_over() {
+    let (_p, primary) = echo("primary");
+    let (_f, fallback) = echo("fallback");
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // Priority 0: the primary and an UNHEALTHY endpoint (50% healthy); priority 1: the fallback.
+    let servers = |factor: &str| {
+        let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let cluster = format!(
+            "  - name: tiered
+    type: STATIC
+    load_assignment:
+      cluster_name: tiered
+      {factor}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{{primary}}}}}}}
+        - endpoint: {{address: {{socket_address: {{{dead}}}}}}}
+          health_status: UNHEALTHY
+      - priority: 1
+        lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{{fallback}}}}}}}
+",
+            primary = socket_address(primary),
+            dead = socket_address(dead),
+            fallback = socket_address(fallback),
+        );
+        let routes = "              - match: {prefix: /tiered}\n                route: {cluster: tiered}\n";
+        let text = static_bootstrap("tiered", &socket_address(listener), primary, "", routes);
+        let proxy = proxy_on(
+            &format!("overprovisioning-{}", listener.port()),
+            listener,
+            &format!("{text}{cluster}"),
+        );
+        let client = Client::new();
+        let mut fallback_share = 0;
+        for _ in 0..60 {
+            let r = client.direct(listener, "GET", "/tiered", &[], "");
+            assert_eq!(r.status, 200, "{r:?}");
+            if r.server() == Some("fallback") {
+                fallback_share += 1;
+            }
+        }
+        drop(proxy);
+        fallback_share
+    };
+    // Envoy's default 140: priority 0 keeps 50% × 1.4 = 70%; about 18 of 60 spill.
+    let default = servers("");
+    assert!((5..=35).contains(&default), "{default} of 60 to the fallback");
+    // 200: 50% × 2 = 100%, nothing spills.
+    assert_eq!(servers("policy: {overprovisioning_factor: 200}"), 0);
+    // 0 is refused, with Envoy's rule.
+    let err = refused_bootstrap(
+        "overprovisioning-zero",
+        &static_bootstrap(
+            "zero",
+            &socket_address(SocketAddr::from(([127, 0, 0, 1], free_port()))),
+            primary,
+            "",
+            "",
+        )
+        .replace(
+            "      cluster_name: backend\n",
+            "      cluster_name: backend\n      policy: {overprovisioning_factor: 0}\n",
+        ),
+    );
+    assert!(
+        err.contains("overprovisioning_factor: value must be greater than 0"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_server_header_is_kept_or_set_as_the_connection_manager_says() {
     let backend = scripted_backend(Vec::new());
     let (_e, quiet) = echo("quiet");

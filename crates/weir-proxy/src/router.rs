@@ -338,6 +338,8 @@ pub async fn forward(
     let max_retries = policy.as_ref().map_or(0, |p| p.num_retries);
     let mut tried: Vec<Arc<Host>> = Vec::new();
     let mut attempt = 0u32;
+    // Whether the attempt being retried ended with its per-try timeout.
+    let mut timeout_retry = false;
     // The retry in flight holds a `max_retries` (or budget) slot until it ends.
     let mut retry_slot: Option<crate::breaker::Slot> = None;
     loop {
@@ -436,7 +438,8 @@ pub async fn forward(
         // The head is lent to the attempt when it is kept for another one and needs no
         // change of its own (Weir's HTTP/1.1 client only writes it out); otherwise moved or
         // copied into it.
-        let lend = !only_attempt && !matched.vhost.include_attempt_count;
+        let mark_timeout_retry = attempt > 1 && matched.vhost.timeout_retry_header;
+        let lend = !only_attempt && !matched.vhost.include_attempt_count && !mark_timeout_retry;
         let upstream_req = if lend {
             parts.as_ref().map(|kept| Outgoing::Lent(kept, body))
         } else {
@@ -445,6 +448,13 @@ pub async fn forward(
                 if matched.vhost.include_attempt_count {
                     head.headers
                         .insert(names::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+                }
+                // Envoy's `x-envoy-is-timeout-retry`, on retries only.
+                if mark_timeout_retry {
+                    head.headers.insert(
+                        names::X_ENVOY_IS_TIMEOUT_RETRY,
+                        HeaderValue::from_static(if timeout_retry { "true" } else { "false" }),
+                    );
                 }
                 Outgoing::Owned(head, body)
             })
@@ -606,6 +616,7 @@ pub async fn forward(
                 cluster.stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(cluster = %cluster_name, host = %host.target, ?outcome, attempt, "retrying");
                 tried.push(host);
+                timeout_retry = outcome == Outcome::PerTryTimeout;
                 tokio::time::sleep(wait).await;
                 continue;
             }

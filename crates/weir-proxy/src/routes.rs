@@ -86,10 +86,6 @@ fn compile_vhost(vh: &VirtualHost, routes: Vec<CompiledRoute>) -> Result<Compile
         ),
         (vh.matcher.is_some(), "matcher"),
         (!vh.request_mirror_policies.is_empty(), "request_mirror_policies"),
-        (
-            vh.include_is_timeout_retry_header,
-            "include_is_timeout_retry_header",
-        ),
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("virtual host {field} is not supported"));
@@ -103,6 +99,7 @@ fn compile_vhost(vh: &VirtualHost, routes: Vec<CompiledRoute>) -> Result<Compile
         require_tls: matches!(Tls::try_from(vh.require_tls), Ok(Tls::All | Tls::ExternalOnly)),
         include_attempt_count: vh.include_request_attempt_count,
         attempt_count_in_response: vh.include_attempt_count_in_response,
+        timeout_retry_header: vh.include_is_timeout_retry_header,
         retry: vh
             .retry_policy
             .as_ref()
@@ -441,6 +438,9 @@ pub struct CompiledVirtualHost {
     /// Add `x-envoy-attempt-count` to responses of requests tried upstream (Envoy's
     /// `include_attempt_count_in_response`).
     pub attempt_count_in_response: bool,
+    /// Add `x-envoy-is-timeout-retry` (`true` after a per-try timeout, else `false`) to retried
+    /// requests (Envoy's `include_is_timeout_retry_header`).
+    pub timeout_retry_header: bool,
     /// The virtual host's retry policy (used by routes without their own).
     pub retry: Option<crate::retry::RetryPolicy>,
 }

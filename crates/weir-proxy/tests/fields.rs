@@ -541,6 +541,7 @@ fn every_route_part_field_is_honoured_or_refused() {
         "retry_policy",
         "include_request_attempt_count",
         "include_attempt_count_in_response",
+        "include_is_timeout_retry_header",
         "typed_per_filter_config",
         // Changing nothing in Weir: no filter it runs reads virtual host metadata.
         "metadata",

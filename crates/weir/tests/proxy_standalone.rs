@@ -885,6 +885,78 @@ fn the_overprovisioning_factor_decides_when_a_degraded_priority_spills_over() {
 }
 
 #[test]
+fn retried_requests_say_whether_they_follow_a_per_try_timeout_when_the_virtual_host_asks() {
+    let (_e, echo_at) = echo("answers");
+    // An upstream that takes requests and never answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_at = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let routes = "              - match: {prefix: /mixed}
+                route:
+                  cluster: mixed
+                  timeout: 5s
+                  retry_policy:
+                    retry_on: 5xx
+                    num_retries: 1
+                    per_try_timeout: 0.3s
+                    retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}]
+              - match: {prefix: /flaky}
+                route: {cluster: backend, timeout: 5s, retry_policy: {retry_on: 5xx, num_retries: 1}}
+";
+    let mixed = format!(
+        "  - name: mixed
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: mixed
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{{}}}}}}}
+        - endpoint: {{address: {{socket_address: {{{}}}}}}}
+",
+        socket_address(silent_at),
+        socket_address(echo_at)
+    );
+    let text = static_bootstrap("timeout-retry", &socket_address(listener), echo_at, "", routes).replace(
+        "              domains: [\"*\"]\n",
+        "              domains: [\"*\"]\n              include_is_timeout_retry_header: true\n              include_attempt_count_in_response: true\n",
+    );
+    let _p = proxy_on("timeout-retry", listener, &format!("{text}{mixed}"));
+    let client = Client::new();
+    let seen = |path: &str| {
+        let r = client.direct(listener, "GET", path, &[], "");
+        assert_eq!(r.status, 200, "{r:?}");
+        let header = r.json()["headers"]["x-envoy-is-timeout-retry"]
+            .as_str()
+            .map(str::to_string);
+        (r.header("x-envoy-attempt-count").map(str::to_string), header)
+    };
+    // Round robin over the silent upstream and the echo: a first attempt on the silent one
+    // times out and is retried on the echo (never the same host twice).
+    let mut retried = 0;
+    for _ in 0..4 {
+        match seen("/mixed") {
+            (Some(one), None) if one == "1" => {}
+            (Some(two), Some(timeout)) if two == "2" => {
+                assert_eq!(timeout, "true");
+                retried += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The retry moves the round robin on too: most first attempts land on the silent one.
+    assert!(retried >= 2, "{retried} of 4 retried");
+    // A retry after a 503 is not a timeout retry.
+    assert_eq!(seen("/flaky/k/1"), (Some("2".into()), Some("false".into())));
+}
+
+#[test]
 fn the_server_header_is_kept_or_set_as_the_connection_manager_says() {
     let backend = scripted_backend(Vec::new());
     let (_e, quiet) = echo("quiet");

@@ -32,6 +32,7 @@ pub mod listener;
 pub mod mirror;
 pub mod names;
 pub mod outlier;
+pub mod path_normalization;
 pub mod pool;
 pub mod request_timer;
 pub mod resources;

@@ -168,6 +168,9 @@ pub struct HttpManagerConfig {
     pub codec: Codec,
     /// Strip the port from the authority before virtual host matching.
     pub strip_any_host_port: bool,
+    /// What is done to a request's path before it is routed (`normalize_path`,
+    /// `merge_slashes`, `path_with_escaped_slashes_action`).
+    pub path: crate::path_normalization::PathNormalization,
     /// Header limit in bytes (default 60 KiB).
     pub max_request_headers: usize,
     /// Downstream HTTP/2 settings (`http2_protocol_options`); unset ones keep hyper's
@@ -213,6 +216,7 @@ impl HttpManagerConfig {
             upgrades: Vec::new(),
             codec: Codec::Auto,
             strip_any_host_port: false,
+            path: crate::path_normalization::PathNormalization::default(),
             max_request_headers: 60 * 1024,
             h2: crate::h2_settings::Http2Settings::default(),
             response_headers: HeaderOps::default(),
@@ -717,12 +721,6 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             h.path_normalization_options.is_some(),
             "path_normalization_options",
         ),
-        (h.normalize_path.is_some_and(|b| b.value), "normalize_path"),
-        (h.merge_slashes, "merge_slashes"),
-        (
-            h.path_with_escaped_slashes_action > 1,
-            "path_with_escaped_slashes_action",
-        ),
         (h.proxy_status_config.is_some(), "proxy_status_config"),
         (
             h.typed_header_validation_config.is_some(),
@@ -924,6 +922,7 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             h.strip_port_mode,
             Some(http_connection_manager::StripPortMode::StripAnyHostPort(true))
         ),
+        path: compile_path_normalization(h)?,
         max_request_headers: h.max_request_headers_kb.as_ref().map_or(60, |k| k.value as usize) * 1024,
         h2: h
             .http2_protocol_options
@@ -937,6 +936,32 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             .transpose()?
             .unwrap_or_default(),
         response_headers: HeaderOps::default(),
+    })
+}
+
+/// The connection manager's path handling: `normalize_path` (Envoy's runtime default, off,
+/// when unset), `merge_slashes` and `path_with_escaped_slashes_action`.
+fn compile_path_normalization(
+    h: &HttpConnectionManager,
+) -> Result<crate::path_normalization::PathNormalization, String> {
+    use crate::path_normalization::{EscapedSlashes, PathNormalization};
+    use http_connection_manager::PathWithEscapedSlashesAction as A;
+    let escaped_slashes = match A::try_from(h.path_with_escaped_slashes_action) {
+        Ok(A::ImplementationSpecificDefault | A::KeepUnchanged) => EscapedSlashes::KeepUnchanged,
+        Ok(A::RejectRequest) => EscapedSlashes::RejectRequest,
+        Ok(A::UnescapeAndRedirect) => EscapedSlashes::UnescapeAndRedirect,
+        Ok(A::UnescapeAndForward) => EscapedSlashes::UnescapeAndForward,
+        Err(_) => {
+            return Err(format!(
+                "http_connection_manager.path_with_escaped_slashes_action {} is unknown",
+                h.path_with_escaped_slashes_action
+            ));
+        }
+    };
+    Ok(PathNormalization {
+        normalize: h.normalize_path.is_some_and(|b| b.value),
+        merge_slashes: h.merge_slashes,
+        escaped_slashes,
     })
 }
 

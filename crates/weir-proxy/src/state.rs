@@ -105,6 +105,12 @@ pub struct ProxyCounters {
     pub no_filter_chain_match: AtomicU64,
     /// `downstream_rq_idle_timeout` (the stream idle timeout answered 408).
     pub downstream_rq_idle_timeout: AtomicU64,
+    /// `downstream_rq_failed_path_normalization` (a path refused with 400 by `normalize_path`
+    /// or `path_with_escaped_slashes_action`).
+    pub downstream_rq_failed_path_normalization: AtomicU64,
+    /// `downstream_rq_redirected_with_normalized_path` (307 to the path with its escaped
+    /// slashes decoded).
+    pub downstream_rq_redirected_with_normalized_path: AtomicU64,
 }
 
 /// The addresses a proxy accepts on, asked about once per upstream attempt: most targets are

@@ -478,6 +478,8 @@ fn every_listener_part_field_is_honoured_or_refused() {
         "upgrade_configs",
         "max_request_headers_kb",
         "strip_any_host_port",
+        "normalize_path",
+        "merge_slashes",
         "path_with_escaped_slashes_action",
         "common_http_protocol_options",
         "http_protocol_options",

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use support::{
     Client, Proc, Standalone, address_in, discovery, echo, eventually, folder, free_port, http_service,
-    standalone, wait_ready,
+    proxy_on, refused_bootstrap, socket_address, standalone, static_bootstrap, wait_ready,
 };
 
 #[test]
@@ -1143,98 +1143,6 @@ fn a_second_proxy_shares_a_listeners_port_unless_reuse_port_is_off() {
     let _owner = proxy_on("reuse-off", exclusive, &text);
     let err = refused_bootstrap("reuse-off-second", &text);
     assert!(err.contains(&format!("cannot bind {exclusive}")), "{err}");
-}
-
-/// The error output of `weir proxy` run from the bootstrap `text` (its folder named after
-/// `label`), which it must refuse (exit 2).
-fn refused_bootstrap(label: &str, text: &str) -> String {
-    let file = folder(label).join("envoy.yaml");
-    std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args([
-            "proxy",
-            "--bootstrap",
-            file.to_str().unwrap(),
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `weir proxy` run from the bootstrap `text` (its folder named after `label`), once its
-/// `listener` accepts connections.
-fn proxy_on(label: &str, listener: SocketAddr, text: &str) -> Proc {
-    let file = folder(label).join("envoy.yaml");
-    std::fs::write(&file, text).unwrap();
-    let proxy = Proc::weir(
-        label,
-        &[
-            "proxy",
-            "--bootstrap",
-            file.to_str().unwrap(),
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
-    eventually("the listener accepts", Duration::from_secs(20), &mut || {
-        TcpStream::connect(listener).is_ok()
-    });
-    proxy
-}
-
-/// The fields of an Envoy `socket_address` for `a`.
-fn socket_address(a: SocketAddr) -> String {
-    format!("address: '{}', port_value: {}", a.ip(), a.port())
-}
-
-/// `static_resources` with one listener `name` on the `socket_address` fields `listen` (an HTTP
-/// connection manager with the extra `manager` lines, the `routes` before a catch-all route to
-/// `backend`) and the cluster `backend`.
-fn static_bootstrap(name: &str, listen: &str, backend: SocketAddr, manager: &str, routes: &str) -> String {
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: {name}
-    address: {{socket_address: {{{listen}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {name}
-{manager}          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}              - match: {{prefix: /}}
-                route: {{cluster: backend, timeout: 5s}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {bport}}}}}}}
-"#,
-        ip = backend.ip(),
-        bport = backend.port()
-    )
 }
 
 /// A response read off a raw connection: status line, headers (names lowercased), body.

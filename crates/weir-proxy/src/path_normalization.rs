@@ -70,10 +70,13 @@ impl PathNormalization {
         }
         if self.normalize {
             let from = current.as_deref().unwrap_or(path_and_query);
-            match canonical_path(from) {
-                None => return Outcome::Reject,
-                Some(canonical) if canonical != from => current = Some(canonical),
-                Some(_) => {}
+            let (path, _) = split_query(from);
+            if !is_canonical(path.as_bytes()) {
+                match canonical_path(from) {
+                    None => return Outcome::Reject,
+                    Some(canonical) if canonical != from => current = Some(canonical),
+                    Some(_) => {}
+                }
             }
         }
         if self.merge_slashes {
@@ -165,6 +168,9 @@ pub fn merge_slashes(path_and_query: &str) -> Option<String> {
 /// holds a NUL, raw or escaped, which Envoy refuses (`PathUtil::canonicalPath`).
 pub fn canonical_path(path_and_query: &str) -> Option<String> {
     let (path, query) = split_query(path_and_query);
+    if is_canonical(path.as_bytes()) {
+        return Some(path_and_query.to_string());
+    }
     let mut out = canonicalize(path.as_bytes())?;
     out.extend_from_slice(query.as_bytes());
     // Every byte written is ASCII: bytes above 0x7f are always percent-encoded.
@@ -297,6 +303,18 @@ fn check_nested_escapes(spec: &[u8], next_input: usize, invalid_percent: usize, 
     }
 }
 
+/// Whether a path is canonical as it is: it starts with a slash, and holds nothing that
+/// canonicalisation looks at (a `%`, a backslash, a character to escape) but dots, none of
+/// them right after a slash. Most paths are; they are passed over in one scan.
+fn is_canonical(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') {
+        return false;
+    }
+    path.iter()
+        .enumerate()
+        .all(|(i, &c)| PATH_CHARS[usize::from(c)] & SPECIAL == 0 || c == b'.' && path[i - 1] != b'/')
+}
+
 fn canonicalize(path: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(path.len() + 1);
     if path.first().is_none_or(|&b| !is_slash(b)) {
@@ -423,12 +441,122 @@ mod tests {
     }
 
     #[test]
+    fn canonical_paths_are_recognised_without_rewriting_them() {
+        for path in ["/", "/a/b.c/d..e", "/index.html", "/a-b_c~d/!$&'()*+,;=:@[]"] {
+            assert!(is_canonical(path.as_bytes()), "{path}");
+            assert_eq!(normalize(path).as_deref(), Some(path));
+        }
+        for path in [
+            "", "a", "/.", "/a/./b", "/a/..", "/%41", "/a\\b", "/a b", "/\u{e9}",
+        ] {
+            assert!(!is_canonical(path.as_bytes()), "{path}");
+        }
+    }
+
+    #[test]
     fn nested_escapes_cannot_become_new_ones() {
         // `%%30%30` decodes its inner escapes to `%00`: the first `%` is written `%25`.
         assert_eq!(normalize("/%%30%30").as_deref(), Some("/%2500"));
         assert_eq!(normalize("/%%30").as_deref(), Some("/%0"));
         assert_eq!(normalize("/%%41%42").as_deref(), Some("/%25AB"));
         assert_eq!(normalize("/%").as_deref(), Some("/%"));
+    }
+
+    /// The expectations of Istio's path normalisation integration test (run there against
+    /// Envoy), for each mesh setting: `BASE` is `normalize_path`, `MERGE_SLASHES` adds
+    /// `merge_slashes`, `DECODE_AND_MERGE_SLASHES` adds `UNESCAPE_AND_FORWARD`.
+    #[test]
+    fn istio_mesh_settings_give_what_istios_integration_test_expects() {
+        let base = PathNormalization {
+            normalize: true,
+            ..PathNormalization::default()
+        };
+        let merge = PathNormalization {
+            merge_slashes: true,
+            ..base
+        };
+        let decode = PathNormalization {
+            escaped_slashes: EscapedSlashes::UnescapeAndForward,
+            ..merge
+        };
+        let got = |settings: &PathNormalization, path: &str| match settings.apply(path) {
+            Outcome::Unchanged => path.to_string(),
+            Outcome::Rewritten(p) => p,
+            other => panic!("{path}: {other:?}"),
+        };
+        // (input, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES)
+        let table = [
+            ("/", "/", "/", "/"),
+            ("/app/", "/app/", "/app/", "/app/"),
+            ("/app/../admin", "/admin", "/admin", "/admin"),
+            ("/app//", "/app//", "/app/", "/app/"),
+            ("/app/%2f", "/app/%2f", "/app/%2f", "/app/"),
+            ("/app%2f/", "/app%2f/", "/app%2f/", "/app/"),
+            ("/xyz%30..//abc", "/xyz0..//abc", "/xyz0../abc", "/xyz0../abc"),
+            ("/app/%2E./admin", "/admin", "/admin", "/admin"),
+            ("/app\\admin", "/app/admin", "/app/admin", "/app/admin"),
+            (
+                "/app/\\/\\/\\admin",
+                "/app//////admin",
+                "/app/admin",
+                "/app/admin",
+            ),
+            (
+                "/%2Fapp%5cadmin%5Cabc",
+                "/%2Fapp%5cadmin%5Cabc",
+                "/%2Fapp%5cadmin%5Cabc",
+                "/app/admin/abc",
+            ),
+            (
+                "/%5Capp%2f%5c%2F%2e%2e%2fadmin%5c\\abc",
+                "/%5Capp%2f%5c%2F..%2fadmin%5c/abc",
+                "/%5Capp%2f%5c%2F..%2fadmin%5c/abc",
+                "/app/admin/abc",
+            ),
+            ("/app//../admin", "/app/admin", "/app/admin", "/app/admin"),
+            ("/app//../../admin", "/admin", "/admin", "/admin"),
+        ];
+        for (input, want_base, want_merge, want_decode) in table {
+            assert_eq!(got(&base, input), want_base, "BASE {input}");
+            assert_eq!(got(&merge, input), want_merge, "MERGE_SLASHES {input}");
+            assert_eq!(
+                got(&decode, input),
+                want_decode,
+                "DECODE_AND_MERGE_SLASHES {input}"
+            );
+        }
+        assert_eq!(got(&decode, "/%c0%2e%c0%2e/admin"), "/%c0.%c0./admin");
+        assert_eq!(got(&decode, "/%c0%2fadmin"), "/%c0/admin");
+        for same in [
+            "/0x2e0x2e0x2fadmin",
+            "/%25c0%25ae%25c1%259cadmin",
+            "/%252e%252e%252fadmin",
+            "/%c1%9cadmin",
+            "/%c0%ae%c0%ae/admin",
+            "/.../admin",
+            "/..../admin",
+            "/..;/admin",
+            "/;/admin",
+            "/admin;a=b/xyz",
+            "/admin,a=b/xyz",
+            "/ADMIN",
+        ] {
+            assert_eq!(got(&decode, same), same);
+        }
+        // Every escape from %01 to %ff: decoded when it stands for an unreserved character, a
+        // dot or a slash (`\` read as one), kept as written otherwise.
+        for byte in 1..=0xffu8 {
+            let input = format!("/admin%{byte:02x}");
+            let want = match byte {
+                b'/' | b'\\' => "/admin/".to_string(),
+                b'0'..=b'9' | b'A'..=b'Z' | b'a'..=b'z' | b'-' | b'.' | b'_' | b'~' => {
+                    format!("/admin{}", byte as char)
+                }
+                _ => input.clone(),
+            };
+            assert_eq!(got(&decode, &input), want, "{input}");
+        }
+        assert_eq!(decode.apply("/admin%00"), Outcome::Reject);
     }
 
     /// Envoy's `MergeSlashes` cases.

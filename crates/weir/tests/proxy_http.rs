@@ -133,6 +133,33 @@ fn route_actions_rewrite_redirect_answer_and_edit_headers() {
 }
 
 #[test]
+fn request_paths_are_normalised_as_the_mesh_config_says() {
+    let (_e, a) = echo("paths");
+    let svc = http_service("web.test", 80, "web", &[("v1", a)]);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\nspec:\n  hosts: [web.test]\n  http:\n  - match: [{uri: {prefix: /admin}}]\n    directResponse: {status: 403, body: {string: admins only}}\n  - route: [{destination: {host: web.test}}]\n";
+    let mesh = Mesh::start("paths", &[("svc.yaml", &svc), ("vs.yaml", vs)], &[]);
+    // Istio's default (`BASE`): dot segments are resolved before routing.
+    let r = mesh.get("http://web.test/app/../admin/users", &[]);
+    assert_eq!((r.status, r.body.as_str()), (403, "admins only"));
+    assert_eq!(
+        mesh.get("http://web.test/app/./x/%41", &[]).json()["uri"],
+        "/app/x/A"
+    );
+    // `NONE`: paths go upstream as they came.
+    let level = |name: &str| format!("pathNormalization:\n  normalization: {name}\n");
+    mesh.write("mesh.yaml", &level("NONE"));
+    mesh.eventually("paths kept as sent", || {
+        mesh.get("http://web.test/app/../admin/users", &[]).status == 200
+    });
+    // `DECODE_AND_MERGE_SLASHES`: escaped slashes decoded and slashes merged too.
+    mesh.write("mesh.yaml", &level("DECODE_AND_MERGE_SLASHES"));
+    mesh.eventually("escaped slashes decoded", || {
+        mesh.get("http://web.test/app%2F..%2F%2Fadmin", &[]).status == 403
+    });
+    assert_eq!(mesh.get("http://web.test//a%2fb", &[]).json()["uri"], "/a/b");
+}
+
+#[test]
 fn timeouts_retries_and_istio_default_retry_policy() {
     let (_e, a) = echo("slow");
     let svc = http_service("slow.test", 80, "slow", &[("v1", a)]);

@@ -52,7 +52,7 @@ api_struct! {
         extension_providers: Vec<Json>,
         default_providers: Json,
         discovery_selectors: Vec<Json>,
-        path_normalization: Json,
+        path_normalization: ProxyPathNormalization,
         default_http_retry_policy: HttpRetry,
         mesh_mtls: Json,
         tls_defaults: Json,
@@ -69,6 +69,11 @@ api_struct! {
     pub struct MeshInboundTrafficPolicy {
         mode: InboundMode,
     }
+
+    /// How proxies normalise request paths before routing and authorisation.
+    pub struct ProxyPathNormalization {
+        normalization: PathNormalizationType,
+    }
 }
 
 api_enum! {
@@ -80,6 +85,15 @@ api_enum! {
 
     /// Where inbound traffic is sent.
     pub enum InboundMode { Passthrough = "PASSTHROUGH", Localhost = "LOCALHOST" }
+
+    /// A path normalisation level (`DEFAULT` is `BASE`).
+    pub enum PathNormalizationType {
+        Default = "DEFAULT",
+        None = "NONE",
+        Base = "BASE",
+        MergeSlashes = "MERGE_SLASHES",
+        DecodeAndMergeSlashes = "DECODE_AND_MERGE_SLASHES",
+    }
 }
 
 /// MeshConfig with Istio's defaults applied (`pkg/config/mesh/mesh.go: DefaultMeshConfig`).
@@ -108,6 +122,8 @@ pub struct MeshDefaults {
     pub proxy_listen_port: u16,
     /// Proxy inbound capture port (15006).
     pub proxy_inbound_listen_port: u16,
+    /// How proxies normalise request paths (`BASE` unless set: RFC 3986 normalisation).
+    pub path_normalization: PathNormalizationType,
 }
 
 impl MeshConfig {
@@ -162,6 +178,10 @@ impl MeshConfig {
                 }),
             proxy_listen_port: port(self.proxy_listen_port, 15001),
             proxy_inbound_listen_port: port(self.proxy_inbound_listen_port, 15006),
+            path_normalization: match self.path_normalization.as_ref().and_then(|p| p.normalization) {
+                None | Some(PathNormalizationType::Default) => PathNormalizationType::Base,
+                Some(level) => level,
+            },
         }
     }
 }
@@ -180,6 +200,7 @@ mod tests {
         assert_eq!(d.connect_timeout, std::time::Duration::from_secs(10));
         assert_eq!(d.default_service_export_to, vec!["*"]);
         assert_eq!(d.default_http_retry_policy.attempts, Some(2));
+        assert_eq!(d.path_normalization, PathNormalizationType::Base);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use weir_model::{ObjectKey, ProxyView};
 
 use super::Inputs;
 use super::cluster::BLACK_HOLE;
-use super::listener::hcm_rds;
+use super::listener::proxy_hcm_rds;
 use super::route::{
     RouteContext, match_gateways_include, port_applies, virtual_service_routes, weighted_clusters,
 };
@@ -180,7 +180,7 @@ pub fn gateway_listeners_and_routes(
             chains.push(FilterChain {
                 filters: vec![network_filter(
                     HTTP_CONNECTION_MANAGER,
-                    &hcm_rds(&format!("outbound_0.0.0.0_{port}"), &name, false),
+                    &proxy_hcm_rds(inputs, &format!("outbound_0.0.0.0_{port}"), &name),
                 )],
                 ..Default::default()
             });
@@ -229,7 +229,7 @@ pub fn gateway_listeners_and_routes(
                     routes.push(route_config(inputs, view, &name, port, &[s]));
                     vec![network_filter(
                         HTTP_CONNECTION_MANAGER,
-                        &hcm_rds(&format!("outbound_0.0.0.0_{port}"), &name, false),
+                        &proxy_hcm_rds(inputs, &format!("outbound_0.0.0.0_{port}"), &name),
                     )]
                 } else {
                     match tcp_clusters(inputs, view, s) {

@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use weir_api::Resource;
 use weir_api::host;
 use weir_api::types::OrEmpty;
+use weir_api::types::mesh::PathNormalizationType;
 use weir_api::types::networking::OutboundMode;
 use weir_model::ProxyView;
 use weir_model::registry::{Port, Protocol, Resolution, Service, ServiceAddress};
@@ -51,6 +52,35 @@ pub fn hcm_rds(stat_prefix: &str, route_name: &str, grpc: bool) -> HttpConnectio
         upgrade_configs: if grpc { Vec::new() } else { websocket() },
         ..Default::default()
     }
+}
+
+/// The HTTP connection manager of a proxy (sidecar or gateway) fetching route configuration
+/// `route_name`: [`hcm_rds`] with the mesh's path normalisation, as Istio sets it.
+pub fn proxy_hcm_rds(inputs: &Inputs<'_>, stat_prefix: &str, route_name: &str) -> HttpConnectionManager {
+    let mut hcm = hcm_rds(stat_prefix, route_name, false);
+    set_path_normalization(&mut hcm, inputs.mesh.path_normalization);
+    hcm
+}
+
+/// MeshConfig's `pathNormalization` in a connection manager, as Istio translates it: `NONE`
+/// nothing, `BASE` (the default) `normalize_path`, `MERGE_SLASHES` also `merge_slashes`,
+/// `DECODE_AND_MERGE_SLASHES` also decoding escaped slashes (`UNESCAPE_AND_FORWARD`); escaped
+/// slashes are otherwise kept (`KEEP_UNCHANGED`).
+fn set_path_normalization(hcm: &mut HttpConnectionManager, level: PathNormalizationType) {
+    use http_connection_manager::PathWithEscapedSlashesAction as Action;
+    let (normalize, merge, decode) = match level {
+        PathNormalizationType::None => (false, false, false),
+        PathNormalizationType::Default | PathNormalizationType::Base => (true, false, false),
+        PathNormalizationType::MergeSlashes => (true, true, false),
+        PathNormalizationType::DecodeAndMergeSlashes => (true, true, true),
+    };
+    hcm.normalize_path = Some(boolv(normalize));
+    hcm.merge_slashes = merge;
+    hcm.path_with_escaped_slashes_action = if decode {
+        Action::UnescapeAndForward
+    } else {
+        Action::KeepUnchanged
+    } as i32;
 }
 
 /// Istio's upgrade configuration: WebSocket.
@@ -187,10 +217,10 @@ fn add_service_port(
         chain: FilterChain {
             filters: vec![network_filter(
                 HTTP_CONNECTION_MANAGER,
-                &hcm_rds(
+                &proxy_hcm_rds(
+                    inputs,
                     &format!("outbound_0.0.0.0_{}", port.number),
                     &port.number.to_string(),
-                    false,
                 ),
             )],
             ..Default::default()
@@ -372,7 +402,7 @@ fn virtual_outbound(inputs: &Inputs<'_>, view: &ProxyView) -> Listener {
     }
 }
 
-fn inbound_http(port: u32) -> Filter {
+fn inbound_http(inputs: &Inputs<'_>, port: u32) -> Filter {
     let cluster = format!("inbound|{port}||");
     let config = RouteConfiguration {
         name: cluster.clone(),
@@ -397,13 +427,14 @@ fn inbound_http(port: u32) -> Filter {
         validate_clusters: Some(boolv(false)),
         ..Default::default()
     };
-    let hcm = HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
         stat_prefix: format!("inbound_0.0.0.0_{port}"),
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(config)),
         http_filters: http_filters(false),
         upgrade_configs: websocket(),
         ..Default::default()
     };
+    set_path_normalization(&mut hcm, inputs.mesh.path_normalization);
     network_filter(HTTP_CONNECTION_MANAGER, &hcm)
 }
 
@@ -437,7 +468,7 @@ fn virtual_inbound(inputs: &Inputs<'_>, view: &ProxyView) -> Listener {
             chains.push(FilterChain {
                 name: format!("0.0.0.0_{}", target.target),
                 filter_chain_match: Some(dest(apps)),
-                filters: vec![inbound_http(target.target)],
+                filters: vec![inbound_http(inputs, target.target)],
                 ..Default::default()
             });
         }

@@ -327,7 +327,7 @@ impl Admin {
     }
 
     /// Proxy-wide counters: (`/stats` name, Prometheus name, value).
-    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 8] {
+    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 12] {
         let c = &self.state.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         [
@@ -362,6 +362,26 @@ impl Admin {
                 "http.downstream_rq_redirected_with_normalized_path",
                 "envoy_http_downstream_rq_redirected_with_normalized_path",
                 get(&c.downstream_rq_redirected_with_normalized_path),
+            ),
+            (
+                "http1.requests_rejected_with_underscores_in_headers",
+                "envoy_http1_requests_rejected_with_underscores_in_headers",
+                get(&c.requests_rejected_with_underscores_in_headers[0]),
+            ),
+            (
+                "http2.requests_rejected_with_underscores_in_headers",
+                "envoy_http2_requests_rejected_with_underscores_in_headers",
+                get(&c.requests_rejected_with_underscores_in_headers[1]),
+            ),
+            (
+                "http1.dropped_headers_with_underscores",
+                "envoy_http1_dropped_headers_with_underscores",
+                get(&c.dropped_headers_with_underscores[0]),
+            ),
+            (
+                "http2.dropped_headers_with_underscores",
+                "envoy_http2_dropped_headers_with_underscores",
+                get(&c.dropped_headers_with_underscores[1]),
             ),
         ]
     }

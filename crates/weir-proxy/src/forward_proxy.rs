@@ -73,7 +73,7 @@ async fn serve(
     state: Arc<ProxyState>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Body>, std::convert::Infallible> {
+) -> Result<Response<Body>, crate::http::StreamReset> {
     if req.method() == Method::CONNECT {
         return Ok(connect(state, peer, req));
     }

@@ -4,7 +4,6 @@
 //! `x-envoy-*`) and its local replies (404 without a route, 503 without a healthy upstream,
 //! 504 on timeout), each with a response flag for the metrics.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,7 +15,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use crate::action::{Abort, Action, Cors, Fault, Redirect, RedirectPath};
 use crate::body::{self, RequestBody};
 use crate::convert::Target;
-use crate::listener::{HttpManagerConfig, RouteSource, ServerHeader};
+use crate::listener::{HeadersWithUnderscores, HttpManagerConfig, RouteSource, ServerHeader};
 use crate::names;
 use crate::pool::Body;
 use crate::routes::{CompiledRoute, CompiledRoutes, CompiledVirtualHost};
@@ -84,6 +83,48 @@ pub mod flags {
     pub const INVALID: &str = "DPE";
     /// No flag.
     pub const NONE: &str = "-";
+}
+
+/// The connection manager's `headers_with_underscores_action` on a request whose headers name
+/// has an underscore (some servers read `_` as `-`): `DROP_HEADER` removes them, each counted;
+/// `REJECT_REQUEST` answers an HTTP/1 request `400` and closes the connection, and resets an
+/// HTTP/2 stream, as Envoy's codecs do.
+fn screen_underscores(
+    ctx: &HttpContext,
+    req: &mut Request<RequestBody>,
+    started: Instant,
+) -> Result<Option<Response<Body>>, StreamReset> {
+    let underscored = |name: &http::header::HeaderName| name.as_str().contains('_');
+    if !req.headers().keys().any(underscored) {
+        return Ok(None);
+    }
+    let http2 = req.version() == http::Version::HTTP_2;
+    let counters = &ctx.state.counters;
+    match ctx.manager.headers_with_underscores {
+        HeadersWithUnderscores::Allow => Ok(None),
+        HeadersWithUnderscores::Drop => {
+            let names: Vec<_> = req.headers().keys().filter(|n| underscored(n)).cloned().collect();
+            let dropped = &counters.dropped_headers_with_underscores[usize::from(http2)];
+            for name in names {
+                // Each value is a header of its own, as Envoy counts them.
+                let values = req.headers().get_all(&name).iter().count();
+                req.headers_mut().remove(&name);
+                dropped.fetch_add(values as u64, Ordering::Relaxed);
+            }
+            Ok(None)
+        }
+        HeadersWithUnderscores::Reject => {
+            counters.requests_rejected_with_underscores_in_headers[usize::from(http2)]
+                .fetch_add(1, Ordering::Relaxed);
+            if http2 {
+                return Err(StreamReset("a header name has an underscore"));
+            }
+            let mut resp = finish_local(ctx, started, StatusCode::BAD_REQUEST, "", flags::INVALID, None);
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            Ok(Some(resp))
+        }
+    }
 }
 
 /// Applies the connection manager's path normalisation to a request: rewrites its path, or
@@ -326,11 +367,18 @@ pub struct Matched<'a> {
     pub route: &'a CompiledRoute,
 }
 
-/// Handles one request; never fails (errors are local replies).
+/// A request refused by resetting its HTTP/2 stream rather than answering it, as Envoy's codec
+/// refuses one (hyper's server resets the stream when its service fails).
+#[derive(Debug, thiserror::Error)]
+#[error("stream reset: {0}")]
+pub struct StreamReset(pub &'static str);
+
+/// Handles one request. Errors are local replies, but for the rare request Envoy refuses by
+/// resetting its HTTP/2 stream ([`StreamReset`]).
 pub async fn handle(
     ctx: Arc<HttpContext>,
     mut req: Request<RequestBody>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, StreamReset> {
     let started = Instant::now();
     // An HTTP/2 stream stays open (for the idle timeout) until its response body is done.
     let stream = match &ctx.streams {
@@ -345,6 +393,11 @@ pub async fn handle(
         .counters
         .downstream_rq_total
         .fetch_add(1, Ordering::Relaxed);
+    if ctx.manager.headers_with_underscores != HeadersWithUnderscores::Allow
+        && let Some(reply) = screen_underscores(&ctx, &mut req, started)?
+    {
+        return Ok(reply);
+    }
     let snapshot = ctx.state.snapshot();
     let routes = match &ctx.manager.routes {
         RouteSource::Inline(r) => Some(r.clone()),

@@ -168,6 +168,9 @@ pub struct HttpManagerConfig {
     pub codec: Codec,
     /// Strip the port from the authority before virtual host matching.
     pub strip_any_host_port: bool,
+    /// What is done to request headers whose name has an underscore
+    /// (`common_http_protocol_options.headers_with_underscores_action`).
+    pub headers_with_underscores: HeadersWithUnderscores,
     /// What is done to a request's path before it is routed (`normalize_path`,
     /// `merge_slashes`, `path_with_escaped_slashes_action`).
     pub path: crate::path_normalization::PathNormalization,
@@ -179,6 +182,19 @@ pub struct HttpManagerConfig {
     /// Response headers added by the configuration of this manager (none today; kept for
     /// symmetry with routes).
     pub response_headers: HeaderOps,
+}
+
+/// What becomes of a request header whose name has an underscore (Envoy's
+/// `headers_with_underscores_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadersWithUnderscores {
+    /// Kept (the default).
+    Allow,
+    /// The request is refused: `400` for HTTP/1 (and the connection closed), a stream reset
+    /// for HTTP/2.
+    Reject,
+    /// The header is removed.
+    Drop,
 }
 
 /// What becomes of the `server` header of a response (Envoy's `server_header_transformation`).
@@ -217,6 +233,7 @@ impl HttpManagerConfig {
             codec: Codec::Auto,
             strip_any_host_port: false,
             path: crate::path_normalization::PathNormalization::default(),
+            headers_with_underscores: HeadersWithUnderscores::Allow,
             max_request_headers: 60 * 1024,
             h2: crate::h2_settings::Http2Settings::default(),
             response_headers: HeaderOps::default(),
@@ -740,16 +757,6 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
                 .is_some_and(|o| *o != Default::default()),
             "http_protocol_options",
         ),
-        (
-            h.common_http_protocol_options.as_ref().is_some_and(|o| {
-                let no_idle_timeout = CoreHttpProtocolOptions {
-                    idle_timeout: None,
-                    ..*o
-                };
-                no_idle_timeout != CoreHttpProtocolOptions::default()
-            }),
-            "common_http_protocol_options (but idle_timeout)",
-        ),
         (h.proxy_100_continue, "proxy_100_continue"),
         (
             h.represent_ipv4_remote_address_as_ipv4_mapped_ipv6,
@@ -776,6 +783,9 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("http_connection_manager.{field} is not supported"));
+    }
+    if let Some(common) = &h.common_http_protocol_options {
+        refuse_unhonoured_common_options(common)?;
     }
     let routes = match &h.route_specifier {
         Some(R::Rds(rds)) => RouteSource::Rds(rds.route_config_name.clone()),
@@ -923,6 +933,20 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             Some(http_connection_manager::StripPortMode::StripAnyHostPort(true))
         ),
         path: compile_path_normalization(h)?,
+        headers_with_underscores: {
+            use envoy_types::pb::envoy::config::core::v3::http_protocol_options::HeadersWithUnderscoresAction as A;
+            let action = common.map_or(0, |c| c.headers_with_underscores_action);
+            match A::try_from(action) {
+                Ok(A::Allow) => HeadersWithUnderscores::Allow,
+                Ok(A::RejectRequest) => HeadersWithUnderscores::Reject,
+                Ok(A::DropHeader) => HeadersWithUnderscores::Drop,
+                Err(_) => {
+                    return Err(format!(
+                        "common_http_protocol_options.headers_with_underscores_action {action} is unknown"
+                    ));
+                }
+            }
+        },
         max_request_headers: h.max_request_headers_kb.as_ref().map_or(60, |k| k.value as usize) * 1024,
         h2: h
             .http2_protocol_options
@@ -937,6 +961,37 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             .unwrap_or_default(),
         response_headers: HeaderOps::default(),
     })
+}
+
+/// The downstream `common_http_protocol_options` Weir does not honour, refused by name (it
+/// honours `idle_timeout` and `headers_with_underscores_action`).
+fn refuse_unhonoured_common_options(common: &CoreHttpProtocolOptions) -> Result<(), String> {
+    let unsupported = [
+        (common.max_headers_count.is_some(), "max_headers_count"),
+        (
+            common.max_response_headers_kb.is_some(),
+            "max_response_headers_kb",
+        ),
+        (common.max_stream_duration.is_some(), "max_stream_duration"),
+        (
+            common.max_connection_duration.is_some(),
+            "max_connection_duration",
+        ),
+        (
+            common.max_connection_duration_jitter.is_some(),
+            "max_connection_duration_jitter",
+        ),
+        (
+            common.max_requests_per_connection.is_some(),
+            "max_requests_per_connection",
+        ),
+    ];
+    match unsupported.iter().find(|(set, _)| *set) {
+        Some((_, field)) => Err(format!(
+            "http_connection_manager.common_http_protocol_options.{field} is not supported"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The connection manager's path handling: `normalize_path` (Envoy's runtime default, off,

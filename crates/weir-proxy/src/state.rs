@@ -111,6 +111,11 @@ pub struct ProxyCounters {
     /// `downstream_rq_redirected_with_normalized_path` (307 to the path with its escaped
     /// slashes decoded).
     pub downstream_rq_redirected_with_normalized_path: AtomicU64,
+    /// `http1.` and `http2.requests_rejected_with_underscores_in_headers` (by HTTP version:
+    /// index 0 for HTTP/1, 1 for HTTP/2).
+    pub requests_rejected_with_underscores_in_headers: [AtomicU64; 2],
+    /// `http1.` and `http2.dropped_headers_with_underscores` (by HTTP version, as above).
+    pub dropped_headers_with_underscores: [AtomicU64; 2],
 }
 
 /// The addresses a proxy accepts on, asked about once per upstream attempt: most targets are

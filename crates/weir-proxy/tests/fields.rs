@@ -498,6 +498,20 @@ fn every_listener_part_field_is_honoured_or_refused() {
         &["filter_chains", "filters", "typed_config", "@"],
         &manager,
     );
+    let mut common = http_listener();
+    common["filter_chains"][0]["filters"][0]["typed_config"]["common_http_protocol_options"] =
+        json!({"idle_timeout": "60s"});
+    part(
+        &common,
+        &[
+            "filter_chains",
+            "filters",
+            "typed_config",
+            "@",
+            "common_http_protocol_options",
+        ],
+        &["idle_timeout", "headers_with_underscores_action"],
+    );
     let mut tuned = http_listener();
     tuned["filter_chains"][0]["filters"][0]["typed_config"]["http2_protocol_options"] =
         json!({"max_concurrent_streams": 100});

@@ -142,3 +142,125 @@ fn paths_are_normalised_before_routing_as_the_connection_manager_says() {
         "/public/../private//x%2F"
     );
 }
+
+/// curl's exit code, its output (`-i`: status line and headers, then the body) and its error
+/// output, for `curl -sS --max-time 5 ARGS`.
+fn curl(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn header_names_with_underscores_are_refused_or_dropped_as_the_connection_manager_says() {
+    let (_e, backend) = echo("underscores");
+    let with_action = |action: &str| {
+        format!("          common_http_protocol_options: {{headers_with_underscores_action: {action}}}\n")
+    };
+    let reject = listener();
+    let rejecting = proxy_on(
+        "underscores-reject",
+        reject,
+        &static_bootstrap(
+            "reject",
+            &socket_address(reject),
+            backend,
+            &with_action("REJECT_REQUEST"),
+            "",
+        ),
+    );
+    let client = Client::new();
+    let url = |at: SocketAddr| format!("http://{at}/");
+    // HTTP/1.1: 400, and the connection is closed; without the header the request passes.
+    let (code, out, err) = curl(&["-H", "x_user: admin", &url(reject)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+    // A request with a body is served by hyper's server rather than Weir's: the same answer.
+    let (_, out, _) = curl(&["-H", "x_user: admin", "--data", "body", &url(reject)]);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(
+        client
+            .direct(reject, "GET", "/", &[("x-user", "admin")], "")
+            .status,
+        200
+    );
+    // HTTP/2: the stream is reset, as Envoy's codec resets it.
+    let (code, out, err) = curl(&["--http2-prior-knowledge", "-H", "x_user: admin", &url(reject)]);
+    assert_eq!(code, Some(92), "curl: HTTP/2 stream error expected; {out} {err}");
+    assert!(err.contains("INTERNAL_ERROR"), "{err}");
+    let (code, out, _) = curl(&["--http2-prior-knowledge", &url(reject)]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    let admin = admin_of(&rejecting);
+    assert_eq!(
+        counter(
+            &client,
+            admin,
+            "http1.requests_rejected_with_underscores_in_headers"
+        ),
+        2
+    );
+    assert_eq!(
+        counter(
+            &client,
+            admin,
+            "http2.requests_rejected_with_underscores_in_headers"
+        ),
+        1
+    );
+
+    // DROP_HEADER: the request goes on without them, each value counted.
+    let drop = listener();
+    let dropping = proxy_on(
+        "underscores-drop",
+        drop,
+        &static_bootstrap(
+            "drop",
+            &socket_address(drop),
+            backend,
+            &with_action("DROP_HEADER"),
+            "",
+        ),
+    );
+    let r = client.direct(
+        drop,
+        "GET",
+        "/",
+        &[("x_user", "admin"), ("x_user", "root"), ("x-kept", "yes")],
+        "",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = &r.json()["headers"];
+    assert!(seen["x_user"].is_null(), "{seen}");
+    assert_eq!(seen["x-kept"], "yes");
+    let (code, out, _) = curl(&["--http2-prior-knowledge", "-H", "x_user: admin", &url(drop)]);
+    assert_eq!(code, Some(0));
+    assert!(!out.contains("x_user"), "{out}");
+    let admin = admin_of(&dropping);
+    assert_eq!(
+        counter(&client, admin, "http1.dropped_headers_with_underscores"),
+        2
+    );
+    assert_eq!(
+        counter(&client, admin, "http2.dropped_headers_with_underscores"),
+        1
+    );
+
+    // Envoy's default, ALLOW: they pass.
+    let allow = listener();
+    let _allow = proxy_on(
+        "underscores-allow",
+        allow,
+        &static_bootstrap("allow", &socket_address(allow), backend, "", ""),
+    );
+    let r = client.direct(allow, "GET", "/", &[("x_user", "admin")], "");
+    assert_eq!(r.json()["headers"]["x_user"], "admin");
+}

@@ -127,6 +127,9 @@ pub struct Forward {
     pub upgrades: Vec<(String, bool)>,
     /// Shadow copies of the request (`request_mirror_policies`).
     pub mirrors: Vec<Mirror>,
+    /// The route's `idle_timeout`, which replaces the connection manager's stream idle timeout
+    /// for its requests: `None` keeps that one, `Some(None)` (0s) turns it off.
+    pub idle_timeout: Option<Option<Duration>>,
     /// A request body up to this many bytes is kept for retries and shadow copies (the route's
     /// `request_body_buffer_limit` or `per_request_buffer_limit_bytes`, else its virtual
     /// host's); `None`: [`DEFAULT_BUFFER_LIMIT`].
@@ -142,6 +145,12 @@ impl Forward {
     /// How much of a request body is kept for retries and shadow copies.
     pub fn buffer_limit(&self) -> usize {
         self.buffer_limit.unwrap_or(DEFAULT_BUFFER_LIMIT)
+    }
+
+    /// The stream idle timeout of this route's requests: its own `idle_timeout`, else the
+    /// connection manager's.
+    pub fn stream_idle_timeout(&self, manager: Option<Duration>) -> Option<Duration> {
+        self.idle_timeout.unwrap_or(manager)
     }
 }
 
@@ -376,7 +385,6 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         (a.path_rewrite_policy.is_some(), "path_rewrite_policy"),
         (!a.path_rewrite.is_empty(), "path_rewrite"),
         (a.append_x_forwarded_host, "append_x_forwarded_host"),
-        (a.idle_timeout.is_some(), "idle_timeout"),
         (a.flush_timeout.is_some(), "flush_timeout"),
         (a.early_data_policy.is_some(), "early_data_policy"),
         (a.retry_policy_typed_config.is_some(), "retry_policy_typed_config"),
@@ -562,6 +570,8 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
             .iter()
             .map(mirror)
             .collect::<Result<_, _>>()?,
+        idle_timeout: opt_duration(a.idle_timeout.as_ref(), "idle_timeout")?
+            .map(|t| (!t.is_zero()).then_some(t)),
         buffer_limit: None,
     })
 }

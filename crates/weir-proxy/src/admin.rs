@@ -327,7 +327,7 @@ impl Admin {
     }
 
     /// Proxy-wide counters: (`/stats` name, Prometheus name, value).
-    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 12] {
+    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 13] {
         let c = &self.state.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         [
@@ -353,6 +353,11 @@ impl Admin {
                 get(&c.downstream_rq_idle_timeout),
             ),
             ("http.no_cluster", "envoy_http_no_cluster", get(&c.no_cluster)),
+            (
+                "http.downstream_rq_timeout",
+                "envoy_http_downstream_rq_timeout",
+                get(&c.downstream_rq_timeout),
+            ),
             (
                 "http.downstream_rq_failed_path_normalization",
                 "envoy_http_downstream_rq_failed_path_normalization",

@@ -4,6 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -99,6 +101,10 @@ pub struct Timed<F: FnOnce() + Send + Sync + Unpin> {
     sleep: Pin<Box<tokio::time::Sleep>>,
     /// Restart the timer this long after each frame (idle timeout); `None`: a fixed deadline.
     restart: Option<std::time::Duration>,
+    /// When set by the time the deadline passes, the deadline is dropped instead.
+    disarmed: Option<Arc<AtomicBool>>,
+    /// The deadline passed disarmed: the timer is no longer looked at.
+    dropped: bool,
     what: &'static str,
     on_expiry: Option<F>,
 }
@@ -110,7 +116,31 @@ impl<F: FnOnce() + Send + Sync + Unpin + 'static> Timed<F> {
             inner,
             sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
             restart: None,
+            disarmed: None,
+            dropped: false,
             what: "upstream request timeout while the response body was streaming",
+            on_expiry: Some(on_timeout),
+        }
+        .boxed()
+    }
+
+    /// The body fails with `what` at `deadline`, unless `disarmed` is set by then (the
+    /// connection manager's `request_timeout`, which no longer applies once the response has
+    /// started).
+    pub fn disarmable_deadline(
+        inner: Body,
+        deadline: std::time::Instant,
+        disarmed: Arc<AtomicBool>,
+        what: &'static str,
+        on_timeout: F,
+    ) -> Body {
+        Timed {
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+            restart: None,
+            disarmed: Some(disarmed),
+            dropped: false,
+            what,
             on_expiry: Some(on_timeout),
         }
         .boxed()
@@ -122,6 +152,8 @@ impl<F: FnOnce() + Send + Sync + Unpin + 'static> Timed<F> {
             inner,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             restart: Some(timeout),
+            disarmed: None,
+            dropped: false,
             what,
             on_expiry: Some(on_idle),
         }
@@ -143,7 +175,13 @@ impl<F: FnOnce() + Send + Sync + Unpin> HttpBody for Timed<F> {
             }
             return Poll::Ready(frame);
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        if !self.dropped && self.sleep.as_mut().poll(cx).is_ready() {
+            if self.disarmed.as_ref().is_some_and(|d| d.load(Ordering::Relaxed)) {
+                // Past the deadline but disarmed: the timer is dropped (the inner body has the
+                // waker).
+                self.dropped = true;
+                return Poll::Pending;
+            }
             if let Some(f) = self.on_expiry.take() {
                 f();
             }
@@ -326,5 +364,56 @@ impl<F: FnOnce(u64) + Send + Sync + Unpin> Drop for Metered<F> {
         if let Some(done) = self.done.take() {
             done(self.bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt;
+
+    /// A body fed from a channel, frame by frame.
+    fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, BoxError>(Frame::data(b)));
+        (tx, http_body_util::StreamBody::new(stream).boxed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disarmable_deadline_fails_the_body_unless_disarmed_in_time() {
+        let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(1);
+        // Armed: past the deadline the body fails, once, and says why.
+        let (tx, inner) = channel_body();
+        let expired = Arc::new(AtomicBool::new(false));
+        let flag = expired.clone();
+        let mut body = Timed::disarmable_deadline(
+            inner,
+            deadline(),
+            Arc::new(AtomicBool::new(false)),
+            "request timeout",
+            move || flag.store(true, Ordering::Relaxed),
+        );
+        tx.send(Bytes::from_static(b"early")).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "request timeout");
+        assert!(expired.load(Ordering::Relaxed));
+
+        // Disarmed before it passes: the deadline is dropped and the body goes on.
+        let (tx, inner) = channel_body();
+        let disarmed = Arc::new(AtomicBool::new(false));
+        let mut body = Timed::disarmable_deadline(inner, deadline(), disarmed.clone(), "late", || {
+            panic!("a disarmed deadline ran its expiry")
+        });
+        disarmed.store(true, Ordering::Relaxed);
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            tx.send(Bytes::from_static(b"late")).await.unwrap();
+        });
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "late");
+        late.await.unwrap();
+        assert!(body.frame().await.is_none());
     }
 }

@@ -154,8 +154,11 @@ pub struct HttpManagerConfig {
     pub via: Option<http::HeaderValue>,
     /// Remove `x-forwarded-client-cert` from requests (SANITIZE, SANITIZE_SET).
     pub sanitize_xfcc: bool,
-    /// Stream idle timeout (default 5 min).
+    /// Stream idle timeout (default 5 min; a route's `idle_timeout` replaces it).
     pub stream_idle_timeout: Option<Duration>,
+    /// How long the whole request may take to arrive, from its start (`request_timeout`; off
+    /// by default): past it, a request whose response has not started is answered `408`.
+    pub request_timeout: Option<Duration>,
     /// Connection idle timeout (default 1 h).
     pub idle_timeout: Option<Duration>,
     /// How long an HTTP/2 connection closing for its idle timeout may take to say goodbye
@@ -227,6 +230,7 @@ impl HttpManagerConfig {
             via: None,
             sanitize_xfcc: true,
             stream_idle_timeout: Some(Duration::from_secs(300)),
+            request_timeout: None,
             idle_timeout: Some(Duration::from_secs(3600)),
             drain_timeout: Duration::from_secs(5),
             upgrades: Vec::new(),
@@ -703,13 +707,6 @@ fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
 
 #[allow(deprecated)]
 fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
-    if opt_duration(h.request_timeout.as_ref(), "request_timeout")?.is_some_and(|t| !t.is_zero()) {
-        return Err(
-            "request_timeout (Envoy's timeout for receiving the whole request) is not supported; \
-             remove it or set it to 0s"
-                .into(),
-        );
-    }
     use http_connection_manager::{CodecType, ForwardClientCertDetails as Fcc, RouteSpecifier as R};
     let unsupported = [
         (h.add_user_agent.is_some_and(|b| b.value), "add_user_agent"),
@@ -919,6 +916,7 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             "stream_idle_timeout",
             Some(Duration::from_secs(300)),
         )?,
+        request_timeout: timeout_or(h.request_timeout.as_ref(), "request_timeout", None)?,
         idle_timeout: timeout_or(
             common.and_then(|c| c.idle_timeout.as_ref()),
             "idle_timeout",

@@ -198,6 +198,12 @@ pub async fn forward(
     }
     cluster.warmed(cluster.config.connect_timeout).await;
     let timeout = request_timeout(forward, req.headers(), facts);
+    // The stream idle timeout of this request: the route's `idle_timeout`, else the connection
+    // manager's.
+    let stream_idle = forward.stream_idle_timeout(ctx.manager.stream_idle_timeout);
+    // The connection manager's `request_timeout`: by then the whole request must have arrived
+    // (here only its body can still be arriving), unless its response has started.
+    let request_deadline = ctx.manager.request_timeout.map(|t| started + t);
     let policy = RetryPolicy::for_request(
         forward.retry.as_ref().or(matched.vhost.retry.as_ref()),
         req.headers(),
@@ -252,7 +258,18 @@ pub async fn forward(
     let mut replay: Option<Bytes> = None;
     let mut stream: Option<Body> = None;
     if (policy.is_some() || shadow_parts.is_some()) && upgrade.is_none() {
-        match body::buffer(incoming, forward.buffer_limit()).await {
+        let buffered = match request_deadline.filter(|_| !hyper::body::Body::is_end_stream(&incoming)) {
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline.into(), body::buffer(incoming, forward.buffer_limit()))
+                    .await
+                {
+                    Ok(buffered) => buffered,
+                    Err(_) => return (request_timed_out(ctx, started, &cluster_name), 0),
+                }
+            }
+            None => body::buffer(incoming, forward.buffer_limit()).await,
+        };
+        match buffered {
             Ok(Buffered::Complete(b)) => replay = Some(b),
             Ok(Buffered::Partial(prefix, rest)) => stream = Some(body::Prefixed::body(prefix, rest)),
             Err(e) => {
@@ -282,6 +299,9 @@ pub async fn forward(
     // Once such a body has gone up whole, the wait for the response head is bounded by the
     // stream idle timeout from its end (signalled here).
     let mut request_ended: Option<Arc<tokio::sync::Notify>> = None;
+    // A body still arriving at the request deadline ends the stream (408 when no response has
+    // started; once one has, the deadline no longer applies).
+    let mut request_late: Option<RequestLate> = None;
     if let Some(s) = stream.take() {
         stream = Some(if hyper::body::Body::is_end_stream(&s) {
             s
@@ -289,7 +309,23 @@ pub async fn forward(
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
             request_bytes = RequestSize::Counted(counter.clone());
             let counted = body::Counted::body(s, counter);
-            match ctx.manager.stream_idle_timeout {
+            let counted = match request_deadline {
+                Some(deadline) => {
+                    let late = RequestLate::default();
+                    let expired = late.expired.clone();
+                    let timed = body::Timed::disarmable_deadline(
+                        counted,
+                        deadline,
+                        late.responded.clone(),
+                        "request timeout while the request body was arriving",
+                        move || expired.store(true, Ordering::Relaxed),
+                    );
+                    request_late = Some(late);
+                    timed
+                }
+                None => counted,
+            };
+            match stream_idle {
                 Some(idle) => {
                     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
                     request_stalled = Some(stalled.clone());
@@ -429,7 +465,7 @@ pub async fn forward(
         // from the body's end (below).
         let request_sent_whole =
             replay.is_some() || stream.as_ref().is_none_or(hyper::body::Body::is_end_stream);
-        let idle = ctx.manager.stream_idle_timeout.filter(|_| request_sent_whole);
+        let idle = stream_idle.filter(|_| request_sent_whole);
         let body = match (&replay, stream.take()) {
             (Some(b), _) => body::full(b.clone()),
             (None, Some(s)) => s,
@@ -498,7 +534,7 @@ pub async fn forward(
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         host.active_requests.fetch_add(1, Ordering::Relaxed);
         // A body streaming up: the stream idle timeout counts from its end.
-        let idle_after_request = match (&request_ended, ctx.manager.stream_idle_timeout) {
+        let idle_after_request = match (&request_ended, stream_idle) {
             (Some(ended), Some(idle)) if !request_sent_whole => Some((ended.clone(), idle)),
             _ => None,
         };
@@ -543,6 +579,13 @@ pub async fn forward(
             }
         };
         host.active_requests.fetch_sub(1, Ordering::Relaxed);
+        if let Some(late) = &request_late {
+            if matches!(result, Ok(Ok(_))) {
+                late.responded.store(true, Ordering::Relaxed);
+            } else if late.expired.load(Ordering::Relaxed) {
+                return (request_timed_out(ctx, started, &cluster_name), attempt);
+            }
+        }
         if idle_after_request_fired {
             return (stream_idle_timeout(ctx, started, &cluster_name), attempt);
         }
@@ -656,6 +699,7 @@ pub async fn forward(
                         downstream_upgrade,
                         request_slot,
                         deadline,
+                        stream_idle,
                         request_bytes,
                         cluster: &cluster,
                     },
@@ -770,6 +814,33 @@ fn stream_idle_timeout(ctx: &HttpContext, started: Instant, cluster: &str) -> Re
 }
 
 /// Envoy's answer to a request that timed out before the response started.
+/// What the request deadline (the connection manager's `request_timeout`) shares between a
+/// body that is still arriving and the router.
+#[derive(Default)]
+struct RequestLate {
+    /// The deadline passed with the body still arriving.
+    expired: Arc<std::sync::atomic::AtomicBool>,
+    /// The response has started: the deadline no longer applies.
+    responded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Envoy's answer when the whole request did not arrive within the connection manager's
+/// `request_timeout`: `408 request timeout`, counted in `http.downstream_rq_timeout`.
+fn request_timed_out(ctx: &HttpContext, started: Instant, cluster: &str) -> Response<Body> {
+    ctx.state
+        .counters
+        .downstream_rq_timeout
+        .fetch_add(1, Ordering::Relaxed);
+    finish_local(
+        ctx,
+        started,
+        StatusCode::REQUEST_TIMEOUT,
+        "request timeout",
+        flags::NONE,
+        Some(cluster),
+    )
+}
+
 fn upstream_timeout(ctx: &HttpContext, started: Instant, cluster: &str) -> Response<Body> {
     finish_local(
         ctx,
@@ -941,6 +1012,8 @@ struct Finish<'a> {
     request_slot: crate::breaker::Slot,
     /// The route timeout's deadline, which also bounds the response body.
     deadline: Option<Instant>,
+    /// The stream idle timeout of the request (the route's or the connection manager's).
+    stream_idle: Option<Duration>,
     request_bytes: RequestSize,
     cluster: &'a Arc<crate::upstream::ClusterRuntime>,
 }
@@ -960,6 +1033,7 @@ async fn finish_upstream(
         downstream_upgrade,
         request_slot,
         deadline,
+        stream_idle,
         request_bytes,
         cluster,
     } = finish;
@@ -1054,7 +1128,7 @@ async fn finish_upstream(
         let collect = http_body_util::BodyExt::collect(incoming);
         // A small body comes at once; one that stalls is cut by the route's deadline or the
         // stream idle timeout, whichever comes first.
-        let idle_deadline = ctx.manager.stream_idle_timeout.map(|i| Instant::now() + i);
+        let idle_deadline = stream_idle.map(|i| Instant::now() + i);
         let (bound, by_idle) = match (deadline, idle_deadline) {
             (Some(d), Some(i)) if i < d => (Some(i), true),
             (None, Some(i)) => (Some(i), true),
@@ -1097,7 +1171,7 @@ async fn finish_upstream(
             Some(d) => body::Timed::deadline(body::incoming(incoming), d, timed_out),
             None => body::incoming(incoming),
         };
-        match ctx.manager.stream_idle_timeout {
+        match stream_idle {
             Some(idle) => {
                 let state = ctx.state.clone();
                 body::Timed::idle(

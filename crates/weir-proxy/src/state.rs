@@ -105,6 +105,9 @@ pub struct ProxyCounters {
     pub no_filter_chain_match: AtomicU64,
     /// `downstream_rq_idle_timeout` (the stream idle timeout answered 408).
     pub downstream_rq_idle_timeout: AtomicU64,
+    /// `downstream_rq_timeout` (the request did not arrive whole within the connection
+    /// manager's `request_timeout`: 408).
+    pub downstream_rq_timeout: AtomicU64,
     /// `downstream_rq_failed_path_normalization` (a path refused with 400 by `normalize_path`
     /// or `path_with_escaped_slashes_action`).
     pub downstream_rq_failed_path_normalization: AtomicU64,

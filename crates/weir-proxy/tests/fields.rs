@@ -601,6 +601,7 @@ fn every_route_part_field_is_honoured_or_refused() {
         "regex_rewrite",
         "host_rewrite_literal",
         "timeout",
+        "idle_timeout",
         "retry_policy",
         "request_mirror_policies",
         "hash_policy",

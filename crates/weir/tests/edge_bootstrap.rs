@@ -264,3 +264,77 @@ fn header_names_with_underscores_are_refused_or_dropped_as_the_connection_manage
     let r = client.direct(allow, "GET", "/", &[("x_user", "admin")], "");
     assert_eq!(r.json()["headers"]["x_user"], "admin");
 }
+
+/// Sends `head` and `body_part` on a new connection to `at`, then waits: the status line of the
+/// answer and how long it took, or `None` when none came within `patience`.
+fn partial_request(
+    at: SocketAddr,
+    head: &str,
+    body_part: &str,
+    patience: Duration,
+) -> Option<(String, Duration)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(at).unwrap();
+    let sent = std::time::Instant::now();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body_part.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(patience)).unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.lines().next().filter(|l| l.starts_with("HTTP/"))?;
+    Some((status.to_string(), sent.elapsed()))
+}
+
+#[test]
+fn a_request_must_arrive_whole_within_the_request_timeout_and_routes_set_their_idle_timeout() {
+    let (_e, backend) = echo("timeouts");
+    let at = listener();
+    let routes = "              - match: {prefix: /retried}
+                route: {cluster: backend, retry_policy: {retry_on: 5xx}}
+              - match: {prefix: /route-idle}
+                route: {cluster: backend, timeout: 0s, idle_timeout: 0.3s}
+              - match: {prefix: /no-idle}
+                route: {cluster: backend, timeout: 0s, idle_timeout: 0s}
+";
+    let manager = "          request_timeout: 0.5s\n          stream_idle_timeout: 1s\n";
+    let proxy = proxy_on(
+        "request-timeout",
+        at,
+        &static_bootstrap("timeouts", &socket_address(at), backend, manager, routes),
+    );
+    let head = |path: &str| format!("POST {path} HTTP/1.1\r\nhost: svc\r\ncontent-length: 10\r\n\r\n");
+    // A body still arriving at the deadline: 408, whether it streams up (no retry policy) or
+    // is being kept for a retry.
+    for path in ["/streamed", "/retried"] {
+        let (status, took) = partial_request(at, &head(path), "12345", Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{path}: no answer"));
+        assert!(status.starts_with("HTTP/1.1 408"), "{path}: {status}");
+        assert!(took >= Duration::from_millis(450), "{path}: {took:?}");
+    }
+    let client = Client::new();
+    let admin = admin_of(&proxy);
+    // Counted as the request timeout, not the stream idle timeout (1 s).
+    assert_eq!(counter(&client, admin, "http.downstream_rq_timeout"), 2);
+    assert_eq!(counter(&client, admin, "http.downstream_rq_idle_timeout"), 0);
+    // A whole request is not bound by it, however long the answer takes (that is the route's
+    // timeout and the stream idle timeout).
+    let r = client.direct(at, "POST", "/whole", &[("x-echo-delay-ms", "800")], "0123456789");
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // The route's idle timeout replaces the connection manager's stream idle timeout (1 s)…
+    let r = client.direct(at, "GET", "/route-idle", &[("x-echo-delay-ms", "800")], "");
+    assert_eq!((r.status, r.body.as_str()), (408, "stream timeout"), "{r:?}");
+    // …and 0s turns it off for the route.
+    let r = client.direct(at, "GET", "/no-idle", &[("x-echo-delay-ms", "1300")], "");
+    assert_eq!(r.status, 200, "{r:?}");
+    // Elsewhere the connection manager's applies.
+    let r = client.direct(at, "GET", "/other", &[("x-echo-delay-ms", "1300")], "");
+    assert_eq!(r.status, 408, "{r:?}");
+}

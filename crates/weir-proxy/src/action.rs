@@ -142,9 +142,11 @@ pub struct Forward {
 pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
 
 impl Forward {
-    /// How much of a request body is kept for retries and shadow copies.
-    pub fn buffer_limit(&self) -> usize {
-        self.buffer_limit.unwrap_or(DEFAULT_BUFFER_LIMIT)
+    /// How much of a request body is kept for retries and shadow copies: the route's (or its
+    /// virtual host's) limit, else the connection's (the listener's
+    /// `per_connection_buffer_limit_bytes`), else [`DEFAULT_BUFFER_LIMIT`].
+    pub fn buffer_limit(&self, connection: Option<usize>) -> usize {
+        self.buffer_limit.or(connection).unwrap_or(DEFAULT_BUFFER_LIMIT)
     }
 
     /// The stream idle timeout of this route's requests: its own `idle_timeout`, else the

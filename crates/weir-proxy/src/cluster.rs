@@ -161,6 +161,9 @@ pub struct ClusterConfig {
     pub limits: crate::breaker::Limits,
     /// Outlier detection.
     pub outlier: Option<crate::outlier::OutlierConfig>,
+    /// How much of an upstream connection's data the proxy reads ahead of its writes
+    /// (`per_connection_buffer_limit_bytes`; see [`crate::tcp::read_buffer`]).
+    pub read_buffer: usize,
     /// The cluster as received (for `/config_dump`).
     pub source: Cluster,
 }
@@ -206,10 +209,6 @@ fn unsupported(c: &Cluster) -> Option<&'static str> {
         (!c.alt_stat_name.is_empty(), "alt_stat_name"),
         (c.track_timeout_budgets, "track_timeout_budgets"),
         (c.track_cluster_stats.is_some(), "track_cluster_stats"),
-        (
-            c.per_connection_buffer_limit_bytes.is_some(),
-            "per_connection_buffer_limit_bytes",
-        ),
         (
             c.per_connection_buffer_high_watermark_timeout.is_some(),
             "per_connection_buffer_high_watermark_timeout",
@@ -342,6 +341,7 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
         keepalive,
         limits,
         outlier,
+        read_buffer: crate::tcp::read_buffer(c.per_connection_buffer_limit_bytes.as_ref().map(|l| l.value)),
         source: c.clone(),
     })
 }

@@ -112,6 +112,9 @@ pub struct TcpProxyConfig {
     pub max_connect_attempts: u32,
     /// The cluster is the connection's SNI (`sni_cluster` before the TCP proxy).
     pub cluster_from_sni: bool,
+    /// How much of the downstream connection is read ahead of the upstream's writes (the
+    /// listener's `per_connection_buffer_limit_bytes`; see [`crate::tcp::read_buffer`]).
+    pub read_buffer: usize,
 }
 
 /// Where an HTTP connection manager gets its routes.
@@ -179,6 +182,11 @@ pub struct HttpManagerConfig {
     pub path: crate::path_normalization::PathNormalization,
     /// Header limit in bytes (default 60 KiB).
     pub max_request_headers: usize,
+    /// A request body up to this many bytes is kept for retries and shadow copies when
+    /// neither its route nor its virtual host sets a limit: the listener's
+    /// `per_connection_buffer_limit_bytes` (Envoy's stream buffer limit is its connection's);
+    /// `None`: [`crate::action::DEFAULT_BUFFER_LIMIT`].
+    pub connection_buffer_limit: Option<usize>,
     /// Downstream HTTP/2 settings (`http2_protocol_options`); unset ones keep hyper's
     /// defaults (200 streams, 1 MiB windows, no PINGs).
     pub h2: crate::h2_settings::Http2Settings,
@@ -239,6 +247,7 @@ impl HttpManagerConfig {
             path: crate::path_normalization::PathNormalization::default(),
             headers_with_underscores: HeadersWithUnderscores::Allow,
             max_request_headers: 60 * 1024,
+            connection_buffer_limit: None,
             h2: crate::h2_settings::Http2Settings::default(),
             response_headers: HeaderOps::default(),
         }
@@ -401,10 +410,6 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
         ),
         (l.enable_mptcp, "enable_mptcp"),
         (
-            l.per_connection_buffer_limit_bytes.is_some(),
-            "per_connection_buffer_limit_bytes",
-        ),
-        (
             l.per_connection_buffer_high_watermark_timeout.is_some(),
             "per_connection_buffer_high_watermark_timeout",
         ),
@@ -461,18 +466,23 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
             other => return Err(format!("listener filter {other:?} is not supported")),
         }
     }
+    let buffer_limit = l.per_connection_buffer_limit_bytes.as_ref().map(|l| l.value);
     let inspect_timeout = opt_duration(l.listener_filters_timeout.as_ref(), "listener_filters_timeout")?
         .unwrap_or(Duration::from_secs(15));
     let chains = l
         .filter_chains
         .iter()
         .enumerate()
-        .map(|(i, c)| compile_chain(c).map_err(|e| format!("filter chain #{i} {:?}: {e}", c.name)))
+        .map(|(i, c)| {
+            compile_chain(c, buffer_limit).map_err(|e| format!("filter chain #{i} {:?}: {e}", c.name))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let default_chain = l
         .default_filter_chain
         .as_ref()
-        .map(|c| compile_chain(c).map_err(|e| format!("default filter chain {:?}: {e}", c.name)))
+        .map(|c| {
+            compile_chain(c, buffer_limit).map_err(|e| format!("default filter chain {:?}: {e}", c.name))
+        })
         .transpose()?;
     check_duplicate_matches(&chains)?;
     Ok(ListenerConfig {
@@ -513,8 +523,10 @@ fn check_duplicate_matches(chains: &[Chain]) -> Result<(), String> {
     Ok(())
 }
 
+/// Compiles a filter chain of a listener whose `per_connection_buffer_limit_bytes` is
+/// `buffer_limit`.
 #[allow(deprecated)]
-fn compile_chain(c: &FilterChain) -> Result<Chain, String> {
+fn compile_chain(c: &FilterChain, buffer_limit: Option<u32>) -> Result<Chain, String> {
     let tls = match c.transport_socket.as_ref().map(|t| &t.config_type) {
         None => None,
         Some(Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
@@ -589,7 +601,7 @@ fn compile_chain(c: &FilterChain) -> Result<Chain, String> {
             ));
         }
     };
-    let mut kind = compile_network_filter(terminal)?;
+    let mut kind = compile_network_filter(terminal, buffer_limit)?;
     if sni_cluster {
         match &mut kind {
             ChainKind::Tcp(t) => t.cluster_from_sni = true,
@@ -620,7 +632,9 @@ fn typed(f: &Filter) -> Result<&Any, String> {
     }
 }
 
-fn compile_network_filter(f: &Filter) -> Result<ChainKind, String> {
+/// Compiles the terminal network filter of a chain; `buffer_limit` is the listener's
+/// `per_connection_buffer_limit_bytes`.
+fn compile_network_filter(f: &Filter, buffer_limit: Option<u32>) -> Result<ChainKind, String> {
     let any = typed(f)?;
     match any.type_url.rsplit('/').next().unwrap_or_default() {
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
@@ -629,7 +643,9 @@ fn compile_network_filter(f: &Filter) -> Result<ChainKind, String> {
                 "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                 &f.name,
             )?;
-            Ok(ChainKind::Tcp(compile_tcp_proxy(&t)?))
+            let mut tcp = compile_tcp_proxy(&t)?;
+            tcp.read_buffer = crate::tcp::read_buffer(buffer_limit);
+            Ok(ChainKind::Tcp(tcp))
         }
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
             let h: HttpConnectionManager = decode_any(
@@ -637,7 +653,12 @@ fn compile_network_filter(f: &Filter) -> Result<ChainKind, String> {
                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 &f.name,
             )?;
-            Ok(ChainKind::Http(Arc::new(compile_hcm(&h)?)))
+            let mut manager = compile_hcm(&h)?;
+            // 0 turns Envoy's limit off: Weir's default applies then.
+            manager.connection_buffer_limit = buffer_limit
+                .filter(|l| *l > 0)
+                .and_then(|l| usize::try_from(l).ok());
+            Ok(ChainKind::Http(Arc::new(manager)))
         }
         other => Err(format!("network filter {other:?} is not supported")),
     }
@@ -702,6 +723,7 @@ fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
         idle_timeout,
         max_connect_attempts: t.max_connect_attempts.as_ref().map_or(1, |m| m.value.max(1)),
         cluster_from_sni: false,
+        read_buffer: crate::tcp::DEFAULT_READ_BUFFER,
     })
 }
 
@@ -946,6 +968,7 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             }
         },
         max_request_headers: h.max_request_headers_kb.as_ref().map_or(60, |k| k.value as usize) * 1024,
+        connection_buffer_limit: None,
         h2: h
             .http2_protocol_options
             .as_ref()

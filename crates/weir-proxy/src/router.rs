@@ -260,14 +260,26 @@ pub async fn forward(
     if (policy.is_some() || shadow_parts.is_some()) && upgrade.is_none() {
         let buffered = match request_deadline.filter(|_| !hyper::body::Body::is_end_stream(&incoming)) {
             Some(deadline) => {
-                match tokio::time::timeout_at(deadline.into(), body::buffer(incoming, forward.buffer_limit()))
-                    .await
+                match tokio::time::timeout_at(
+                    deadline.into(),
+                    body::buffer(
+                        incoming,
+                        forward.buffer_limit(ctx.manager.connection_buffer_limit),
+                    ),
+                )
+                .await
                 {
                     Ok(buffered) => buffered,
                     Err(_) => return (request_timed_out(ctx, started, &cluster_name), 0),
                 }
             }
-            None => body::buffer(incoming, forward.buffer_limit()).await,
+            None => {
+                body::buffer(
+                    incoming,
+                    forward.buffer_limit(ctx.manager.connection_buffer_limit),
+                )
+                .await
+            }
         };
         match buffered {
             Ok(Buffered::Complete(b)) => replay = Some(b),
@@ -361,7 +373,7 @@ pub async fn forward(
                 body,
             ),
             None => tracing::debug!(
-                limit = forward.buffer_limit(),
+                limit = forward.buffer_limit(ctx.manager.connection_buffer_limit),
                 "request body above the buffer limit: not mirrored"
             ),
         }

@@ -107,7 +107,8 @@ pub async fn proxy<S>(
     let labels = state.metrics.tcp_labels(&destination, "-");
     state.metrics.tcp_opened(&labels);
     host.active_requests.fetch_add(1, Ordering::Relaxed);
-    let (sent, received) = splice(downstream, upstream, config.idle_timeout).await;
+    let buffers = (config.read_buffer, cluster.config.read_buffer);
+    let (sent, received) = splice(downstream, upstream, config.idle_timeout, buffers).await;
     host.active_requests.fetch_sub(1, Ordering::Relaxed);
     cluster
         .stats
@@ -122,8 +123,24 @@ pub async fn proxy<S>(
     state.metrics.tcp_closed(&labels, sent, received);
 }
 
-/// Copies both ways; returns (bytes to downstream, bytes from downstream).
-pub async fn splice<A, B>(a: A, b: B, idle: Option<Duration>) -> (u64, u64)
+/// How much a connection is read ahead of its peer's writes by default: 16 KiB per direction.
+pub const DEFAULT_READ_BUFFER: usize = 16 * 1024;
+
+/// The read buffer of a connection whose listener or cluster sets
+/// `per_connection_buffer_limit_bytes` (Envoy's soft limit on a connection's buffers, 1 MiB
+/// by default): the limit when below the default, else the default (Weir reads no further
+/// ahead than that whatever the limit). 0, which in Envoy turns the watermarks off, keeps the
+/// default.
+pub fn read_buffer(limit: Option<u32>) -> usize {
+    match limit.and_then(|l| usize::try_from(l).ok()) {
+        Some(l) if l > 0 => l.min(DEFAULT_READ_BUFFER),
+        _ => DEFAULT_READ_BUFFER,
+    }
+}
+
+/// Copies both ways, reading at most `buffers` bytes at a time from each side (`a`'s, `b`'s);
+/// returns (bytes to downstream, bytes from downstream).
+pub async fn splice<A, B>(a: A, b: B, idle: Option<Duration>, buffers: (usize, usize)) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin + Send,
     B: AsyncRead + AsyncWrite + Unpin + Send,
@@ -134,8 +151,8 @@ where
     let from_a = Arc::new(AtomicU64::new(0));
     let (mut ar, mut aw) = tokio::io::split(a);
     let (mut br, mut bw) = tokio::io::split(b);
-    let up = copy_counting(&mut ar, &mut bw, &from_a, &last, started);
-    let down = copy_counting(&mut br, &mut aw, &to_a, &last, started);
+    let up = copy_counting(&mut ar, &mut bw, buffers.0, &from_a, &last, started);
+    let down = copy_counting(&mut br, &mut aw, buffers.1, &to_a, &last, started);
     let both = async { tokio::join!(up, down) };
     match idle {
         None => {
@@ -162,12 +179,18 @@ where
     (to_a.load(Ordering::Relaxed), from_a.load(Ordering::Relaxed))
 }
 
-async fn copy_counting<R, W>(r: &mut R, w: &mut W, count: &AtomicU64, last: &AtomicU64, started: Instant)
-where
+async fn copy_counting<R, W>(
+    r: &mut R,
+    w: &mut W,
+    buffer: usize,
+    count: &AtomicU64,
+    last: &AtomicU64,
+    started: Instant,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; buffer.max(1)];
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -180,4 +203,18 @@ where
         last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_buffer_limit_caps_the_read_buffer_and_never_raises_it() {
+        assert_eq!(read_buffer(None), DEFAULT_READ_BUFFER);
+        assert_eq!(read_buffer(Some(1024)), 1024);
+        assert_eq!(read_buffer(Some(32 * 1024)), DEFAULT_READ_BUFFER);
+        // 0 turns Envoy's watermarks off: Weir's default then.
+        assert_eq!(read_buffer(Some(0)), DEFAULT_READ_BUFFER);
+    }
 }

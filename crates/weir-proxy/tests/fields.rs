@@ -233,6 +233,7 @@ fn every_listener_field_is_honoured_or_refused() {
         "tcp_backlog_size",
         "enable_reuse_port",
         "max_connections_to_accept_per_socket_event",
+        "per_connection_buffer_limit_bytes",
         // Changing nothing in Weir: no filter it runs reads listener metadata, its counters are
         // proxy-wide (not per listener), and it has no global connection limit or overload
         // manager to exempt a listener from.
@@ -278,6 +279,7 @@ fn every_cluster_field_is_honoured_or_refused() {
         "respect_dns_ttl",
         "dns_lookup_family",
         "wait_for_warm_on_init",
+        "per_connection_buffer_limit_bytes",
         // Changing nothing in Weir: no filter it runs reads cluster metadata; an ORIGINAL_DST
         // cluster keeps no hosts to clean up; without active health checks a removed host goes
         // at once either way.

@@ -338,3 +338,70 @@ fn a_request_must_arrive_whole_within_the_request_timeout_and_routes_set_their_i
     let r = client.direct(at, "GET", "/other", &[("x-echo-delay-ms", "1300")], "");
     assert_eq!(r.status, 408, "{r:?}");
 }
+
+/// A TCP server that sends back whatever it reads, on each connection.
+fn tcp_echo() -> SocketAddr {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in server.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = conn.try_clone().unwrap();
+                let mut writer = conn;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn tcp_proxying_with_small_connection_buffer_limits_carries_every_byte_in_order() {
+    use std::io::{Read, Write};
+    let backend = tcp_echo();
+    let at = listener();
+    let text = format!(
+        r#"static_resources:
+  listeners:
+  - name: tcp
+    address: {{socket_address: {{{listen}}}}}
+    per_connection_buffer_limit_bytes: 1024
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: echo
+  clusters:
+  - name: echo
+    type: STATIC
+    per_connection_buffer_limit_bytes: 512
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{{backend}}}}}}}
+"#,
+        listen = socket_address(at),
+        backend = socket_address(backend),
+    );
+    let _p = proxy_on("tcp-buffers", at, &text);
+    // 256 KiB each way through 1 KiB and 512-byte reads, intact and in order.
+    let sent: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut conn = std::net::TcpStream::connect(at).unwrap();
+    let mut reader = conn.try_clone().unwrap();
+    let writing = {
+        let sent = sent.clone();
+        std::thread::spawn(move || {
+            conn.write_all(&sent).unwrap();
+            conn.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    reader.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut received = Vec::new();
+    reader.read_to_end(&mut received).unwrap();
+    writing.join().unwrap();
+    assert_eq!(received.len(), sent.len());
+    assert!(received == sent, "the bytes came back changed");
+}

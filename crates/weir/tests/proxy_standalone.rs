@@ -632,6 +632,49 @@ fn a_route_keeps_a_large_body_for_retries_up_to_its_buffer_limit() {
 }
 
 #[test]
+fn a_listeners_connection_buffer_limit_is_the_default_request_buffer_limit() {
+    // Connections 1, 2 and 4 fail: see the requests below.
+    let backend = scripted_backend(vec![503, 503, 200, 503]);
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let retried = "route: {cluster: backend, timeout: 5s, retry_policy: {retry_on: 5xx, num_retries: 1}}";
+    let routes = format!(
+        "              - match: {{prefix: /kept}}
+                per_request_buffer_limit_bytes: 300000
+                {retried}
+              - match: {{prefix: /streamed}}
+                {retried}
+"
+    );
+    let text = static_bootstrap(
+        "connection-buffer",
+        &socket_address(listener),
+        backend,
+        "",
+        &routes,
+    )
+    .replacen(
+        "    filter_chains:",
+        "    per_connection_buffer_limit_bytes: 32768\n    filter_chains:",
+        1,
+    );
+    let _p = proxy_on("connection-buffer", listener, &text);
+    let client = Client::new();
+    // 40 KiB: within Weir's own default (64 KiB), above the listener's 32 KiB: streamed, so the
+    // first attempt's 503 is the answer.
+    let body = "x".repeat(40 * 1024);
+    let streamed = client.direct(listener, "POST", "/streamed", &[], &body);
+    assert_eq!(streamed.status, 503, "streamed, so not retried: {streamed:?}");
+    // The route's own limit comes first.
+    let body = "x".repeat(100 * 1024);
+    let kept = client.direct(listener, "POST", "/kept", &[], &body);
+    assert_eq!((kept.status, kept.body.as_str()), (200, "102400"), "{kept:?}");
+    // Within the listener's limit: kept and retried.
+    let body = "x".repeat(20 * 1024);
+    let kept = client.direct(listener, "POST", "/streamed", &[], &body);
+    assert_eq!((kept.status, kept.body.as_str()), (200, "20480"), "{kept:?}");
+}
+
+#[test]
 fn responses_carry_the_attempt_count_when_the_virtual_host_asks() {
     // Each request to /retried fails its first attempt: connections 1 and 3 (and 4) answer 503.
     let backend = scripted_backend(vec![503, 200, 503, 503]);

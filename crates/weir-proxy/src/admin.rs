@@ -327,7 +327,7 @@ impl Admin {
     }
 
     /// Proxy-wide counters: (`/stats` name, Prometheus name, value).
-    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 13] {
+    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 17] {
         let c = &self.state.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         [
@@ -353,6 +353,26 @@ impl Admin {
                 get(&c.downstream_rq_idle_timeout),
             ),
             ("http.no_cluster", "envoy_http_no_cluster", get(&c.no_cluster)),
+            (
+                "listener.downstream_cx_overflow",
+                "envoy_listener_downstream_cx_overflow",
+                get(&c.downstream_cx_overflow),
+            ),
+            (
+                "listener.downstream_global_cx_overflow",
+                "envoy_listener_downstream_global_cx_overflow",
+                get(&c.downstream_global_cx_overflow),
+            ),
+            (
+                "listener.downstream_cx_overload_reject",
+                "envoy_listener_downstream_cx_overload_reject",
+                get(&c.downstream_cx_overload_reject),
+            ),
+            (
+                "http.downstream_rq_overload_close",
+                "envoy_http_downstream_rq_overload_close",
+                get(&c.downstream_rq_overload_close),
+            ),
             (
                 "http.downstream_rq_timeout",
                 "envoy_http_downstream_rq_timeout",
@@ -399,6 +419,9 @@ impl Admin {
         for (name, _, value) in self.proxy_counters() {
             let _ = writeln!(out, "{name}: {value}");
         }
+        for (name, _, value) in self.state.overload.stats() {
+            let _ = writeln!(out, "{name}: {value}");
+        }
         out
     }
 
@@ -410,6 +433,9 @@ impl Admin {
             let _ = writeln!(out, "envoy_cluster_{key}{{cluster_name=\"{escaped}\"}} {value}");
         }
         for (_, name, value) in self.proxy_counters() {
+            let _ = writeln!(out, "{name} {value}");
+        }
+        for (_, name, value) in self.state.overload.stats() {
             let _ = writeln!(out, "{name} {value}");
         }
         let _ = writeln!(

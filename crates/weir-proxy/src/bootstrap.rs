@@ -26,6 +26,10 @@ pub struct BootstrapConfig {
     pub clusters: Vec<ClusterConfig>,
     /// The ADS server (`http://host:port`), when `dynamic_resources.ads_config` is set.
     pub ads: Option<String>,
+    /// The overload manager, when `overload_manager` is set.
+    pub overload: Option<crate::overload::OverloadConfig>,
+    /// What `layered_runtime` sets that Weir honours.
+    pub runtime: crate::runtime::RuntimeConfig,
 }
 
 /// Refuses a bootstrap (encoded from Envoy JSON or YAML) with fields the Envoy API knows but this
@@ -76,7 +80,6 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
         (b.hds_config.is_some(), "hds_config"),
         (!b.stats_sinks.is_empty(), "stats_sinks"),
         (b.tracing.is_some(), "tracing"),
-        (b.overload_manager.is_some(), "overload_manager"),
         (!b.bootstrap_extensions.is_empty(), "bootstrap_extensions"),
         (!b.config_sources.is_empty(), "config_sources"),
         (b.default_config_source.is_some(), "default_config_source"),
@@ -85,7 +88,6 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
         (b.watchdogs.is_some(), "watchdogs"),
         (b.stats_config.is_some(), "stats_config"),
         (b.enable_dispatcher_stats, "enable_dispatcher_stats"),
-        (b.layered_runtime.is_some(), "layered_runtime"),
         (!b.header_prefix.is_empty(), "header_prefix"),
         (
             b.stats_server_version_override.is_some(),
@@ -134,6 +136,29 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("bootstrap: {field} is not supported"));
+    }
+    let overload = b
+        .overload_manager
+        .as_ref()
+        .map(crate::overload::OverloadConfig::compile)
+        .transpose()
+        .map_err(|e| format!("bootstrap: overload_manager: {e}"))?;
+    let runtime = b
+        .layered_runtime
+        .as_ref()
+        .map(crate::runtime::RuntimeConfig::compile)
+        .transpose()
+        .map_err(|e| format!("bootstrap: {e}"))?
+        .unwrap_or_default();
+    if runtime.global_max_connections.is_some()
+        && overload
+            .as_ref()
+            .is_some_and(|o| o.max_downstream_connections.is_some())
+    {
+        return Err(format!(
+            "bootstrap: the global connection limit is set twice, by the overload manager's downstream connections monitor and by the runtime key {}; keep one",
+            crate::runtime::GLOBAL_MAX_CONNECTIONS
+        ));
     }
     let admin = b
         .admin
@@ -213,5 +238,7 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
         listeners,
         clusters,
         ads,
+        overload,
+        runtime,
     })
 }

@@ -79,10 +79,35 @@ pub mod flags {
     pub const FAULT_INJECTED: &str = "FI";
     /// Downstream connection termination.
     pub const DOWNSTREAM_TERMINATION: &str = "DC";
+    /// Refused by the overload manager.
+    pub const OVERLOAD_MANAGER: &str = "OM";
     /// Upgrade refused / invalid request.
     pub const INVALID: &str = "DPE";
     /// No flag.
     pub const NONE: &str = "-";
+}
+
+/// Envoy's answer to a request refused by `stop_accepting_requests`: `503 envoy overloaded`
+/// (flag `OM`), with `x-envoy-local-overloaded: true` when the connection manager's
+/// `append_local_overload` asks for it; counted in `http.downstream_rq_overload_close`.
+fn overloaded(ctx: &HttpContext, started: Instant) -> Response<Body> {
+    ctx.state
+        .counters
+        .downstream_rq_overload_close
+        .fetch_add(1, Ordering::Relaxed);
+    let mut resp = finish_local(
+        ctx,
+        started,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "envoy overloaded",
+        flags::OVERLOAD_MANAGER,
+        None,
+    );
+    if ctx.manager.append_local_overload {
+        resp.headers_mut()
+            .insert(names::X_ENVOY_LOCAL_OVERLOADED, HeaderValue::from_static("true"));
+    }
+    resp
 }
 
 /// The connection manager's `headers_with_underscores_action` on a request whose headers name
@@ -397,6 +422,16 @@ pub async fn handle(
         && let Some(reply) = screen_underscores(&ctx, &mut req, started)?
     {
         return Ok(reply);
+    }
+    // The overload manager's `stop_accepting_requests`, as soon as the head is read (Envoy's
+    // place for it).
+    if !ctx.manager.bypass_overload_manager
+        && ctx
+            .state
+            .overload
+            .sheds(crate::overload::Action::StopAcceptingRequests)
+    {
+        return Ok(overloaded(&ctx, started));
     }
     let snapshot = ctx.state.snapshot();
     let routes = match &ctx.manager.routes {

@@ -182,6 +182,11 @@ pub struct HttpManagerConfig {
     pub path: crate::path_normalization::PathNormalization,
     /// Header limit in bytes (default 60 KiB).
     pub max_request_headers: usize,
+    /// The overload manager's actions do not apply (the listener's `bypass_overload_manager`).
+    pub bypass_overload_manager: bool,
+    /// Answers refused by `stop_accepting_requests` carry `x-envoy-local-overloaded: true`
+    /// (`append_local_overload`).
+    pub append_local_overload: bool,
     /// A request body up to this many bytes is kept for retries and shadow copies when
     /// neither its route nor its virtual host sets a limit: the listener's
     /// `per_connection_buffer_limit_bytes` (Envoy's stream buffer limit is its connection's);
@@ -248,6 +253,8 @@ impl HttpManagerConfig {
             headers_with_underscores: HeadersWithUnderscores::Allow,
             max_request_headers: 60 * 1024,
             connection_buffer_limit: None,
+            bypass_overload_manager: false,
+            append_local_overload: false,
             h2: crate::h2_settings::Http2Settings::default(),
             response_headers: HeaderOps::default(),
         }
@@ -331,6 +338,11 @@ pub struct ListenerConfig {
     /// At most this many connections are accepted before other work runs
     /// (`max_connections_to_accept_per_socket_event`; none: all that are pending, as in Envoy).
     pub accepts_per_event: Option<u32>,
+    /// Its connections count toward the global connection limit but are never refused by it
+    /// (`ignore_global_conn_limit`).
+    pub ignore_global_conn_limit: bool,
+    /// The overload manager's actions do not apply to it (`bypass_overload_manager`).
+    pub bypass_overload_manager: bool,
     /// Whether Weir binds the address (false: reached by original-destination hand-off).
     pub bind_to_port: bool,
     /// Hand connections to the listener of their original destination.
@@ -466,23 +478,22 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
             other => return Err(format!("listener filter {other:?} is not supported")),
         }
     }
-    let buffer_limit = l.per_connection_buffer_limit_bytes.as_ref().map(|l| l.value);
+    let wide = ListenerWide {
+        buffer_limit: l.per_connection_buffer_limit_bytes.as_ref().map(|l| l.value),
+        bypass_overload_manager: l.bypass_overload_manager,
+    };
     let inspect_timeout = opt_duration(l.listener_filters_timeout.as_ref(), "listener_filters_timeout")?
         .unwrap_or(Duration::from_secs(15));
     let chains = l
         .filter_chains
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            compile_chain(c, buffer_limit).map_err(|e| format!("filter chain #{i} {:?}: {e}", c.name))
-        })
+        .map(|(i, c)| compile_chain(c, wide).map_err(|e| format!("filter chain #{i} {:?}: {e}", c.name)))
         .collect::<Result<Vec<_>, _>>()?;
     let default_chain = l
         .default_filter_chain
         .as_ref()
-        .map(|c| {
-            compile_chain(c, buffer_limit).map_err(|e| format!("default filter chain {:?}: {e}", c.name))
-        })
+        .map(|c| compile_chain(c, wide).map_err(|e| format!("default filter chain {:?}: {e}", c.name)))
         .transpose()?;
     check_duplicate_matches(&chains)?;
     Ok(ListenerConfig {
@@ -490,6 +501,8 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
         address,
         socket,
         accepts_per_event,
+        ignore_global_conn_limit: l.ignore_global_conn_limit,
+        bypass_overload_manager: l.bypass_overload_manager,
         bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
         use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
         tls_inspector,
@@ -523,10 +536,18 @@ fn check_duplicate_matches(chains: &[Chain]) -> Result<(), String> {
     Ok(())
 }
 
-/// Compiles a filter chain of a listener whose `per_connection_buffer_limit_bytes` is
-/// `buffer_limit`.
+/// What a listener sets for every one of its filter chains.
+#[derive(Clone, Copy, Debug, Default)]
+struct ListenerWide {
+    /// `per_connection_buffer_limit_bytes`.
+    buffer_limit: Option<u32>,
+    /// `bypass_overload_manager`.
+    bypass_overload_manager: bool,
+}
+
+/// Compiles a filter chain of a listener.
 #[allow(deprecated)]
-fn compile_chain(c: &FilterChain, buffer_limit: Option<u32>) -> Result<Chain, String> {
+fn compile_chain(c: &FilterChain, wide: ListenerWide) -> Result<Chain, String> {
     let tls = match c.transport_socket.as_ref().map(|t| &t.config_type) {
         None => None,
         Some(Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
@@ -601,7 +622,7 @@ fn compile_chain(c: &FilterChain, buffer_limit: Option<u32>) -> Result<Chain, St
             ));
         }
     };
-    let mut kind = compile_network_filter(terminal, buffer_limit)?;
+    let mut kind = compile_network_filter(terminal, wide)?;
     if sni_cluster {
         match &mut kind {
             ChainKind::Tcp(t) => t.cluster_from_sni = true,
@@ -632,9 +653,8 @@ fn typed(f: &Filter) -> Result<&Any, String> {
     }
 }
 
-/// Compiles the terminal network filter of a chain; `buffer_limit` is the listener's
-/// `per_connection_buffer_limit_bytes`.
-fn compile_network_filter(f: &Filter, buffer_limit: Option<u32>) -> Result<ChainKind, String> {
+/// Compiles the terminal network filter of a chain of a listener.
+fn compile_network_filter(f: &Filter, wide: ListenerWide) -> Result<ChainKind, String> {
     let any = typed(f)?;
     match any.type_url.rsplit('/').next().unwrap_or_default() {
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
@@ -644,7 +664,7 @@ fn compile_network_filter(f: &Filter, buffer_limit: Option<u32>) -> Result<Chain
                 &f.name,
             )?;
             let mut tcp = compile_tcp_proxy(&t)?;
-            tcp.read_buffer = crate::tcp::read_buffer(buffer_limit);
+            tcp.read_buffer = crate::tcp::read_buffer(wide.buffer_limit);
             Ok(ChainKind::Tcp(tcp))
         }
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
@@ -655,9 +675,11 @@ fn compile_network_filter(f: &Filter, buffer_limit: Option<u32>) -> Result<Chain
             )?;
             let mut manager = compile_hcm(&h)?;
             // 0 turns Envoy's limit off: Weir's default applies then.
-            manager.connection_buffer_limit = buffer_limit
+            manager.connection_buffer_limit = wide
+                .buffer_limit
                 .filter(|l| *l > 0)
                 .and_then(|l| usize::try_from(l).ok());
+            manager.bypass_overload_manager = wide.bypass_overload_manager;
             Ok(ChainKind::Http(Arc::new(manager)))
         }
         other => Err(format!("network filter {other:?} is not supported")),
@@ -969,6 +991,8 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
         },
         max_request_headers: h.max_request_headers_kb.as_ref().map_or(60, |k| k.value as usize) * 1024,
         connection_buffer_limit: None,
+        bypass_overload_manager: false,
+        append_local_overload: h.append_local_overload,
         h2: h
             .http2_protocol_options
             .as_ref()

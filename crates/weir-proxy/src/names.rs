@@ -38,6 +38,8 @@ pub const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-a
 pub const X_ENVOY_IS_TIMEOUT_RETRY: HeaderName = HeaderName::from_static("x-envoy-is-timeout-retry");
 /// `x-envoy-overloaded`.
 pub const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+/// `x-envoy-local-overloaded` (a request refused by the overload manager).
+pub const X_ENVOY_LOCAL_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-local-overloaded");
 /// `grpc-timeout`.
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// `grpc-status`.

@@ -29,6 +29,12 @@ pub struct ProxyOptions {
     pub identity: Identity,
     /// Delta, state of the world, or delta with fallback.
     pub xds_protocol: crate::xds::XdsProtocol,
+    /// The overload manager (a bootstrap's `overload_manager`), if any.
+    pub overload: Option<crate::overload::OverloadConfig>,
+    /// What a bootstrap's `layered_runtime` sets (connection limits).
+    pub runtime: crate::runtime::RuntimeConfig,
+    /// How to give memory back to the system (`shrink_heap`), from the binary's allocator.
+    pub heap: Option<crate::overload::HeapControl>,
 }
 
 /// Why a proxy could not start.
@@ -40,6 +46,9 @@ pub enum StartError {
     /// The forward-proxy address could not be bound.
     #[error("cannot bind the HTTP proxy port on {0}: {1} (choose another with --http-proxy)")]
     HttpProxy(SocketAddr, std::io::Error),
+    /// The overload manager asks for what this process cannot do.
+    #[error("overload_manager: {0}")]
+    Overload(&'static str),
 }
 
 /// A running proxy.
@@ -63,10 +72,33 @@ pub struct RunningProxy {
 impl RunningProxy {
     /// Starts a proxy (inside a Tokio runtime).
     pub async fn start(options: ProxyOptions) -> Result<Self, StartError> {
-        let state = ProxyState::new(IstioMetrics::new(options.identity.clone()));
+        if options
+            .overload
+            .as_ref()
+            .is_some_and(|o| o.has(crate::overload::Action::ShrinkHeap))
+            && options.heap.is_none()
+        {
+            return Err(StartError::Overload(
+                "envoy.overload_actions.shrink_heap needs an allocator that can release memory",
+            ));
+        }
+        let limits = crate::connection_limits::ConnectionLimits::new(
+            options
+                .overload
+                .as_ref()
+                .and_then(|o| o.max_downstream_connections)
+                .or(options.runtime.global_max_connections),
+            options.runtime.listener_connection_limits.clone(),
+        );
+        let overload = crate::overload::Overload::new(options.overload.as_ref());
+        let state = ProxyState::with_limits(IstioMetrics::new(options.identity.clone()), overload, limits);
         let listeners = Listeners::new(state.clone(), options.bind.clone());
         let agent = Agent::new(state.clone(), listeners.clone());
         let mut tasks = vec![tokio::spawn(crate::timer_anchor::run()).abort_handle()];
+        if let Some(config) = options.overload.clone() {
+            let overload = crate::overload::run(state.overload.clone(), config, options.heap);
+            tasks.push(tokio::spawn(overload).abort_handle());
+        }
         let mut admin_addr = None;
         let mut admin_stop = None;
         if let Some(address) = options.admin {

@@ -19,11 +19,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::RequestBody;
+use crate::connection_limits::Refusal;
 use crate::convert::Target;
 use crate::drain::DrainSignal;
 use crate::http::{Downstream, HttpContext, handle};
 use crate::inspect::{HttpGuess, MAX_HELLO, Rewind, Tls, guess_http, parse_client_hello};
 use crate::listener::{ChainKind, Codec, ConnectionFacts, HttpManagerConfig, ListenSocket, ListenerConfig};
+use crate::overload::Action;
 use crate::state::{ProxyState, Snapshot};
 use crate::wake_gate::Gated;
 
@@ -329,6 +331,17 @@ async fn bind(address: SocketAddr, socket: ListenSocket) -> io::Result<TcpListen
 async fn accept_loop(state: Arc<ProxyState>, name: String, socket: TcpListener) {
     let mut accepted_in_a_row = 0u32;
     loop {
+        // The overload manager's `stop_accepting_connections`: while it is saturated, what
+        // arrives waits in the kernel's accept queue (unless the listener bypasses it).
+        if state.overload.state(Action::StopAcceptingConnections) >= 1.0
+            && !state
+                .snapshot()
+                .listeners
+                .get(&name)
+                .is_some_and(|l| l.bypass_overload_manager)
+        {
+            state.overload.accepting().await;
+        }
         let (stream, peer) = match socket.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -361,6 +374,7 @@ async fn accept_loop(state: Arc<ProxyState>, name: String, socket: TcpListener) 
 
 async fn redirect_loop(state: Arc<ProxyState>, socket: TcpListener, destination: SocketAddr) {
     loop {
+        state.overload.accepting().await;
         let Ok((stream, peer)) = socket.accept().await else {
             continue;
         };
@@ -437,12 +451,34 @@ pub async fn dispatch<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use std::sync::atomic::Ordering;
+    // Envoy's checks as a connection is accepted: the global connection limit, the overload
+    // manager's `reject_incoming_connections`, then the listener's connection limit. A
+    // connection refused is closed before any of its bytes are read.
+    let counters = &state.counters;
+    let limits = &state.connection_limits;
+    let admitted = limits.admit(
+        &listener.name,
+        listener.ignore_global_conn_limit,
+        &counters.downstream_cx_active,
+    );
+    let refused = match &admitted {
+        Err(Refusal::Global) => Some(&counters.downstream_global_cx_overflow),
+        _ if !listener.bypass_overload_manager && state.overload.sheds(Action::RejectIncomingConnections) => {
+            Some(&counters.downstream_cx_overload_reject)
+        }
+        Err(Refusal::Listener) => Some(&counters.downstream_cx_overflow),
+        Ok(_) => None,
+    };
+    if let Some(counter) = refused {
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(listener = %listener.name, %peer, "connection refused: over a connection limit or overloaded");
+        return;
+    }
+    // Held until the connection ends: its place under the limits (and in
+    // `downstream_cx_active`).
+    let _admitted = admitted;
     let (listener, drain) = state.drains.join(listener);
-    state.counters.downstream_cx_total.fetch_add(1, Ordering::Relaxed);
-    state
-        .counters
-        .downstream_cx_active
-        .fetch_add(1, Ordering::Relaxed);
+    counters.downstream_cx_total.fetch_add(1, Ordering::Relaxed);
     let mut facts = ConnectionFacts {
         destination: Some(destination),
         transport: "raw_buffer",
@@ -460,10 +496,6 @@ pub async fn dispatch<S>(
                 .is_ok()
         };
         if !finished && !listener.continue_on_timeout {
-            state
-                .counters
-                .downstream_cx_active
-                .fetch_sub(1, Ordering::Relaxed);
             return;
         }
     }
@@ -473,10 +505,6 @@ pub async fn dispatch<S>(
             .counters
             .no_filter_chain_match
             .fetch_add(1, Ordering::Relaxed);
-        state
-            .counters
-            .downstream_cx_active
-            .fetch_sub(1, Ordering::Relaxed);
         return;
     };
     let stream = Rewind::new(seen.freeze(), stream);
@@ -524,10 +552,6 @@ pub async fn dispatch<S>(
             }
         }
     }
-    state
-        .counters
-        .downstream_cx_active
-        .fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Runs a filter chain's work on a (possibly decrypted) stream.

@@ -114,6 +114,14 @@ pub struct ProxyCounters {
     /// `downstream_rq_redirected_with_normalized_path` (307 to the path with its escaped
     /// slashes decoded).
     pub downstream_rq_redirected_with_normalized_path: AtomicU64,
+    /// `downstream_cx_overflow` (a listener's connection limit closed a connection).
+    pub downstream_cx_overflow: AtomicU64,
+    /// `downstream_global_cx_overflow` (the global connection limit closed a connection).
+    pub downstream_global_cx_overflow: AtomicU64,
+    /// `downstream_cx_overload_reject` (`reject_incoming_connections` closed a connection).
+    pub downstream_cx_overload_reject: AtomicU64,
+    /// `downstream_rq_overload_close` (`stop_accepting_requests` answered 503).
+    pub downstream_rq_overload_close: AtomicU64,
     /// `http1.` and `http2.requests_rejected_with_underscores_in_headers` (by HTTP version:
     /// index 0 for HTTP/1, 1 for HTTP/2).
     pub requests_rejected_with_underscores_in_headers: [AtomicU64; 2],
@@ -239,17 +247,36 @@ pub struct ProxyState {
     own_addresses: ArcSwap<OwnAddresses>,
     /// Each listener's current configuration and the drain of the connections it handles.
     pub drains: ListenerDrains,
+    /// The overload manager's actions, as the data path reads them.
+    pub overload: Arc<crate::overload::Overload>,
+    /// Downstream connection limits, global and per listener.
+    pub connection_limits: crate::connection_limits::ConnectionLimits,
 }
 
 impl ProxyState {
-    /// An empty proxy.
+    /// An empty proxy, without overload manager or connection limits.
     pub fn new(metrics: IstioMetrics) -> Arc<Self> {
+        Self::with_limits(
+            metrics,
+            crate::overload::Overload::default(),
+            crate::connection_limits::ConnectionLimits::default(),
+        )
+    }
+
+    /// An empty proxy under an overload manager and connection limits.
+    pub fn with_limits(
+        metrics: IstioMetrics,
+        overload: crate::overload::Overload,
+        connection_limits: crate::connection_limits::ConnectionLimits,
+    ) -> Arc<Self> {
         Arc::new(ProxyState {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             metrics,
             counters: ProxyCounters::default(),
             own_addresses: ArcSwap::from_pointee(OwnAddresses::default()),
             drains: ListenerDrains::default(),
+            overload: Arc::new(overload),
+            connection_limits,
         })
     }
 

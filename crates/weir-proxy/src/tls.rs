@@ -74,6 +74,23 @@ fn private_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, String>
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("{what} is not a valid PEM private key: {e}"))
 }
 
+/// The ALPN protocols of a TLS context as Envoy reads `alpn_protocols`: the entries joined
+/// with commas, then split on them, so that `["h2,http/1.1"]` (as Envoy's own edge example
+/// writes it) offers both; each name 1 to 255 bytes long.
+fn alpn_protocols(entries: &[String]) -> Result<Vec<Vec<u8>>, String> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    entries
+        .join(",")
+        .split(',')
+        .map(|name| match name.len() {
+            1..=255 => Ok(name.as_bytes().to_vec()),
+            _ => Err(format!("alpn_protocols: invalid ALPN protocol string {name:?}")),
+        })
+        .collect()
+}
+
 fn check_common(c: &CommonTlsContext) -> Result<(), String> {
     let unsupported = [
         (c.tls_params.is_some(), "tls_params"),
@@ -339,11 +356,7 @@ pub fn upstream(any: &Any) -> Result<UpstreamTls, String> {
             .map_err(|e| format!("client certificate: {e}"))?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = common
-        .alpn_protocols
-        .iter()
-        .map(|p| p.as_bytes().to_vec())
-        .collect();
+    config.alpn_protocols = alpn_protocols(&common.alpn_protocols)?;
     let sni = (!ctx.sni.is_empty())
         .then(|| {
             ServerName::try_from(ctx.sni.clone())
@@ -428,12 +441,33 @@ pub fn downstream(any: &Any) -> Result<DownstreamTls, String> {
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("certificate: {e}"))?;
-    config.alpn_protocols = common
-        .alpn_protocols
-        .iter()
-        .map(|p| p.as_bytes().to_vec())
-        .collect();
+    config.alpn_protocols = alpn_protocols(&common.alpn_protocols)?;
     Ok(DownstreamTls {
         config: Arc::new(config),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_entries_are_joined_then_split_on_commas_as_envoy_reads_them() {
+        let read =
+            |entries: &[&str]| alpn_protocols(&entries.iter().map(|e| (*e).to_string()).collect::<Vec<_>>());
+        let names = |v: Vec<Vec<u8>>| {
+            v.into_iter()
+                .map(|n| String::from_utf8(n).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(read(&["h2,http/1.1"]).unwrap()), ["h2", "http/1.1"]);
+        assert_eq!(names(read(&["h2", "http/1.1"]).unwrap()), ["h2", "http/1.1"]);
+        assert!(read(&[]).unwrap().is_empty());
+        assert!(
+            read(&["h2,"])
+                .unwrap_err()
+                .contains("invalid ALPN protocol string")
+        );
+        assert!(read(&[&"x".repeat(256)]).is_err());
+    }
 }

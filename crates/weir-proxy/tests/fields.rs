@@ -234,13 +234,12 @@ fn every_listener_field_is_honoured_or_refused() {
         "enable_reuse_port",
         "max_connections_to_accept_per_socket_event",
         "per_connection_buffer_limit_bytes",
-        // Changing nothing in Weir: no filter it runs reads listener metadata, its counters are
-        // proxy-wide (not per listener), and it has no global connection limit or overload
-        // manager to exempt a listener from.
-        "metadata",
-        "stat_prefix",
         "ignore_global_conn_limit",
         "bypass_overload_manager",
+        // Changing nothing in Weir: no filter it runs reads listener metadata, and its counters
+        // are proxy-wide (not per listener).
+        "metadata",
+        "stat_prefix",
     ];
     check(probe(
         "envoy.config.listener.v3.Listener",
@@ -486,14 +485,14 @@ fn every_listener_part_field_is_honoured_or_refused() {
         "common_http_protocol_options",
         "http_protocol_options",
         "http2_protocol_options",
-        // Changing nothing in Weir: its counters are proxy-wide; no PROXY protocol, access log
-        // or overload manager exists to be configured.
+        "append_local_overload",
+        // Changing nothing in Weir: its counters are proxy-wide; no PROXY protocol or access log
+        // exists to be configured.
         "stat_prefix",
         "add_proxy_protocol_connection_state",
         "access_log_flush_interval",
         "flush_access_log_on_new_request",
         "access_log_options",
-        "append_local_overload",
     ];
     part(
         &http_listener(),
@@ -992,6 +991,8 @@ fn every_bootstrap_field_is_honoured_or_refused() {
         "static_resources",
         "dynamic_resources",
         "cluster_manager",
+        "overload_manager",
+        "layered_runtime",
         // Changing nothing in Weir: flushing stats sinks (which are refused), and how Envoy
         // stores headers inside.
         "stats_flush_interval",
@@ -1018,9 +1019,64 @@ fn every_bootstrap_field_is_honoured_or_refused() {
         &manager,
         &bootstrap,
     ));
-    // Changing nothing in Weir: it has no CPU profiler and no global connection limit.
+    // Changing nothing in Weir: it has no CPU profiler, and its admin endpoint is served apart
+    // from the data path and never counted under the global connection limit (as if
+    // `ignore_global_conn_limit` were always set).
     let admin = ["address", "profile_path", "ignore_global_conn_limit"];
     problems.extend(probe(root, &base, &["admin"], &admin, &bootstrap));
+    let mut overloaded = base.clone();
+    overloaded["overload_manager"] = json!({
+        "refresh_interval": "1s",
+        "resource_monitors": [{"name": "m", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.resource_monitors.injected_resource.v3.InjectedResourceConfig",
+            "filename": "/dev/null"}}],
+        "actions": [{"name": "envoy.overload_actions.stop_accepting_requests",
+            "triggers": [{"name": "m", "threshold": {"value": 0.9}}]}]
+    });
+    overloaded["layered_runtime"] = json!({"layers": [{"name": "l", "static_layer": {}}]});
+    problems.extend(probe(
+        root,
+        &overloaded,
+        &["overload_manager"],
+        &["refresh_interval", "resource_monitors", "actions"],
+        &bootstrap,
+    ));
+    problems.extend(probe(
+        root,
+        &overloaded,
+        &["overload_manager", "resource_monitors"],
+        &["name", "typed_config"],
+        &bootstrap,
+    ));
+    problems.extend(probe(
+        root,
+        &overloaded,
+        &["overload_manager", "actions"],
+        &["name", "triggers"],
+        &bootstrap,
+    ));
+    problems.extend(probe(
+        root,
+        &overloaded,
+        &["overload_manager", "actions", "triggers"],
+        &["name", "threshold", "scaled"],
+        &bootstrap,
+    ));
+    problems.extend(probe(
+        root,
+        &overloaded,
+        &["layered_runtime"],
+        &["layers"],
+        &bootstrap,
+    ));
+    // An admin layer adds nothing: Weir has no `/runtime_modify` to fill it.
+    problems.extend(probe(
+        root,
+        &overloaded,
+        &["layered_runtime", "layers"],
+        &["name", "static_layer", "admin_layer"],
+        &bootstrap,
+    ));
     // The node goes to the control plane as it is.
     let node_names: Vec<String> = weir_xds::json::pool()
         .unwrap()

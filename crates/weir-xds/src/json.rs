@@ -43,7 +43,22 @@ pub enum JsonError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// JSON did not read as the message (a wrong field or value, or an `@type` the descriptors
+    /// do not know).
+    #[error("does not read as {type_name}: {source}{hint}")]
+    Read {
+        /// The message type.
+        type_name: String,
+        /// The cause.
+        source: serde_json::Error,
+        /// What an unknown `@type` means here (empty otherwise).
+        hint: &'static str,
+    },
 }
+
+/// Said of a type the descriptor set does not know, which is likely newer than it.
+const NEWER_TYPE: &str = " (a typed config newer than this build's Envoy API descriptors, those of \
+     xds-protos 1.85.0, cannot be read from a JSON or YAML bootstrap)";
 
 /// The descriptors of the Envoy v3 API this crate reads and renders messages with.
 pub fn pool() -> Result<&'static DescriptorPool, JsonError> {
@@ -85,9 +100,13 @@ pub fn from_json(type_name: &str, value: &serde_json::Value) -> Result<Vec<u8>, 
     let descriptor = pool
         .get_message_by_name(type_name)
         .ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
-    let dynamic = DynamicMessage::deserialize(descriptor, value).map_err(|source| JsonError::Serialize {
-        type_name: type_name.to_string(),
-        source,
+    let dynamic = DynamicMessage::deserialize(descriptor, value).map_err(|source| {
+        let unknown_type = source.to_string().contains("' not found");
+        JsonError::Read {
+            type_name: type_name.to_string(),
+            source,
+            hint: if unknown_type { NEWER_TYPE } else { "" },
+        }
     })?;
     Ok(dynamic.encode_to_vec())
 }

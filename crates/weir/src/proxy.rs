@@ -11,6 +11,12 @@ use weir_proxy::serve::BindPolicy;
 use weir_proxy::stats::Identity;
 use weir_proxy::xds::XdsProtocol;
 
+/// How the proxy gives freed memory back to the system (the overload manager's `shrink_heap`):
+/// through the binary's allocator, mimalloc.
+const HEAP: weir_proxy::overload::HeapControl = weir_proxy::overload::HeapControl {
+    release: weir_alloc::release_free_memory,
+};
+
 /// `weir proxy` arguments.
 #[derive(clap::Args)]
 pub struct Args {
@@ -240,6 +246,9 @@ pub fn run(args: &Args) -> ExitCode {
                 "delta-only" => XdsProtocol::Delta,
                 _ => XdsProtocol::Auto,
             },
+            overload: bootstrap.as_ref().and_then(|b| b.overload.clone()),
+            runtime: bootstrap.as_ref().map(|b| b.runtime.clone()).unwrap_or_default(),
+            heap: Some(HEAP),
         };
         let has_ads = options.discovery.is_some();
         let proxy = match RunningProxy::start(options).await {

@@ -123,7 +123,7 @@ async fn start_gateway(
             ip: IpAddr::from([127, 0, 0, 1]),
             port_offset: offset,
         },
-        xds_protocol: Default::default(),
+        ..ProxyOptions::default()
     };
     RunningProxy::start(options).await.map_err(|e| e.to_string())
 }
@@ -214,7 +214,7 @@ pub fn run(args: &Args) -> ExitCode {
                 ip: IpAddr::from([127, 0, 0, 1]),
                 port_offset: 0,
             },
-            xds_protocol: Default::default(),
+            ..ProxyOptions::default()
         })
         .await
         {

@@ -405,3 +405,373 @@ fn tcp_proxying_with_small_connection_buffer_limits_carries_every_byte_in_order(
     assert_eq!(received.len(), sent.len());
     assert!(received == sent, "the bytes came back changed");
 }
+
+/// A self-signed certificate for `names` (its own CA for curl), written to `dir` as
+/// `<file>.pem` and `<file>-key.pem`.
+fn self_signed(
+    dir: &std::path::Path,
+    file: &str,
+    names: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (pem, key_pem) = (
+        dir.join(format!("{file}.pem")),
+        dir.join(format!("{file}-key.pem")),
+    );
+    std::fs::write(&pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    (pem, key_pem)
+}
+
+#[test]
+fn the_edge_example_runs_as_written() {
+    let (_e, backend) = echo("shop");
+    let dir = support::folder("edge-example-certs");
+    let (cert, key) = self_signed(&dir, "shop", &["shop.example.test", "www.shop.example.test"]);
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/edge/envoy.yaml"
+    ))
+    .unwrap();
+    let at = listener();
+    // Only where it listens, where its backend is and its certificate's files change.
+    let replace = [
+        ("port_value: 8443", format!("port_value: {}", at.port())),
+        ("port_value: 8080", format!("port_value: {}", backend.port())),
+        ("certs/shop-key.pem", key.display().to_string()),
+        ("certs/shop.pem", cert.display().to_string()),
+    ];
+    let mut text = example.clone();
+    for (from, to) in &replace {
+        assert_eq!(text.matches(from).count(), 1, "{from} once in the example");
+        text = text.replace(from, to);
+    }
+    let proxy = proxy_on("edge-example", at, &text);
+    let host = "shop.example.test";
+    let url = |path: &str| format!("https://{host}:{}{path}", at.port());
+    let resolve = format!("{host}:{}:127.0.0.1", at.port());
+    let cacert = cert.display().to_string();
+    let https = |extra: &[&str], path: &str| {
+        let mut args = vec!["--cacert", &cacert, "--resolve", &resolve];
+        args.extend_from_slice(extra);
+        let url = url(path);
+        args.push(&url);
+        curl(&args)
+    };
+    // Both protocols of the one ALPN entry "h2,http/1.1" are offered.
+    let (code, out, err) = https(&["--http2"], "/");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    let (_, out, _) = https(&["--http1.1"], "/");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // The client's address comes from the connection (use_remote_address).
+    assert!(out.contains(r#""x-forwarded-for": "127.0.0.1""#), "{out}");
+    // Paths normalised and merged; escaped slashes redirected; underscores refused.
+    let (_, out, _) = https(&["--path-as-is"], "/a/./b/../c//d");
+    assert!(out.contains(r#"/a/c/d""#), "{out}");
+    let (_, out, _) = https(&[], "/a%2Fb");
+    assert!(out.starts_with("HTTP/2 307"), "{out}");
+    assert!(out.contains("location: /a/b"), "{out}");
+    let (_, out, _) = https(&["--http1.1", "-H", "x_user: root"], "/");
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // A server name no chain serves: the connection is closed, no certificate is offered.
+    let other = format!("other.example.test:{}:127.0.0.1", at.port());
+    let (code, _, _) = curl(&[
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &other,
+        &format!("https://other.example.test:{}/", at.port()),
+    ]);
+    assert_eq!(code, Some(35), "TLS refused");
+    // The overload manager measures, and sheds nothing at this pressure.
+    let client = Client::new();
+    let admin = admin_of(&proxy);
+    let pressure = counter(
+        &client,
+        admin,
+        "overload.envoy.resource_monitors.fixed_heap.pressure",
+    );
+    assert!(pressure < 5, "{pressure}% of 2 GiB");
+    assert_eq!(
+        counter(
+            &client,
+            admin,
+            "overload.envoy.overload_actions.stop_accepting_requests.active"
+        ),
+        0
+    );
+}
+
+/// A listener `name` on `at` proxying TCP to `backend`, with `extra` lines at listener level.
+fn tcp_listener(name: &str, at: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    address: {{socket_address: {{{listen}}}}}
+{extra}    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: {name}
+          cluster: backend
+"#,
+        listen = socket_address(at)
+    )
+}
+
+/// A static cluster `backend` with one endpoint.
+fn backend_cluster(backend: SocketAddr) -> String {
+    format!(
+        "  clusters:\n  - name: backend\n    type: STATIC\n    load_assignment:\n      cluster_name: backend\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{{}}}}}}}\n",
+        socket_address(backend)
+    )
+}
+
+/// A connection through a TCP proxy: `Some` when it carries bytes both ways, `None` when the
+/// proxy closed it.
+fn tcp_through(at: SocketAddr) -> Option<std::net::TcpStream> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(at).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"ping").ok()?;
+    let mut back = [0u8; 4];
+    conn.read_exact(&mut back).ok()?;
+    (&back == b"ping").then_some(conn)
+}
+
+#[test]
+fn connections_over_a_listeners_or_the_global_limit_are_closed_at_once() {
+    let backend = tcp_echo();
+    let (limited, exempt) = (listener(), listener());
+    let text = format!(
+        r#"static_resources:
+  listeners:
+{}{}{}overload_manager:
+  resource_monitors:
+  - name: envoy.resource_monitors.global_downstream_max_connections
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
+      max_active_downstream_connections: 3
+layered_runtime:
+  layers:
+  - name: limits
+    static_layer:
+      envoy.resource_limits.listener.limited.connection_limit: 2
+"#,
+        tcp_listener("limited", limited, ""),
+        tcp_listener("exempt", exempt, "    ignore_global_conn_limit: true\n"),
+        backend_cluster(backend),
+    );
+    let proxy = proxy_on("connection-limits", limited, &text);
+    let client = Client::new();
+    let admin = admin_of(&proxy);
+    let a1 = tcp_through(limited).expect("first on the limited listener");
+    let _a2 = tcp_through(limited).expect("second on the limited listener");
+    assert!(tcp_through(limited).is_none(), "the listener's limit is 2");
+    assert_eq!(counter(&client, admin, "listener.downstream_cx_overflow"), 1);
+    let _b1 = tcp_through(exempt).expect("third connection in all");
+    assert!(tcp_through(limited).is_none(), "the global limit is 3");
+    assert_eq!(
+        counter(&client, admin, "listener.downstream_global_cx_overflow"),
+        1
+    );
+    // A listener that ignores the global limit still takes connections, which count.
+    let b2 = tcp_through(exempt).expect("exempt from the global limit");
+    drop(a1);
+    support::eventually(
+        "a closed connection gives its place back",
+        Duration::from_secs(5),
+        &mut || {
+            counter(&client, admin, "listener.downstream_global_cx_overflow") == 2
+                || tcp_through(limited).is_none()
+        },
+    );
+    drop(b2);
+    support::eventually(
+        "places come back as connections close",
+        Duration::from_secs(5),
+        &mut || tcp_through(limited).is_some(),
+    );
+}
+
+/// Writes a pressure for an injected resource monitor.
+fn inject(file: &std::path::Path, pressure: &str) {
+    std::fs::write(file, pressure).unwrap();
+}
+
+#[test]
+fn overload_actions_follow_the_pressure_of_their_monitors() {
+    let (_e, backend) = echo("overload");
+    let dir = support::folder("overload-pressure");
+    let files = ["requests", "reject", "accept"].map(|n| dir.join(n));
+    for f in &files {
+        inject(f, "0");
+    }
+    let monitor = |name: &str, file: &std::path::Path| {
+        format!(
+            "  - name: {name}\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.resource_monitors.injected_resource.v3.InjectedResourceConfig\n      filename: {}\n",
+            file.display()
+        )
+    };
+    let action = |name: &str, monitor: &str| {
+        format!(
+            "  - name: envoy.overload_actions.{name}\n    triggers:\n    - name: {monitor}\n      threshold: {{value: 0.9}}\n"
+        )
+    };
+    let (shed, bypass) = (listener(), listener());
+    let http = static_bootstrap(
+        "shed",
+        &socket_address(shed),
+        backend,
+        "          append_local_overload: true\n",
+        "",
+    );
+    let exempt = static_bootstrap("bypass", &socket_address(bypass), backend, "", "");
+    // Two listeners: the second bypasses the overload manager.
+    let exempt_listener =
+        &exempt[exempt.find("  - name: bypass").unwrap()..exempt.find("  clusters:").unwrap()].replacen(
+            "    filter_chains:",
+            "    bypass_overload_manager: true\n    filter_chains:",
+            1,
+        );
+    let text = format!(
+        "{}overload_manager:\n  refresh_interval: 0.05s\n  resource_monitors:\n{}{}{}  actions:\n{}{}{}",
+        http.replacen("  clusters:", &format!("{exempt_listener}  clusters:"), 1),
+        monitor("requests", &files[0]),
+        monitor("reject", &files[1]),
+        monitor("accept", &files[2]),
+        action("stop_accepting_requests", "requests"),
+        action("reject_incoming_connections", "reject"),
+        action("stop_accepting_connections", "accept"),
+    );
+    let proxy = proxy_on("overload", shed, &text);
+    let client = Client::new();
+    let admin = admin_of(&proxy);
+    assert_eq!(client.direct(shed, "GET", "/", &[], "").status, 200);
+
+    // stop_accepting_requests: 503 from the proxy itself, but not on the bypassing listener.
+    inject(&files[0], "0.95");
+    support::eventually("requests refused", Duration::from_secs(5), &mut || {
+        client.direct(shed, "GET", "/", &[], "").status == 503
+    });
+    let r = client.direct(shed, "GET", "/", &[], "");
+    assert_eq!((r.status, r.body.as_str()), (503, "envoy overloaded"));
+    assert_eq!(r.header("x-envoy-local-overloaded"), Some("true"));
+    assert_eq!(client.direct(bypass, "GET", "/", &[], "").status, 200);
+    assert_eq!(counter(&client, admin, "overload.requests.pressure"), 95);
+    assert_eq!(
+        counter(
+            &client,
+            admin,
+            "overload.envoy.overload_actions.stop_accepting_requests.active"
+        ),
+        1
+    );
+    assert!(counter(&client, admin, "http.downstream_rq_overload_close") >= 2);
+    inject(&files[0], "0");
+    support::eventually("requests served again", Duration::from_secs(5), &mut || {
+        client.direct(shed, "GET", "/", &[], "").status == 200
+    });
+
+    // reject_incoming_connections: closed as they are accepted, nothing answered.
+    inject(&files[1], "1");
+    support::eventually("connections rejected", Duration::from_secs(5), &mut || {
+        curl(&[&format!("http://{shed}/")]).0 != Some(0)
+    });
+    assert_eq!(curl(&[&format!("http://{bypass}/")]).0, Some(0));
+    assert!(counter(&client, admin, "listener.downstream_cx_overload_reject") >= 1);
+    inject(&files[1], "0");
+    support::eventually("connections taken again", Duration::from_secs(5), &mut || {
+        curl(&[&format!("http://{shed}/")]).0 == Some(0)
+    });
+
+    // stop_accepting_connections: what arrives waits in the kernel's queue until the pressure
+    // falls, then is served.
+    inject(&files[2], "1");
+    support::eventually("accepting stopped", Duration::from_secs(5), &mut || {
+        counter(
+            &client,
+            admin,
+            "overload.envoy.overload_actions.stop_accepting_connections.active",
+        ) == 1
+    });
+    // The accept loop may have been waiting in accept() when the action turned on: one
+    // connection may still be taken; the next waits.
+    let _ = curl(&["--max-time", "1", &format!("http://{shed}/")]);
+    let (done, waited) = std::sync::mpsc::channel();
+    let url = format!("http://{shed}/");
+    std::thread::spawn(move || {
+        let _ = done.send(curl(&["--max-time", "20", &url]));
+    });
+    assert!(
+        waited.recv_timeout(Duration::from_millis(800)).is_err(),
+        "answered while accepting had stopped"
+    );
+    inject(&files[2], "0");
+    let (code, out, err) = waited
+        .recv_timeout(Duration::from_secs(10))
+        .expect("answered once accepting resumed");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[test]
+fn the_fixed_heap_monitor_measures_the_processs_memory_and_shrink_heap_gives_it_back() {
+    let (_e, backend) = echo("heap");
+    let at = listener();
+    let overload = "overload_manager:
+  refresh_interval: 0.05s
+  resource_monitors:
+  - name: envoy.resource_monitors.fixed_heap
+    typed_config:
+      \"@type\": type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig
+      max_heap_size_bytes: 1048576
+  actions:
+  - name: envoy.overload_actions.shrink_heap
+    triggers:
+    - {name: envoy.resource_monitors.fixed_heap, threshold: {value: 0.95}}
+  - name: envoy.overload_actions.stop_accepting_requests
+    triggers:
+    - {name: envoy.resource_monitors.fixed_heap, threshold: {value: 0.98}}
+";
+    let text = format!(
+        "{}{overload}",
+        static_bootstrap("heap", &socket_address(at), backend, "", "")
+    );
+    // `ShrinkHeapConfig` is newer than the descriptors a YAML bootstrap is read with: refused,
+    // and said so.
+    let tuned = text.replacen(
+        "    - {name: envoy.resource_monitors.fixed_heap, threshold: {value: 0.95}}\n",
+        "    - {name: envoy.resource_monitors.fixed_heap, threshold: {value: 0.95}}\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig\n      timer_interval: 0.1s\n",
+        1,
+    );
+    let refused = support::refused_bootstrap("shrink-heap-config", &tuned);
+    assert!(
+        refused.contains("ShrinkHeapConfig' not found (a typed config newer"),
+        "{refused}"
+    );
+    let proxy = proxy_on("fixed-heap", at, &text);
+    let client = Client::new();
+    let admin = admin_of(&proxy);
+    // A proxy holds more than 1 MiB: saturated, so requests are refused and memory is given
+    // back (at once, then every 10 s).
+    support::eventually("memory given back", Duration::from_secs(5), &mut || {
+        counter(
+            &client,
+            admin,
+            "overload.envoy.overload_actions.shrink_heap.shrink_count",
+        ) >= 1
+    });
+    assert!(
+        counter(
+            &client,
+            admin,
+            "overload.envoy.resource_monitors.fixed_heap.pressure"
+        ) > 100
+    );
+    assert_eq!(client.direct(at, "GET", "/", &[], "").status, 503);
+}

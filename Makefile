@@ -82,14 +82,14 @@ bench-anatomy: release
 	bench/proxy/setup.sh
 	python3 bench/proxy/anatomy.py
 
-## fuzz: run a fuzz target (needs `cargo install cargo-fuzz`): FUZZ_TARGET=parse_and_validate, model, xds, proxy, http1_response or http1_request
+## fuzz: run a fuzz target (needs `cargo install cargo-fuzz`): FUZZ_TARGET=parse_and_validate, model, xds, proxy, http1_response, http1_request or path
 FUZZ_TARGET ?= parse_and_validate
 fuzz: fuzz-seed
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_TARGET) corpus/$(FUZZ_TARGET) -- \
 		-max_total_time=$(FUZZ_SECONDS) -max_len=8192
 
 fuzz-seed:
-	@mkdir -p fuzz/corpus/parse_and_validate fuzz/corpus/model fuzz/corpus/xds fuzz/corpus/proxy fuzz/corpus/http1_response fuzz/corpus/http1_request
+	@mkdir -p fuzz/corpus/parse_and_validate fuzz/corpus/model fuzz/corpus/xds fuzz/corpus/proxy fuzz/corpus/http1_response fuzz/corpus/http1_request fuzz/corpus/path
 	@i=0; for f in $$(find $(CORPUS) crates/weir-api/tests/rules -name '*.yaml'); do \
 		cp "$$f" fuzz/corpus/parse_and_validate/seed-$$i.yaml; i=$$((i+1)); done
 	@i=0; for f in $$(find crates/weir-model/tests/fixtures $(CORPUS)/bookinfo-networking $(CORPUS)/tests-testdata-config -name '*.yaml'); do \
@@ -97,13 +97,16 @@ fuzz-seed:
 	@i=0; for f in $$(find crates/weir-xds/tests/scenarios $(CORPUS)/bookinfo-networking $(CORPUS)/samples-istio-kinds -name '*.yaml'); do \
 		cp "$$f" fuzz/corpus/xds/seed-$$i.yaml; i=$$((i+1)); done
 	@$(CARGO) run -q -p weir-proxy --example fuzz_seeds -- fuzz/corpus/proxy
-	@printf '\x10HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello' > fuzz/corpus/http1_response/length
-	@printf '\x06HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n' > fuzz/corpus/http1_response/chunked
-	@printf '\x01HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\nuntil close' > fuzz/corpus/http1_response/close
-	@printf '\x20HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n' > fuzz/corpus/http1_response/interim
-	@printf '\x40GET /a?b=c HTTP/1.1\r\nhost: svc\r\n\r\nHEAD / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n' > fuzz/corpus/http1_request/pipelined
-	@printf '\x0aGET / HTTP/1.1\r\nhost: svc\r\ntrailer: x-sum\r\nx-sum: 1\r\ntransfer-encoding: gzip\r\n\r\n' > fuzz/corpus/http1_request/coded
-	@printf '\x05POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: 5\r\n\r\nhello' > fuzz/corpus/http1_request/body
+	@printf '\020HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello' > fuzz/corpus/http1_response/length
+	@printf '\006HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n' > fuzz/corpus/http1_response/chunked
+	@printf '\001HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\nuntil close' > fuzz/corpus/http1_response/close
+	@printf '\040HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n' > fuzz/corpus/http1_response/interim
+	@printf '\100GET /a?b=c HTTP/1.1\r\nhost: svc\r\n\r\nHEAD / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n' > fuzz/corpus/http1_request/pipelined
+	@printf '\012GET / HTTP/1.1\r\nhost: svc\r\ntrailer: x-sum\r\nx-sum: 1\r\ntransfer-encoding: gzip\r\n\r\n' > fuzz/corpus/http1_request/coded
+	@printf '\005POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: 5\r\n\r\nhello' > fuzz/corpus/http1_request/body
+	@printf '\017/a/./b/../c//d/%%2e%%2E/%%41?q=/../' > fuzz/corpus/path/dots
+	@printf '\013/a%%2Fb%%5c..%%2fc%%%%30%%30' > fuzz/corpus/path/escapes
+	@printf '\001/a\\\\b/..;/%%c0%%ae/~' > fuzz/corpus/path/backslashes
 
 clean:
 	$(CARGO) clean

@@ -1,9 +1,11 @@
 //! Arbitrary xDS resources through the proxy's compiler: the first byte picks the type
-//! (Listener, Cluster, RouteConfiguration, ClusterLoadAssignment), the rest is decoded as that
-//! message. Whatever decodes must be compiled or refused with an error — never a panic — and
-//! the listener inspectors must survive any first bytes of a connection.
+//! (Listener, Cluster, RouteConfiguration, ClusterLoadAssignment, or a whole Bootstrap with its
+//! overload manager and runtime layers), the rest is decoded as that message. Whatever decodes
+//! must be compiled or refused with an error — never a panic — and the listener inspectors must
+//! survive any first bytes of a connection.
 #![no_main]
 
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
@@ -36,7 +38,7 @@ fn exercise_resilience(c: &ClusterConfig) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, body)) = data.split_first() else { return };
-    match kind % 5 {
+    match kind % 6 {
         0 => {
             if let Ok(l) = Listener::decode(body) {
                 if let Ok(c) = ListenerConfig::compile(&l) {
@@ -63,6 +65,11 @@ fuzz_target!(|data: &[u8]| {
         3 => {
             if let Ok(a) = ClusterLoadAssignment::decode(body) {
                 let _ = compile_assignment(&a, true);
+            }
+        }
+        5 => {
+            if let Ok(b) = Bootstrap::decode(body) {
+                let _ = weir_proxy::bootstrap::compile(&b);
             }
         }
         _ => {

@@ -1,5 +1,6 @@
 //! Writes seeds for the `proxy` fuzz target: every resource generated for the scenario folders,
-//! encoded, prefixed with the byte that selects its type in the target.
+//! and a bootstrap with an overload manager and runtime layers, encoded, each prefixed with the
+//! byte that selects its type in the target.
 //!
 //! `cargo run -p weir-proxy --example fuzz_seeds -- fuzz/corpus/proxy`
 
@@ -50,6 +51,31 @@ fn main() -> Result<(), String> {
             write(3, e.encode_to_vec())?;
         }
     }
+    let bootstrap = serde_json::json!({
+        "overload_manager": {
+            "refresh_interval": "0.25s",
+            "resource_monitors": [
+                {"name": "heap", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": 1048576}},
+                {"name": "connections", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": 100}}],
+            "actions": [
+                {"name": "envoy.overload_actions.shrink_heap",
+                 "triggers": [{"name": "heap", "threshold": {"value": 0.9}}]},
+                {"name": "envoy.overload_actions.stop_accepting_requests",
+                 "triggers": [{"name": "heap", "scaled": {"scaling_threshold": 0.8, "saturation_threshold": 0.95}}]}]
+        },
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {
+            "envoy": {"resource_limits": {"listener": {"l": {"connection_limit": 10}}}}}}]}
+    });
+    let encoded = weir_xds::json::from_json("envoy.config.bootstrap.v3.Bootstrap", &bootstrap)
+        .map_err(|e| e.to_string())?;
+    let mut seed = vec![5];
+    seed.extend(encoded);
+    n += 1;
+    std::fs::write(Path::new(&out).join(format!("seed-{n}")), seed).map_err(|e| e.to_string())?;
     println!("{n} seeds in {out}");
     Ok(())
 }

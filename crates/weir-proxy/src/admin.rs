@@ -42,6 +42,12 @@ fn text(status: StatusCode, kind: &str, body_text: String) -> Response<Body> {
     resp
 }
 
+/// The Prometheus name of an Envoy statistic: `envoy_`, then its name with underscores for dots
+/// (`http.no_route` is `envoy_http_no_route`).
+fn prometheus_name(stat: &str) -> String {
+    format!("envoy_{}", stat.replace('.', "_"))
+}
+
 impl Admin {
     /// Answers one admin request.
     pub fn respond(&self, req: &Request<Incoming>) -> Response<Body> {
@@ -326,89 +332,58 @@ impl Admin {
         out
     }
 
-    /// Proxy-wide counters: (`/stats` name, Prometheus name, value).
-    fn proxy_counters(&self) -> [(&'static str, &'static str, u64); 17] {
+    /// Proxy-wide counters: (`/stats` name, value).
+    fn proxy_counters(&self) -> [(&'static str, u64); 17] {
         let c = &self.state.counters;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         [
-            (
-                "http.downstream_rq_total",
-                "envoy_http_downstream_rq_total",
-                get(&c.downstream_rq_total),
-            ),
-            (
-                "listener.downstream_cx_total",
-                "envoy_listener_downstream_cx_total",
-                get(&c.downstream_cx_total),
-            ),
-            (
-                "listener.no_filter_chain_match",
-                "envoy_listener_no_filter_chain_match",
-                get(&c.no_filter_chain_match),
-            ),
-            ("http.no_route", "envoy_http_no_route", get(&c.no_route)),
-            (
-                "http.downstream_rq_idle_timeout",
-                "envoy_http_downstream_rq_idle_timeout",
-                get(&c.downstream_rq_idle_timeout),
-            ),
-            ("http.no_cluster", "envoy_http_no_cluster", get(&c.no_cluster)),
-            (
-                "listener.downstream_cx_overflow",
-                "envoy_listener_downstream_cx_overflow",
-                get(&c.downstream_cx_overflow),
-            ),
+            ("http.downstream_rq_total", &c.downstream_rq_total),
+            ("listener.downstream_cx_total", &c.downstream_cx_total),
+            ("listener.no_filter_chain_match", &c.no_filter_chain_match),
+            ("http.no_route", &c.no_route),
+            ("http.downstream_rq_idle_timeout", &c.downstream_rq_idle_timeout),
+            ("http.no_cluster", &c.no_cluster),
+            ("listener.downstream_cx_overflow", &c.downstream_cx_overflow),
             (
                 "listener.downstream_global_cx_overflow",
-                "envoy_listener_downstream_global_cx_overflow",
-                get(&c.downstream_global_cx_overflow),
+                &c.downstream_global_cx_overflow,
             ),
             (
                 "listener.downstream_cx_overload_reject",
-                "envoy_listener_downstream_cx_overload_reject",
-                get(&c.downstream_cx_overload_reject),
+                &c.downstream_cx_overload_reject,
             ),
             (
                 "http.downstream_rq_overload_close",
-                "envoy_http_downstream_rq_overload_close",
-                get(&c.downstream_rq_overload_close),
+                &c.downstream_rq_overload_close,
             ),
-            (
-                "http.downstream_rq_timeout",
-                "envoy_http_downstream_rq_timeout",
-                get(&c.downstream_rq_timeout),
-            ),
+            ("http.downstream_rq_timeout", &c.downstream_rq_timeout),
             (
                 "http.downstream_rq_failed_path_normalization",
-                "envoy_http_downstream_rq_failed_path_normalization",
-                get(&c.downstream_rq_failed_path_normalization),
+                &c.downstream_rq_failed_path_normalization,
             ),
             (
                 "http.downstream_rq_redirected_with_normalized_path",
-                "envoy_http_downstream_rq_redirected_with_normalized_path",
-                get(&c.downstream_rq_redirected_with_normalized_path),
+                &c.downstream_rq_redirected_with_normalized_path,
             ),
             (
                 "http1.requests_rejected_with_underscores_in_headers",
-                "envoy_http1_requests_rejected_with_underscores_in_headers",
-                get(&c.requests_rejected_with_underscores_in_headers[0]),
+                &c.requests_rejected_with_underscores_in_headers[0],
             ),
             (
                 "http2.requests_rejected_with_underscores_in_headers",
-                "envoy_http2_requests_rejected_with_underscores_in_headers",
-                get(&c.requests_rejected_with_underscores_in_headers[1]),
+                &c.requests_rejected_with_underscores_in_headers[1],
             ),
             (
                 "http1.dropped_headers_with_underscores",
-                "envoy_http1_dropped_headers_with_underscores",
-                get(&c.dropped_headers_with_underscores[0]),
+                &c.dropped_headers_with_underscores[0],
             ),
             (
                 "http2.dropped_headers_with_underscores",
-                "envoy_http2_dropped_headers_with_underscores",
-                get(&c.dropped_headers_with_underscores[1]),
+                &c.dropped_headers_with_underscores[1],
             ),
         ]
+        .map(|(name, counter): (&'static str, &std::sync::atomic::AtomicU64)| {
+            (name, counter.load(Ordering::Relaxed))
+        })
     }
 
     fn stats(&self) -> String {
@@ -416,10 +391,10 @@ impl Admin {
         for (cluster, key, value) in self.cluster_counters() {
             let _ = writeln!(out, "cluster.{cluster}.{key}: {value}");
         }
-        for (name, _, value) in self.proxy_counters() {
+        for (name, value) in self.proxy_counters() {
             let _ = writeln!(out, "{name}: {value}");
         }
-        for (name, _, value) in self.state.overload.stats() {
+        for (name, value) in self.state.overload.stats() {
             let _ = writeln!(out, "{name}: {value}");
         }
         out
@@ -432,11 +407,11 @@ impl Admin {
             let key = key.replace('.', "_");
             let _ = writeln!(out, "envoy_cluster_{key}{{cluster_name=\"{escaped}\"}} {value}");
         }
-        for (_, name, value) in self.proxy_counters() {
-            let _ = writeln!(out, "{name} {value}");
+        for (name, value) in self.proxy_counters() {
+            let _ = writeln!(out, "{} {value}", prometheus_name(name));
         }
-        for (_, name, value) in self.state.overload.stats() {
-            let _ = writeln!(out, "{name} {value}");
+        for (name, value) in self.state.overload.stats() {
+            let _ = writeln!(out, "{} {value}", prometheus_name(&name));
         }
         let _ = writeln!(
             out,

@@ -406,11 +406,10 @@ impl Overload {
         });
     }
 
-    /// Statistics in Envoy's names: (`/stats` name, Prometheus name, value) — each monitor's
-    /// `pressure` (percent) and `failed_updates`, each action's `active` (1 when saturated)
-    /// and `scale_percent`, and `shrink_heap`'s `shrink_count`.
-    pub fn stats(&self) -> Vec<(String, String, u64)> {
-        let prometheus = |name: &str| format!("envoy_overload_{}", name.replace('.', "_"));
+    /// Statistics in Envoy's names: (`/stats` name, value) — each monitor's `pressure`
+    /// (percent) and `failed_updates`, each action's `active` (1 when saturated) and
+    /// `scale_percent`, and `shrink_heap`'s `shrink_count`.
+    pub fn stats(&self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         for (name, pressure, failed) in &self.monitors {
             let pressure = (f64::from_bits(pressure.load(Ordering::Relaxed)) * 100.0).round() as u64;
@@ -418,8 +417,7 @@ impl Overload {
                 ("pressure", pressure),
                 ("failed_updates", failed.load(Ordering::Relaxed)),
             ] {
-                let full = format!("{name}.{stat}");
-                out.push((format!("overload.{full}"), prometheus(&full), value));
+                out.push((format!("overload.{name}.{stat}"), value));
             }
         }
         for action in &self.configured {
@@ -432,8 +430,7 @@ impl Overload {
                 stats.push(("shrink_count", self.shrinks.load(Ordering::Relaxed)));
             }
             for (stat, value) in stats {
-                let full = format!("{}.{stat}", action.name());
-                out.push((format!("overload.{full}"), prometheus(&full), value));
+                out.push((format!("overload.{}.{stat}", action.name()), value));
             }
         }
         out
@@ -568,7 +565,7 @@ mod tests {
         assert!(!overload.sheds(Action::StopAcceptingRequests));
         assert!(*overload.accepting.borrow());
         let stats = overload.stats();
-        let get = |n: &str| stats.iter().find(|(s, _, _)| s == n).map(|(_, _, v)| *v);
+        let get = |n: &str| stats.iter().find(|(s, _)| s == n).map(|(_, v)| *v);
         assert_eq!(get("overload.a.failed_updates"), Some(1));
         assert_eq!(
             get("overload.envoy.overload_actions.stop_accepting_requests.active"),

@@ -603,20 +603,26 @@ fn scripted_backend(statuses: Vec<u16>) -> SocketAddr {
     address
 }
 
-#[test]
-fn a_route_keeps_a_large_body_for_retries_up_to_its_buffer_limit() {
-    // Connections 1 and 3 fail: each request's first attempt.
-    let backend = scripted_backend(vec![503, 200, 503]);
-    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+/// Two routes that retry a 5xx once: `/kept` keeps request bodies up to 300,000 bytes for it,
+/// `/streamed` sets no limit of its own.
+fn retried_routes() -> String {
     let retried = "route: {cluster: backend, timeout: 5s, retry_policy: {retry_on: 5xx, num_retries: 1}}";
-    let routes = format!(
+    format!(
         "              - match: {{prefix: /kept}}
                 per_request_buffer_limit_bytes: 300000
                 {retried}
               - match: {{prefix: /streamed}}
                 {retried}
 "
-    );
+    )
+}
+
+#[test]
+fn a_route_keeps_a_large_body_for_retries_up_to_its_buffer_limit() {
+    // Connections 1 and 3 fail: each request's first attempt.
+    let backend = scripted_backend(vec![503, 200, 503]);
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let routes = retried_routes();
     let _p = proxy_on(
         "buffer-limit",
         listener,
@@ -636,15 +642,7 @@ fn a_listeners_connection_buffer_limit_is_the_default_request_buffer_limit() {
     // Connections 1, 2 and 4 fail: see the requests below.
     let backend = scripted_backend(vec![503, 503, 200, 503]);
     let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let retried = "route: {cluster: backend, timeout: 5s, retry_policy: {retry_on: 5xx, num_retries: 1}}";
-    let routes = format!(
-        "              - match: {{prefix: /kept}}
-                per_request_buffer_limit_bytes: 300000
-                {retried}
-              - match: {{prefix: /streamed}}
-                {retried}
-"
-    );
+    let routes = retried_routes();
     let text = static_bootstrap(
         "connection-buffer",
         &socket_address(listener),

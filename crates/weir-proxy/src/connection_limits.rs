@@ -99,7 +99,10 @@ impl ConnectionLimits {
             active,
             listener: None,
         };
-        if let Some(count) = self.listeners.get(name) {
+        // Most proxies set no listener limit: then no name is hashed for every connection.
+        if !self.listeners.is_empty()
+            && let Some(count) = self.listeners.get(name)
+        {
             let limit = count.limit;
             if count
                 .active

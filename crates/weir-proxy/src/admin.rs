@@ -333,7 +333,7 @@ impl Admin {
     }
 
     /// Proxy-wide counters: (`/stats` name, value).
-    fn proxy_counters(&self) -> [(&'static str, u64); 17] {
+    fn proxy_counters(&self) -> [(&'static str, u64); 18] {
         let c = &self.state.counters;
         [
             ("http.downstream_rq_total", &c.downstream_rq_total),
@@ -356,6 +356,10 @@ impl Admin {
                 &c.downstream_rq_overload_close,
             ),
             ("http.downstream_rq_timeout", &c.downstream_rq_timeout),
+            (
+                "http.downstream_cx_overload_disable_keepalive",
+                &c.downstream_cx_overload_disable_keepalive,
+            ),
             (
                 "http.downstream_rq_failed_path_normalization",
                 &c.downstream_rq_failed_path_normalization,

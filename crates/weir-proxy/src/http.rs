@@ -400,8 +400,44 @@ pub struct StreamReset(pub &'static str);
 
 /// Handles one request. Errors are local replies, but for the rare request Envoy refuses by
 /// resetting its HTTP/2 stream ([`StreamReset`]).
-pub async fn handle(
-    ctx: Arc<HttpContext>,
+pub async fn handle(ctx: Arc<HttpContext>, req: Request<RequestBody>) -> Result<Response<Body>, StreamReset> {
+    let http2 = req.version() == http::Version::HTTP_2;
+    let mut resp = respond(&ctx, req).await?;
+    // The overload manager's `disable_http_keepalive`, on every answer (Envoy's place for it:
+    // the response head).
+    if !ctx.manager.bypass_overload_manager
+        && ctx
+            .state
+            .overload
+            .sheds(crate::overload::Action::DisableHttpKeepalive)
+    {
+        disable_keepalive(&ctx, http2, &mut resp);
+    }
+    Ok(resp)
+}
+
+/// Closes the connection of a response under `disable_http_keepalive`: HTTP/1 with
+/// `connection: close` (not an upgrade's `101`), HTTP/2 with a GOAWAY once its streams are
+/// done; counted in `http.downstream_cx_overload_disable_keepalive`.
+fn disable_keepalive(ctx: &HttpContext, http2: bool, resp: &mut Response<Body>) {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    ctx.state
+        .counters
+        .downstream_cx_overload_disable_keepalive
+        .fetch_add(1, Ordering::Relaxed);
+    if !http2 {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    } else if let Some(streams) = &ctx.streams {
+        streams.close_gracefully();
+    }
+}
+
+/// Answers one request (see [`handle`]).
+async fn respond(
+    ctx: &Arc<HttpContext>,
     mut req: Request<RequestBody>,
 ) -> Result<Response<Body>, StreamReset> {
     let started = Instant::now();
@@ -419,19 +455,23 @@ pub async fn handle(
         .downstream_rq_total
         .fetch_add(1, Ordering::Relaxed);
     if ctx.manager.headers_with_underscores != HeadersWithUnderscores::Allow
-        && let Some(reply) = screen_underscores(&ctx, &mut req, started)?
+        && let Some(reply) = screen_underscores(ctx, &mut req, started)?
     {
         return Ok(reply);
     }
     // The overload manager's `stop_accepting_requests`, as soon as the head is read (Envoy's
     // place for it).
     if !ctx.manager.bypass_overload_manager
-        && ctx
+        && (ctx
             .state
             .overload
             .sheds(crate::overload::Action::StopAcceptingRequests)
+            || ctx
+                .state
+                .overload
+                .sheds(crate::overload::Action::ShedDecodeHeaders))
     {
-        return Ok(overloaded(&ctx, started));
+        return Ok(overloaded(ctx, started));
     }
     let snapshot = ctx.state.snapshot();
     let routes = match &ctx.manager.routes {
@@ -440,7 +480,7 @@ pub async fn handle(
     };
     let Some(routes) = routes else {
         return Ok(finish_local(
-            &ctx,
+            ctx,
             started,
             StatusCode::NOT_FOUND,
             "",
@@ -450,7 +490,7 @@ pub async fn handle(
     };
     let Some(authority) = authority(&req) else {
         return Ok(finish_local(
-            &ctx,
+            ctx,
             started,
             StatusCode::BAD_REQUEST,
             "missing host header",
@@ -461,7 +501,7 @@ pub async fn handle(
     // The path as the connection manager wants it, before anything reads it (Envoy's
     // `maybeNormalizePath`, after the host check).
     if ctx.manager.path.is_active()
-        && let Some(resp) = normalize_path(&ctx, &mut req, started)
+        && let Some(resp) = normalize_path(ctx, &mut req, started)
     {
         return Ok(resp);
     }
@@ -473,7 +513,7 @@ pub async fn handle(
     let Some(vhost) = routes.virtual_host(match_authority) else {
         ctx.state.counters.no_route.fetch_add(1, Ordering::Relaxed);
         return Ok(finish_local(
-            &ctx,
+            ctx,
             started,
             StatusCode::NOT_FOUND,
             "",
@@ -488,7 +528,7 @@ pub async fn handle(
     let Some(route) = route else {
         ctx.state.counters.no_route.fetch_add(1, Ordering::Relaxed);
         return Ok(finish_local(
-            &ctx,
+            ctx,
             started,
             StatusCode::NOT_FOUND,
             "",
@@ -550,7 +590,7 @@ pub async fn handle(
             FaultOutcome::Abort(resp) => {
                 let status = resp.status().as_u16();
                 record(
-                    &ctx,
+                    ctx,
                     started,
                     &Destination::from_cluster(&route_cluster_hint(route)),
                     status,
@@ -573,7 +613,7 @@ pub async fn handle(
                     .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
             record(
-                &ctx,
+                ctx,
                 started,
                 &Destination::from_cluster("direct_response"),
                 status.as_u16(),
@@ -584,9 +624,9 @@ pub async fn handle(
             resp
         }
         Action::Redirect(r) => {
-            let resp = redirect(&ctx, r, &req, &authority, route);
+            let resp = redirect(ctx, r, &req, &authority, route);
             record(
-                &ctx,
+                ctx,
                 started,
                 &Destination::from_cluster("redirect"),
                 resp.status().as_u16(),
@@ -598,7 +638,7 @@ pub async fn handle(
         }
         Action::Forward(forward) => {
             let (resp, tries) =
-                crate::router::forward(&ctx, &matched, forward, req, &authority, started, injected).await;
+                crate::router::forward(ctx, &matched, forward, req, &authority, started, injected).await;
             attempts = tries;
             resp
         }

@@ -28,6 +28,8 @@ pub struct Streams {
     open: AtomicUsize,
     /// When the last stream ended, in milliseconds since `started`.
     last_end_ms: AtomicU64,
+    /// Asked to close gracefully (an HTTP/2 GOAWAY) once its streams are done.
+    closing: tokio::sync::Notify,
 }
 
 impl Streams {
@@ -38,7 +40,19 @@ impl Streams {
             protocol: AtomicU8::new(NO_REQUEST),
             open: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
+            closing: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Asks the connection to close gracefully: no new streams (an HTTP/2 GOAWAY), those open
+    /// finish (the overload manager's `disable_http_keepalive`).
+    pub fn close_gracefully(&self) {
+        self.closing.notify_one();
+    }
+
+    /// Resolves once the connection has been asked to close gracefully.
+    pub async fn closing(&self) {
+        self.closing.notified().await;
     }
 
     /// Counts an HTTP/2 stream until the returned guard (kept by its response body) drops.

@@ -11,8 +11,11 @@
 //! `stop_accepting_requests` (503 `envoy overloaded`, to a share of requests equal to the
 //! action's state), `reject_incoming_connections` (a connection closed as it is accepted, in the
 //! same share), `stop_accepting_connections` (listeners stop accepting while saturated; the
-//! kernel queues what arrives) and `shrink_heap` (free memory given back to the system every
-//! `timer_interval` while saturated). Anything else is refused by name.
+//! kernel queues what arrives), `disable_http_keepalive` (a connection closed after a response:
+//! `connection: close` for HTTP/1, a GOAWAY for HTTP/2, in that share) and `shrink_heap` (free
+//! memory given back to the system every `timer_interval` while saturated); the load shed points
+//! `tcp_listener_accept` and `http_connection_manager_decode_headers` shed connections and
+//! requests as the first two actions do. Anything else is refused by name.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,7 +38,7 @@ pub struct HeapControl {
     pub release: fn(),
 }
 
-/// An overload action Weir takes.
+/// An overload action or load shed point Weir takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// `envoy.overload_actions.stop_accepting_requests`.
@@ -46,15 +49,31 @@ pub enum Action {
     RejectIncomingConnections,
     /// `envoy.overload_actions.shrink_heap`.
     ShrinkHeap,
+    /// `envoy.overload_actions.disable_http_keepalive`.
+    DisableHttpKeepalive,
+    /// The load shed point `envoy.load_shed_points.tcp_listener_accept`: a new connection is
+    /// closed.
+    ShedListenerAccept,
+    /// The load shed point `envoy.load_shed_points.http_connection_manager_decode_headers`: a
+    /// new request is answered `503`.
+    ShedDecodeHeaders,
 }
 
+/// How many there are (the size of the state tables).
+const ACTIONS: usize = 7;
+
 impl Action {
-    const ALL: [Action; 4] = [
+    /// The overload actions (configured under `actions`).
+    const OVERLOAD_ACTIONS: [Action; 5] = [
         Action::StopAcceptingRequests,
         Action::StopAcceptingConnections,
         Action::RejectIncomingConnections,
         Action::ShrinkHeap,
+        Action::DisableHttpKeepalive,
     ];
+
+    /// The load shed points (configured under `loadshed_points`).
+    const LOAD_SHED_POINTS: [Action; 2] = [Action::ShedListenerAccept, Action::ShedDecodeHeaders];
 
     /// Envoy's name for it.
     pub fn name(self) -> &'static str {
@@ -63,11 +82,18 @@ impl Action {
             Action::StopAcceptingConnections => "envoy.overload_actions.stop_accepting_connections",
             Action::RejectIncomingConnections => "envoy.overload_actions.reject_incoming_connections",
             Action::ShrinkHeap => "envoy.overload_actions.shrink_heap",
+            Action::DisableHttpKeepalive => "envoy.overload_actions.disable_http_keepalive",
+            Action::ShedListenerAccept => "envoy.load_shed_points.tcp_listener_accept",
+            Action::ShedDecodeHeaders => "envoy.load_shed_points.http_connection_manager_decode_headers",
         }
     }
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    fn is_load_shed_point(self) -> bool {
+        Self::LOAD_SHED_POINTS.contains(&self)
     }
 }
 
@@ -135,9 +161,6 @@ pub struct OverloadConfig {
 impl OverloadConfig {
     /// Compiles an overload manager, with Envoy's checks and words.
     pub fn compile(o: &OverloadManager) -> Result<Self, String> {
-        if !o.loadshed_points.is_empty() {
-            return Err("overload_manager.loadshed_points are not supported".into());
-        }
         if o.buffer_factory_config.is_some() {
             return Err("overload_manager.buffer_factory_config is not supported".into());
         }
@@ -202,8 +225,19 @@ impl OverloadConfig {
         }
         let mut actions: Vec<ActionConfig> = Vec::new();
         let mut shrink_interval = Duration::from_secs(10);
+        for point in &o.loadshed_points {
+            let action = Action::LOAD_SHED_POINTS
+                .into_iter()
+                .find(|x| x.name() == point.name)
+                .ok_or_else(|| format!("load shed point {} is not supported", point.name))?;
+            if actions.iter().any(|x| x.action == action) {
+                return Err(format!("Duplicate loadshed point {}", point.name));
+            }
+            let triggers = compile_triggers(&point.name, &point.triggers, &monitors, downstream_monitor)?;
+            actions.push(ActionConfig { action, triggers });
+        }
         for a in &o.actions {
-            let action = Action::ALL
+            let action = Action::OVERLOAD_ACTIONS
                 .into_iter()
                 .find(|x| x.name() == a.name)
                 .ok_or_else(|| format!("overload action {} is not supported", a.name))?;
@@ -238,59 +272,7 @@ impl OverloadConfig {
                     ));
                 }
             }
-            let mut triggers = Vec::new();
-            for t in &a.triggers {
-                if downstream_monitor == Some(t.name.as_str()) {
-                    return Err(format!(
-                        "overload action {}: the downstream connections monitor limits connections itself and cannot trigger an action",
-                        a.name
-                    ));
-                }
-                let Some(index) = monitors.iter().position(|(n, _)| *n == t.name) else {
-                    return Err(format!("Unknown trigger resource {}", t.name));
-                };
-                if triggers.iter().any(|(i, _)| *i == index) {
-                    return Err(format!(
-                        "Duplicate trigger resource for overload action {}",
-                        a.name
-                    ));
-                }
-                let trigger = match &t.trigger_oneof {
-                    Some(trigger::TriggerOneof::Threshold(th)) => {
-                        if !(0.0..=1.0).contains(&th.value) {
-                            return Err(format!(
-                                "overload action {}: threshold value must be within [0, 1]",
-                                a.name
-                            ));
-                        }
-                        Trigger::Threshold(th.value)
-                    }
-                    Some(trigger::TriggerOneof::Scaled(s)) => {
-                        let in_range = (0.0..=1.0).contains(&s.scaling_threshold)
-                            && (0.0..=1.0).contains(&s.saturation_threshold);
-                        if !in_range {
-                            return Err(format!(
-                                "overload action {}: scaled thresholds must be within [0, 1]",
-                                a.name
-                            ));
-                        }
-                        if s.scaling_threshold >= s.saturation_threshold {
-                            return Err("scaling_threshold must be less than saturation_threshold".into());
-                        }
-                        Trigger::Scaled {
-                            scaling: s.scaling_threshold,
-                            saturation: s.saturation_threshold,
-                        }
-                    }
-                    None => {
-                        return Err(format!(
-                            "overload action {}: trigger {} has no kind",
-                            a.name, t.name
-                        ));
-                    }
-                };
-                triggers.push((index, trigger));
-            }
+            let triggers = compile_triggers(&a.name, &a.triggers, &monitors, downstream_monitor)?;
             actions.push(ActionConfig { action, triggers });
         }
         Ok(OverloadConfig {
@@ -315,12 +297,67 @@ impl OverloadConfig {
     }
 }
 
+/// The triggers of the action or load shed point `owner`: each names a monitor of `monitors`
+/// (by index), once; Envoy's checks and words.
+fn compile_triggers(
+    owner: &str,
+    triggers: &[envoy_types::pb::envoy::config::overload::v3::Trigger],
+    monitors: &[(String, Monitor)],
+    downstream_monitor: Option<&str>,
+) -> Result<Vec<(usize, Trigger)>, String> {
+    let mut compiled: Vec<(usize, Trigger)> = Vec::new();
+    for t in triggers {
+        if downstream_monitor == Some(t.name.as_str()) {
+            return Err(format!(
+                "overload action {owner}: the downstream connections monitor limits connections itself and cannot trigger an action"
+            ));
+        }
+        let Some(index) = monitors.iter().position(|(n, _)| *n == t.name) else {
+            return Err(format!("Unknown trigger resource {}", t.name));
+        };
+        if compiled.iter().any(|(i, _)| *i == index) {
+            return Err(format!("Duplicate trigger resource for overload action {owner}"));
+        }
+        let trigger = match &t.trigger_oneof {
+            Some(trigger::TriggerOneof::Threshold(th)) => {
+                if !(0.0..=1.0).contains(&th.value) {
+                    return Err(format!(
+                        "overload action {owner}: threshold value must be within [0, 1]"
+                    ));
+                }
+                Trigger::Threshold(th.value)
+            }
+            Some(trigger::TriggerOneof::Scaled(s)) => {
+                let in_range = (0.0..=1.0).contains(&s.scaling_threshold)
+                    && (0.0..=1.0).contains(&s.saturation_threshold);
+                if !in_range {
+                    return Err(format!(
+                        "overload action {owner}: scaled thresholds must be within [0, 1]"
+                    ));
+                }
+                if s.scaling_threshold >= s.saturation_threshold {
+                    return Err("scaling_threshold must be less than saturation_threshold".into());
+                }
+                Trigger::Scaled {
+                    scaling: s.scaling_threshold,
+                    saturation: s.saturation_threshold,
+                }
+            }
+            None => return Err(format!("overload action {owner}: trigger {} has no kind", t.name)),
+        };
+        compiled.push((index, trigger));
+    }
+    Ok(compiled)
+}
+
 /// The overload state the data path reads: each action's state, and each monitor's last
 /// pressure for the statistics.
 #[derive(Debug)]
 pub struct Overload {
     /// Each action's state (the bits of an `f64` in [0, 1]), by [`Action::index`].
-    states: [AtomicU64; 4],
+    states: [AtomicU64; ACTIONS],
+    /// How often each load shed point shed load (`shed_load_count`), by [`Action::index`].
+    shed: [AtomicU64; ACTIONS],
     /// Which actions are configured (only they are reported).
     configured: Vec<Action>,
     /// Each monitor's name, last pressure (`f64` bits) and failed measurements.
@@ -342,6 +379,7 @@ impl Overload {
     pub fn new(config: Option<&OverloadConfig>) -> Self {
         Overload {
             states: Default::default(),
+            shed: Default::default(),
             configured: config.map_or_else(Vec::new, |c| c.actions.iter().map(|a| a.action).collect()),
             monitors: config.map_or_else(Vec::new, |c| {
                 c.monitors
@@ -363,7 +401,11 @@ impl Overload {
     /// with a probability equal to its state when scaled (as Envoy draws it).
     pub fn sheds(&self, action: Action) -> bool {
         let state = self.state(action);
-        state >= 1.0 || state > 0.0 && fastrand::f64() < state
+        let sheds = state >= 1.0 || state > 0.0 && fastrand::f64() < state;
+        if sheds && action.is_load_shed_point() {
+            self.shed[action.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        sheds
     }
 
     /// Waits until listeners may accept (immediately unless `stop_accepting_connections` is
@@ -422,10 +464,18 @@ impl Overload {
         }
         for action in &self.configured {
             let state = self.state(*action);
-            let mut stats = vec![
-                ("active", u64::from(state >= 1.0)),
-                ("scale_percent", (state * 100.0).round() as u64),
-            ];
+            let scale_percent = ("scale_percent", (state * 100.0).round() as u64);
+            let mut stats = if action.is_load_shed_point() {
+                vec![
+                    scale_percent,
+                    (
+                        "shed_load_count",
+                        self.shed[action.index()].load(Ordering::Relaxed),
+                    ),
+                ]
+            } else {
+                vec![("active", u64::from(state >= 1.0)), scale_percent]
+            };
             if *action == Action::ShrinkHeap {
                 stats.push(("shrink_count", self.shrinks.load(Ordering::Relaxed)));
             }
@@ -632,11 +682,25 @@ mod tests {
         );
         assert_eq!(
             refuse(with(vec![action(
-                "envoy.overload_actions.disable_http_keepalive",
+                "envoy.overload_actions.reduce_timeouts",
                 vec![]
             )])),
-            "overload action envoy.overload_actions.disable_http_keepalive is not supported"
+            "overload action envoy.overload_actions.reduce_timeouts is not supported"
         );
+        let point = |name: &str| OverloadManager {
+            resource_monitors: vec![injected("a")],
+            loadshed_points: vec![envoy_types::pb::envoy::config::overload::v3::LoadShedPoint {
+                name: name.into(),
+                triggers: vec![threshold("a", 0.9)],
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            refuse(point("envoy.load_shed_points.http1_server_abort_dispatch")),
+            "load shed point envoy.load_shed_points.http1_server_abort_dispatch is not supported"
+        );
+        let config = OverloadConfig::compile(&point(Action::ShedListenerAccept.name())).unwrap();
+        assert!(config.has(Action::ShedListenerAccept));
         let twice = OverloadManager {
             resource_monitors: vec![injected("a"), injected("a")],
             ..Default::default()

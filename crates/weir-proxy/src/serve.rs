@@ -463,7 +463,10 @@ pub async fn dispatch<S>(
     );
     let refused = match &admitted {
         Err(Refusal::Global) => Some(&counters.downstream_global_cx_overflow),
-        _ if !listener.bypass_overload_manager && state.overload.sheds(Action::RejectIncomingConnections) => {
+        _ if !listener.bypass_overload_manager
+            && (state.overload.sheds(Action::RejectIncomingConnections)
+                || state.overload.sheds(Action::ShedListenerAccept)) =>
+        {
             Some(&counters.downstream_cx_overload_reject)
         }
         Err(Refusal::Listener) => Some(&counters.downstream_cx_overflow),
@@ -704,6 +707,12 @@ where
             streams.idle_for(idle).await;
         }
     });
+    let closing = Gated::new(async {
+        match &streams {
+            Some(streams) => streams.closing().await,
+            None => std::future::pending().await,
+        }
+    });
     tokio::select! {
         biased;
         res = conn.as_mut() => {
@@ -712,6 +721,12 @@ where
             }
         }
         _ = drained => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        // The overload manager's `disable_http_keepalive` on an HTTP/2 connection: a GOAWAY,
+        // and the streams open finish.
+        _ = closing => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

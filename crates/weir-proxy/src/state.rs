@@ -122,6 +122,9 @@ pub struct ProxyCounters {
     pub downstream_cx_overload_reject: AtomicU64,
     /// `downstream_rq_overload_close` (`stop_accepting_requests` answered 503).
     pub downstream_rq_overload_close: AtomicU64,
+    /// `downstream_cx_overload_disable_keepalive` (`disable_http_keepalive` closed a connection
+    /// after a response).
+    pub downstream_cx_overload_disable_keepalive: AtomicU64,
     /// `http1.` and `http2.requests_rejected_with_underscores_in_headers` (by HTTP version:
     /// index 0 for HTTP/1, 1 for HTTP/2).
     pub requests_rejected_with_underscores_in_headers: [AtomicU64; 2],

@@ -1031,6 +1031,8 @@ fn every_bootstrap_field_is_honoured_or_refused() {
             "@type": "type.googleapis.com/envoy.extensions.resource_monitors.injected_resource.v3.InjectedResourceConfig",
             "filename": "/dev/null"}}],
         "actions": [{"name": "envoy.overload_actions.stop_accepting_requests",
+            "triggers": [{"name": "m", "threshold": {"value": 0.9}}]}],
+        "loadshed_points": [{"name": "envoy.load_shed_points.tcp_listener_accept",
             "triggers": [{"name": "m", "threshold": {"value": 0.9}}]}]
     });
     overloaded["layered_runtime"] = json!({"layers": [{"name": "l", "static_layer": {}}]});
@@ -1038,7 +1040,12 @@ fn every_bootstrap_field_is_honoured_or_refused() {
         root,
         &overloaded,
         &["overload_manager"],
-        &["refresh_interval", "resource_monitors", "actions"],
+        &[
+            "refresh_interval",
+            "resource_monitors",
+            "actions",
+            "loadshed_points",
+        ],
         &bootstrap,
     ));
     problems.extend(probe(
@@ -1060,6 +1067,13 @@ fn every_bootstrap_field_is_honoured_or_refused() {
         &overloaded,
         &["overload_manager", "actions", "triggers"],
         &["name", "threshold", "scaled"],
+        &bootstrap,
+    ));
+    problems.extend(probe(
+        root,
+        &overloaded,
+        &["overload_manager", "loadshed_points"],
+        &["name", "triggers"],
         &bootstrap,
     ));
     problems.extend(probe(

@@ -775,3 +775,123 @@ fn the_fixed_heap_monitor_measures_the_processs_memory_and_shrink_heap_gives_it_
     );
     assert_eq!(client.direct(at, "GET", "/", &[], "").status, 503);
 }
+
+/// Whether the proxy ends an HTTP/2 connection (h2c, hyper's client) within 2 s of answering
+/// its one request.
+fn http2_closes_after_one_request(at: SocketAddr) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(at).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri(format!("http://{at}/"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(2), conn).await.is_ok()
+    })
+}
+
+#[test]
+fn keepalive_is_disabled_and_load_shed_points_shed_as_their_triggers_say() {
+    let (_e, backend) = echo("keepalive");
+    let dir = support::folder("keepalive-pressure");
+    let files = ["keepalive", "accept", "headers"].map(|n| dir.join(n));
+    for f in &files {
+        inject(f, "0");
+    }
+    let monitors: String = ["keepalive", "accept", "headers"]
+        .iter()
+        .zip(&files)
+        .map(|(name, file)| {
+            format!(
+                "  - name: {name}\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.resource_monitors.injected_resource.v3.InjectedResourceConfig\n      filename: {}\n",
+                file.display()
+            )
+        })
+        .collect();
+    let at = listener();
+    let text = format!(
+        "{}overload_manager:
+  refresh_interval: 0.05s
+  resource_monitors:
+{monitors}  actions:
+  - name: envoy.overload_actions.disable_http_keepalive
+    triggers: [{{name: keepalive, threshold: {{value: 0.9}}}}]
+  loadshed_points:
+  - name: envoy.load_shed_points.tcp_listener_accept
+    triggers: [{{name: accept, threshold: {{value: 0.9}}}}]
+  - name: envoy.load_shed_points.http_connection_manager_decode_headers
+    triggers: [{{name: headers, threshold: {{value: 0.9}}}}]
+",
+        static_bootstrap("keepalive", &socket_address(at), backend, "", "")
+    );
+    let proxy = proxy_on("keepalive", at, &text);
+    let client = Client::new();
+    let admin = admin_of(&proxy);
+    let url = format!("http://{at}/");
+    // Two requests with one curl: whether the second had to open a connection of its own.
+    let connections = |extra: &[&str]| {
+        let mut args = vec!["-o", "/dev/null", "-o", "/dev/null", "-w", "%{num_connects} "];
+        args.extend_from_slice(extra);
+        args.extend([url.as_str(), url.as_str()]);
+        let (code, out, err) = curl(&args);
+        assert_eq!(code, Some(0), "{err}");
+        out
+    };
+    assert_eq!(connections(&[]), "1 0 ", "kept alive");
+    assert!(!http2_closes_after_one_request(at), "kept alive");
+
+    inject(&files[0], "1");
+    support::eventually("keep-alive disabled", Duration::from_secs(5), &mut || {
+        client.direct(at, "GET", "/", &[], "").header("connection") == Some("close")
+    });
+    assert_eq!(connections(&[]), "1 1 ", "HTTP/1.1: connection: close");
+    assert!(http2_closes_after_one_request(at), "HTTP/2: a GOAWAY");
+    assert!(counter(&client, admin, "http.downstream_cx_overload_disable_keepalive") >= 4);
+    inject(&files[0], "0");
+
+    inject(&files[1], "1");
+    support::eventually("new connections shed", Duration::from_secs(5), &mut || {
+        curl(&[&url]).0 != Some(0)
+    });
+    assert!(
+        counter(
+            &client,
+            admin,
+            "overload.envoy.load_shed_points.tcp_listener_accept.shed_load_count"
+        ) >= 1
+    );
+    inject(&files[1], "0");
+    support::eventually("connections taken again", Duration::from_secs(5), &mut || {
+        curl(&[&url]).0 == Some(0)
+    });
+
+    inject(&files[2], "1");
+    support::eventually("requests shed", Duration::from_secs(5), &mut || {
+        client.direct(at, "GET", "/", &[], "").status == 503
+    });
+    assert_eq!(client.direct(at, "GET", "/", &[], "").body, "envoy overloaded");
+    let shed = "overload.envoy.load_shed_points.http_connection_manager_decode_headers.shed_load_count";
+    assert!(counter(&client, admin, shed) >= 2);
+    assert_eq!(
+        counter(
+            &client,
+            admin,
+            "overload.envoy.load_shed_points.http_connection_manager_decode_headers.scale_percent"
+        ),
+        100
+    );
+}

@@ -100,7 +100,9 @@ pub fn from_json(type_name: &str, value: &serde_json::Value) -> Result<Vec<u8>, 
     let descriptor = pool
         .get_message_by_name(type_name)
         .ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
-    let dynamic = DynamicMessage::deserialize(descriptor, value).map_err(|source| {
+    let mut value = value.clone();
+    durations_as_strings(&mut value, &descriptor, &pool);
+    let dynamic = DynamicMessage::deserialize(descriptor, &value).map_err(|source| {
         let unknown_type = source.to_string().contains("' not found");
         JsonError::Read {
             type_name: type_name.to_string(),
@@ -109,6 +111,113 @@ pub fn from_json(type_name: &str, value: &serde_json::Value) -> Result<Vec<u8>, 
         }
     })?;
     Ok(dynamic.encode_to_vec())
+}
+
+/// Rewrites every `google.protobuf.Duration` written as an object (`{seconds: 5}`,
+/// `{seconds: 0, nanos: 250000000}`, as Envoy's documentation and many Envoy files write them,
+/// and as Envoy reads them) in the string form the proto3 JSON mapping reads (`"0.25s"`),
+/// following the message's descriptors down lists, maps and `Any` values. Anything else is left
+/// for the strict reading to judge.
+fn durations_as_strings(
+    value: &mut serde_json::Value,
+    descriptor: &prost_reflect::MessageDescriptor,
+    pool: &DescriptorPool,
+) {
+    use prost_reflect::Kind;
+    let serde_json::Value::Object(fields) = value else {
+        return;
+    };
+    let descriptor = match descriptor.full_name() {
+        "google.protobuf.Duration" => return,
+        "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue" => return,
+        "google.protobuf.Any" => {
+            let Some(inner) = fields
+                .get("@type")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|t| pool.get_message_by_name(t.rsplit('/').next().unwrap_or_default()))
+            else {
+                return;
+            };
+            inner
+        }
+        _ => descriptor.clone(),
+    };
+    for (key, field_value) in fields.iter_mut() {
+        let Some(field) = descriptor
+            .get_field_by_json_name(key)
+            .or_else(|| descriptor.get_field_by_name(key))
+        else {
+            continue;
+        };
+        let message = match field.kind() {
+            Kind::Message(m) if field.is_map() => match m.map_entry_value_field().kind() {
+                Kind::Message(v) => {
+                    if let serde_json::Value::Object(entries) = field_value {
+                        for entry in entries.values_mut() {
+                            rewrite(entry, &v, pool);
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
+            },
+            Kind::Message(m) => m,
+            _ => continue,
+        };
+        match field_value {
+            serde_json::Value::Array(items) if field.is_list() => {
+                for item in items {
+                    rewrite(item, &message, pool);
+                }
+            }
+            other => rewrite(other, &message, pool),
+        }
+    }
+
+    /// One value of message type `message`: a Duration object made a string, else descended.
+    fn rewrite(
+        value: &mut serde_json::Value,
+        message: &prost_reflect::MessageDescriptor,
+        pool: &DescriptorPool,
+    ) {
+        if message.full_name() == "google.protobuf.Duration" {
+            if let Some(text) = duration_object_text(value) {
+                *value = serde_json::Value::String(text);
+            }
+        } else {
+            durations_as_strings(value, message, pool);
+        }
+    }
+}
+
+/// `{seconds, nanos}` (each optional, numbers or strings of digits) as a proto3 JSON duration
+/// (`"5s"`, `"0.250000000s"`); `None` for anything else.
+fn duration_object_text(value: &serde_json::Value) -> Option<String> {
+    let serde_json::Value::Object(fields) = value else {
+        return None;
+    };
+    if fields.keys().any(|k| k != "seconds" && k != "nanos") {
+        return None;
+    }
+    let number = |key: &str| -> Option<i64> {
+        match fields.get(key) {
+            None => Some(0),
+            Some(serde_json::Value::Number(n)) => n.as_i64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            Some(_) => None,
+        }
+    };
+    let (seconds, nanos) = (number("seconds")?, number("nanos")?);
+    // Both of one sign, nanos under a second: what a Duration may hold.
+    if !(-999_999_999..=999_999_999).contains(&nanos) || seconds.signum() * nanos.signum() < 0 {
+        return None;
+    }
+    Some(if nanos == 0 {
+        format!("{seconds}s")
+    } else {
+        let sign = if seconds < 0 || nanos < 0 { "-" } else { "" };
+        format!("{sign}{}.{:09}s", seconds.unsigned_abs(), nanos.unsigned_abs())
+    })
 }
 
 /// The fields set in `original` that `reencoded` (the same message after a round trip through
@@ -248,6 +357,42 @@ mod tests {
     use prost::{Message, Name};
 
     use super::*;
+
+    #[test]
+    fn durations_written_as_objects_read_as_envoy_reads_them() {
+        let bootstrap = serde_json::json!({
+            "overload_manager": {"refresh_interval": {"seconds": 0, "nanos": 250000000}},
+            "static_resources": {"clusters": [{
+                "name": "c",
+                "connect_timeout": {"seconds": 5},
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "common_http_protocol_options": {"idle_timeout": {"seconds": "60"}},
+                        "explicit_http_config": {"http_protocol_options": {}}
+                    }
+                }
+            }]}
+        });
+        let bytes = from_json("envoy.config.bootstrap.v3.Bootstrap", &bootstrap).unwrap();
+        let json = encoded_to_json("envoy.config.bootstrap.v3.Bootstrap", &bytes).unwrap();
+        assert_eq!(json["overload_manager"]["refresh_interval"], "0.250s");
+        let cluster = &json["static_resources"]["clusters"][0];
+        assert_eq!(cluster["connect_timeout"], "5s");
+        let options = &cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert_eq!(options["common_http_protocol_options"]["idle_timeout"], "60s");
+        // What is not a duration stays an error.
+        let wrong = serde_json::json!({"static_resources": {"clusters": [{"name": "c", "connect_timeout": {"minutes": 5}}]}});
+        assert!(from_json("envoy.config.bootstrap.v3.Bootstrap", &wrong).is_err());
+        assert_eq!(
+            duration_object_text(&serde_json::json!({"seconds": -1, "nanos": -5})).as_deref(),
+            Some("-1.000000005s")
+        );
+        assert_eq!(
+            duration_object_text(&serde_json::json!({"seconds": 1, "nanos": -5})),
+            None
+        );
+    }
 
     #[test]
     fn fields_a_round_trip_dropped_are_named_by_path() {

@@ -723,8 +723,9 @@ fn overload_actions_follow_the_pressure_of_their_monitors() {
 fn the_fixed_heap_monitor_measures_the_processs_memory_and_shrink_heap_gives_it_back() {
     let (_e, backend) = echo("heap");
     let at = listener();
+    // The refresh interval written as Envoy's documentation writes durations.
     let overload = "overload_manager:
-  refresh_interval: 0.05s
+  refresh_interval: {seconds: 0, nanos: 50000000}
   resource_monitors:
   - name: envoy.resource_monitors.fixed_heap
     typed_config:

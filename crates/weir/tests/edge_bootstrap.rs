@@ -785,23 +785,12 @@ fn http2_closes_after_one_request(at: SocketAddr) -> bool {
         .build()
         .unwrap();
     rt.block_on(async {
-        use http_body_util::BodyExt;
-        let stream = tokio::net::TcpStream::connect(at).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .uri(format!("http://{at}/"))
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.into_body().collect().await.unwrap();
-        tokio::time::timeout(Duration::from_secs(2), conn).await.is_ok()
+        let (status, _, h2c) = support::h2c_get(at, "/").await;
+        assert_eq!(status, 200);
+        let _sender = h2c.sender;
+        tokio::time::timeout(Duration::from_secs(2), h2c.conn)
+            .await
+            .is_ok()
     })
 }
 

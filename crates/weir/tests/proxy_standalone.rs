@@ -183,24 +183,11 @@ fn an_envoy_bootstrap_with_static_resources_drives_the_proxy() {
         .build()
         .unwrap();
     let (lines, closed_after) = rt.block_on(async {
-        use http_body_util::BodyExt;
-        let stream = tokio::net::TcpStream::connect(listener).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .uri(format!("http://{listener}/stream/3/400"))
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let (_, body, h2c) = support::h2c_get(listener, "/stream/3/400").await;
         let lines = String::from_utf8_lossy(&body).lines().count();
         let idle_from = std::time::Instant::now();
-        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        let _sender = h2c.sender;
+        let ended = tokio::time::timeout(Duration::from_secs(5), h2c.conn).await;
         assert!(ended.is_ok(), "the idle HTTP/2 connection was not closed");
         (lines, idle_from.elapsed())
     });

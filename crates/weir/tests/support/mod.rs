@@ -563,6 +563,36 @@ pub fn static_bootstrap(
     )
 }
 
+/// An h2c connection as [`h2c_get`] leaves it: the sender (the client closes the connection
+/// once it is dropped) and the connection's task, which ends when the connection closes.
+pub struct H2c {
+    /// Sends more requests on the connection; keeps it open from the client's side.
+    pub sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    /// The connection's task.
+    pub conn: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+}
+
+/// One GET of `path` over a new h2c (HTTP/2 prior knowledge) connection to `at`, with hyper's
+/// client: the status, the body, and the connection.
+pub async fn h2c_get(at: SocketAddr, path: &str) -> (u16, Bytes, H2c) {
+    let stream = tokio::net::TcpStream::connect(at).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri(format!("http://{at}{path}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, body, H2c { sender, conn })
+}
+
 /// A ServiceEntry for `host` on `port` (protocol HTTP) with STATIC endpoints selected by
 /// `app: <app>`, plus one WorkloadEntry per (version, address).
 pub fn http_service(host: &str, port: u16, app: &str, backends: &[(&str, SocketAddr)]) -> String {

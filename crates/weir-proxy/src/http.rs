@@ -461,16 +461,7 @@ async fn respond(
     }
     // The overload manager's `stop_accepting_requests`, as soon as the head is read (Envoy's
     // place for it).
-    if !ctx.manager.bypass_overload_manager
-        && (ctx
-            .state
-            .overload
-            .sheds(crate::overload::Action::StopAcceptingRequests)
-            || ctx
-                .state
-                .overload
-                .sheds(crate::overload::Action::ShedDecodeHeaders))
-    {
+    if !ctx.manager.bypass_overload_manager && ctx.state.overload.sheds_request() {
         return Ok(overloaded(ctx, started));
     }
     let snapshot = ctx.state.snapshot();

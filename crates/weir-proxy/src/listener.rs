@@ -663,9 +663,7 @@ fn compile_network_filter(f: &Filter, wide: ListenerWide) -> Result<ChainKind, S
                 "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                 &f.name,
             )?;
-            let mut tcp = compile_tcp_proxy(&t)?;
-            tcp.read_buffer = crate::tcp::read_buffer(wide.buffer_limit);
-            Ok(ChainKind::Tcp(tcp))
+            Ok(ChainKind::Tcp(compile_tcp_proxy(&t, wide)?))
         }
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
             let h: HttpConnectionManager = decode_any(
@@ -673,20 +671,13 @@ fn compile_network_filter(f: &Filter, wide: ListenerWide) -> Result<ChainKind, S
                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 &f.name,
             )?;
-            let mut manager = compile_hcm(&h)?;
-            // 0 turns Envoy's limit off: Weir's default applies then.
-            manager.connection_buffer_limit = wide
-                .buffer_limit
-                .filter(|l| *l > 0)
-                .and_then(|l| usize::try_from(l).ok());
-            manager.bypass_overload_manager = wide.bypass_overload_manager;
-            Ok(ChainKind::Http(Arc::new(manager)))
+            Ok(ChainKind::Http(Arc::new(compile_hcm(&h, wide)?)))
         }
         other => Err(format!("network filter {other:?} is not supported")),
     }
 }
 
-fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
+fn compile_tcp_proxy(t: &TcpProxy, wide: ListenerWide) -> Result<TcpProxyConfig, String> {
     let unsupported = [
         (t.on_demand.is_some(), "on_demand"),
         (t.metadata_match.is_some(), "metadata_match"),
@@ -745,12 +736,12 @@ fn compile_tcp_proxy(t: &TcpProxy) -> Result<TcpProxyConfig, String> {
         idle_timeout,
         max_connect_attempts: t.max_connect_attempts.as_ref().map_or(1, |m| m.value.max(1)),
         cluster_from_sni: false,
-        read_buffer: crate::tcp::DEFAULT_READ_BUFFER,
+        read_buffer: crate::tcp::read_buffer(wide.buffer_limit),
     })
 }
 
 #[allow(deprecated)]
-fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
+fn compile_hcm(h: &HttpConnectionManager, wide: ListenerWide) -> Result<HttpManagerConfig, String> {
     use http_connection_manager::{CodecType, ForwardClientCertDetails as Fcc, RouteSpecifier as R};
     let unsupported = [
         (h.add_user_agent.is_some_and(|b| b.value), "add_user_agent"),
@@ -990,8 +981,12 @@ fn compile_hcm(h: &HttpConnectionManager) -> Result<HttpManagerConfig, String> {
             }
         },
         max_request_headers: h.max_request_headers_kb.as_ref().map_or(60, |k| k.value as usize) * 1024,
-        connection_buffer_limit: None,
-        bypass_overload_manager: false,
+        // 0 turns Envoy's limit off: Weir's default applies then.
+        connection_buffer_limit: wide
+            .buffer_limit
+            .filter(|l| *l > 0)
+            .and_then(|l| usize::try_from(l).ok()),
+        bypass_overload_manager: wide.bypass_overload_manager,
         append_local_overload: h.append_local_overload,
         h2: h
             .http2_protocol_options

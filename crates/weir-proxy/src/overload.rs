@@ -408,6 +408,18 @@ impl Overload {
         sheds
     }
 
+    /// Whether a new request is answered `503` here: `stop_accepting_requests`, or the load
+    /// shed point `http_connection_manager_decode_headers`.
+    pub fn sheds_request(&self) -> bool {
+        self.sheds(Action::StopAcceptingRequests) || self.sheds(Action::ShedDecodeHeaders)
+    }
+
+    /// Whether a new connection is closed as it is accepted: `reject_incoming_connections`, or
+    /// the load shed point `tcp_listener_accept`.
+    pub fn sheds_connection(&self) -> bool {
+        self.sheds(Action::RejectIncomingConnections) || self.sheds(Action::ShedListenerAccept)
+    }
+
     /// Waits until listeners may accept (immediately unless `stop_accepting_connections` is
     /// saturated).
     pub async fn accepting(&self) {

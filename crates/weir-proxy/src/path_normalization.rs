@@ -70,13 +70,10 @@ impl PathNormalization {
         }
         if self.normalize {
             let from = current.as_deref().unwrap_or(path_and_query);
-            let (path, _) = split_query(from);
-            if !is_canonical(path.as_bytes()) {
-                match canonical_path(from) {
-                    None => return Outcome::Reject,
-                    Some(canonical) if canonical != from => current = Some(canonical),
-                    Some(_) => {}
-                }
+            match rewrite_canonical(from) {
+                Err(Invalid) => return Outcome::Reject,
+                Ok(Some(canonical)) if canonical != from => current = Some(canonical),
+                Ok(_) => {}
             }
         }
         if self.merge_slashes {
@@ -167,14 +164,27 @@ pub fn merge_slashes(path_and_query: &str) -> Option<String> {
 /// The RFC 3986 canonical form of the path (the query is kept as it is); `None` when the path
 /// holds a NUL, raw or escaped, which Envoy refuses (`PathUtil::canonicalPath`).
 pub fn canonical_path(path_and_query: &str) -> Option<String> {
+    match rewrite_canonical(path_and_query) {
+        Ok(Some(canonical)) => Some(canonical),
+        Ok(None) => Some(path_and_query.to_string()),
+        Err(Invalid) => None,
+    }
+}
+
+/// A path Envoy refuses to canonicalise (it holds a NUL).
+struct Invalid;
+
+/// The canonical form of a path and query when it is not canonical already (`Ok(None)`: it
+/// is, and nothing is copied).
+fn rewrite_canonical(path_and_query: &str) -> Result<Option<String>, Invalid> {
     let (path, query) = split_query(path_and_query);
     if is_canonical(path.as_bytes()) {
-        return Some(path_and_query.to_string());
+        return Ok(None);
     }
-    let mut out = canonicalize(path.as_bytes())?;
+    let mut out = canonicalize(path.as_bytes()).ok_or(Invalid)?;
     out.extend_from_slice(query.as_bytes());
     // Every byte written is ASCII: bytes above 0x7f are always percent-encoded.
-    String::from_utf8(out).ok()
+    String::from_utf8(out).map(Some).map_err(|_| Invalid)
 }
 
 // How each byte is treated in a path (Chromium's `kPathCharLookup` in the snapshot Envoy

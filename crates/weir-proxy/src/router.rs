@@ -258,28 +258,17 @@ pub async fn forward(
     let mut replay: Option<Bytes> = None;
     let mut stream: Option<Body> = None;
     if (policy.is_some() || shadow_parts.is_some()) && upgrade.is_none() {
-        let buffered = match request_deadline.filter(|_| !hyper::body::Body::is_end_stream(&incoming)) {
-            Some(deadline) => {
-                match tokio::time::timeout_at(
-                    deadline.into(),
-                    body::buffer(
-                        incoming,
-                        forward.buffer_limit(ctx.manager.connection_buffer_limit),
-                    ),
-                )
-                .await
-                {
-                    Ok(buffered) => buffered,
-                    Err(_) => return (request_timed_out(ctx, started, &cluster_name), 0),
-                }
-            }
-            None => {
-                body::buffer(
-                    incoming,
-                    forward.buffer_limit(ctx.manager.connection_buffer_limit),
-                )
-                .await
-            }
+        let waits_for_body = !hyper::body::Body::is_end_stream(&incoming);
+        let buffering = body::buffer(
+            incoming,
+            forward.buffer_limit(ctx.manager.connection_buffer_limit),
+        );
+        let buffered = match request_deadline.filter(|_| waits_for_body) {
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), buffering).await {
+                Ok(buffered) => buffered,
+                Err(_) => return (request_timed_out(ctx, started, &cluster_name), 0),
+            },
+            None => buffering.await,
         };
         match buffered {
             Ok(Buffered::Complete(b)) => replay = Some(b),
@@ -825,7 +814,6 @@ fn stream_idle_timeout(ctx: &HttpContext, started: Instant, cluster: &str) -> Re
     )
 }
 
-/// Envoy's answer to a request that timed out before the response started.
 /// What the request deadline (the connection manager's `request_timeout`) shares between a
 /// body that is still arriving and the router.
 #[derive(Default)]
@@ -853,6 +841,7 @@ fn request_timed_out(ctx: &HttpContext, started: Instant, cluster: &str) -> Resp
     )
 }
 
+/// Envoy's answer to a request that timed out before the response started.
 fn upstream_timeout(ctx: &HttpContext, started: Instant, cluster: &str) -> Response<Body> {
     finish_local(
         ctx,

@@ -463,10 +463,7 @@ pub async fn dispatch<S>(
     );
     let refused = match &admitted {
         Err(Refusal::Global) => Some(&counters.downstream_global_cx_overflow),
-        _ if !listener.bypass_overload_manager
-            && (state.overload.sheds(Action::RejectIncomingConnections)
-                || state.overload.sheds(Action::ShedListenerAccept)) =>
-        {
+        _ if !listener.bypass_overload_manager && state.overload.sheds_connection() => {
             Some(&counters.downstream_cx_overload_reject)
         }
         Err(Refusal::Listener) => Some(&counters.downstream_cx_overflow),

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use http::{HeaderValue, Response};
 use libfuzzer_sys::fuzz_target;
 use weir_proxy::lean_server::codec::{BodyLength, BodyWriter, Parsed, encode_response, parse_request};
+use weir_proxy::pool::codec::HeadScratch;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, wire)) = data.split_first() else {
@@ -16,12 +17,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let step = usize::from(first >> 2).max(1);
     let mut buf = BytesMut::new();
-    let mut spans = Vec::new();
+    let mut scratch = HeadScratch::with_capacity(16);
     let mut reads = wire.chunks(step);
     let mut out = Vec::new();
     loop {
         let before = buf.clone();
-        match parse_request(&mut buf, 4096, &mut spans) {
+        match parse_request(&mut buf, 4096, &mut scratch) {
             Parsed::Request(head) => {
                 assert!(before.ends_with(&buf), "a parsed head left bytes that were not after it");
                 assert!(buf.len() < before.len(), "a head took no bytes");

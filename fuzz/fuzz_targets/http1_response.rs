@@ -7,7 +7,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use weir_proxy::pool::codec::{Decoded, Decoder, parse_head};
+use weir_proxy::pool::codec::{Decoded, Decoder, HeadScratch, parse_head};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, wire)) = data.split_first() else {
@@ -16,10 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let method = if first & 1 == 0 { http::Method::GET } else { http::Method::HEAD };
     let step = usize::from(first >> 1).max(1);
     let mut buf = BytesMut::new();
-    let mut spans = Vec::new();
+    let mut scratch = HeadScratch::with_capacity(16);
     let mut reads = wire.chunks(step);
     let head = loop {
-        match parse_head(&mut buf, &method, &mut spans) {
+        match parse_head(&mut buf, &method, &mut scratch) {
             Ok(Some(head)) => break head,
             Err(_) => return,
             Ok(None) => match reads.next() {

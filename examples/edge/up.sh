@@ -3,13 +3,8 @@
 # certs/), a demo backend (`weir echo`, HTTP/2 on 127.0.0.1:8080) and `weir proxy --bootstrap
 # envoy.yaml` (HTTPS on 127.0.0.1:8443, admin on 127.0.0.1:9901). Ctrl-C stops everything.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-weir="${WEIR:-$root/target/release/weir}"
-if [ ! -x "$weir" ]; then
-  echo "building weir (cargo build --release -p weir)…" >&2
-  (cd "$root" && cargo build --release -p weir)
-fi
+# shellcheck source=../weir.sh
+source "$(dirname "$0")/../weir.sh"
 cd "$here"
 if [ ! -f certs/shop.pem ]; then
   mkdir -p certs
@@ -17,9 +12,6 @@ if [ ! -f certs/shop.pem ]; then
     -addext "subjectAltName=DNS:shop.example.test,DNS:www.shop.example.test" \
     -keyout certs/shop-key.pem -out certs/shop.pem 2>/dev/null
 fi
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
 "$weir" echo --listen 127.0.0.1:8080 --name shop & pids+=($!)
 "$weir" proxy --bootstrap envoy.yaml & pids+=($!)
 wait "${pids[-1]}"

@@ -3,16 +3,8 @@
 # Ctrl-C stops everything. Ports can be changed with WEIR_HTTP_PROXY, WEIR_ADMIN and
 # WEIR_DISCOVERY; the backends listen on 127.0.0.1:9001-9003 as services.yaml says.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-weir="${WEIR:-$root/target/release/weir}"
-if [ ! -x "$weir" ]; then
-  echo "building weir (cargo build --release -p weir)…" >&2
-  (cd "$root" && cargo build --release -p weir)
-fi
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+# shellcheck source=../weir.sh
+source "$(dirname "$0")/../weir.sh"
 "$weir" echo --listen 127.0.0.1:9001 --name hello-v1 & pids+=($!)
 "$weir" echo --listen 127.0.0.1:9002 --name hello-v2 & pids+=($!)
 "$weir" echo --listen 127.0.0.1:9003 --name weather-api & pids+=($!)

@@ -130,7 +130,9 @@ async fn serve(
         streams: None,
         request_timer: crate::request_timer::RequestTimer::new(),
     });
-    handle(ctx, req.map(RequestBody::Hyper)).await
+    let mut resp = handle(ctx.clone(), req.map(RequestBody::Hyper)).await?;
+    crate::http::keepalive_under_overload(&ctx, false, &mut resp);
+    Ok(resp)
 }
 
 fn split_authority(authority: &str, default_port: u16) -> (String, u16) {

@@ -398,29 +398,18 @@ pub struct Matched<'a> {
 #[error("stream reset: {0}")]
 pub struct StreamReset(pub &'static str);
 
-/// Handles one request. Errors are local replies, but for the rare request Envoy refuses by
-/// resetting its HTTP/2 stream ([`StreamReset`]).
-pub async fn handle(ctx: Arc<HttpContext>, req: Request<RequestBody>) -> Result<Response<Body>, StreamReset> {
-    let http2 = req.version() == http::Version::HTTP_2;
-    let mut resp = respond(&ctx, req).await?;
-    // The overload manager's `disable_http_keepalive`, on every answer (Envoy's place for it:
-    // the response head).
-    if !ctx.manager.bypass_overload_manager
-        && ctx
-            .state
-            .overload
-            .sheds(crate::overload::Action::DisableHttpKeepalive)
+/// The overload manager's `disable_http_keepalive` on an answer about to be sent (Envoy's place
+/// for it: the response head): for that share of answers, the connection closes after it —
+/// `connection: close` for HTTP/1 (not on an upgrade's `101`), a GOAWAY for HTTP/2, its open
+/// streams finishing; counted in `http.downstream_cx_overload_disable_keepalive`.
+pub fn keepalive_under_overload(ctx: &HttpContext, http2: bool, resp: &mut Response<Body>) {
+    if !ctx
+        .state
+        .overload
+        .sheds(crate::overload::Action::DisableHttpKeepalive)
+        || ctx.manager.bypass_overload_manager
+        || resp.status() == StatusCode::SWITCHING_PROTOCOLS
     {
-        disable_keepalive(&ctx, http2, &mut resp);
-    }
-    Ok(resp)
-}
-
-/// Closes the connection of a response under `disable_http_keepalive`: HTTP/1 with
-/// `connection: close` (not an upgrade's `101`), HTTP/2 with a GOAWAY once its streams are
-/// done; counted in `http.downstream_cx_overload_disable_keepalive`.
-fn disable_keepalive(ctx: &HttpContext, http2: bool, resp: &mut Response<Body>) {
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
     ctx.state
@@ -435,11 +424,14 @@ fn disable_keepalive(ctx: &HttpContext, http2: bool, resp: &mut Response<Body>) 
     }
 }
 
-/// Answers one request (see [`handle`]).
-async fn respond(
-    ctx: &Arc<HttpContext>,
+/// Handles one request. Errors are local replies, but for the rare request Envoy refuses by
+/// resetting its HTTP/2 stream ([`StreamReset`]). The servers that hand requests here apply
+/// [`keepalive_under_overload`] to what comes back.
+pub async fn handle(
+    ctx: Arc<HttpContext>,
     mut req: Request<RequestBody>,
 ) -> Result<Response<Body>, StreamReset> {
+    let ctx = &ctx;
     let started = Instant::now();
     // An HTTP/2 stream stays open (for the idle timeout) until its response body is done.
     let stream = match &ctx.streams {

@@ -366,6 +366,9 @@ pub struct Overload {
     shrinks: AtomicU64,
     /// False while `stop_accepting_connections` is saturated.
     accepting: tokio::sync::watch::Sender<bool>,
+    /// The configured actions, a bit each by [`Action::index`]: asked for every request and
+    /// connection, an action nobody configured is answered without touching shared state.
+    configured_bits: u8,
 }
 
 impl Default for Overload {
@@ -389,6 +392,9 @@ impl Overload {
             }),
             shrinks: AtomicU64::new(0),
             accepting: tokio::sync::watch::channel(true).0,
+            configured_bits: config.map_or(0, |c| {
+                c.actions.iter().fold(0, |bits, a| bits | 1 << a.action.index())
+            }),
         }
     }
 
@@ -400,6 +406,9 @@ impl Overload {
     /// Whether this request or connection is shed by `action`: always when it is saturated,
     /// with a probability equal to its state when scaled (as Envoy draws it).
     pub fn sheds(&self, action: Action) -> bool {
+        if self.configured_bits & 1 << action.index() == 0 {
+            return false;
+        }
         let state = self.state(action);
         let sheds = state >= 1.0 || state > 0.0 && fastrand::f64() < state;
         if sheds && action.is_load_shed_point() {
@@ -640,8 +649,23 @@ mod tests {
     }
 
     #[test]
-    fn a_scaled_action_sheds_about_its_share() {
+    fn an_action_nobody_configured_never_sheds() {
         let overload = Overload::default();
+        overload.states[Action::StopAcceptingRequests.index()].store(1f64.to_bits(), Ordering::Relaxed);
+        assert!(!overload.sheds(Action::StopAcceptingRequests));
+    }
+
+    #[test]
+    fn a_scaled_action_sheds_about_its_share() {
+        let o = OverloadManager {
+            resource_monitors: vec![injected("a")],
+            actions: vec![action(
+                Action::StopAcceptingRequests.name(),
+                vec![threshold("a", 0.9)],
+            )],
+            ..Default::default()
+        };
+        let overload = Overload::new(Some(&OverloadConfig::compile(&o).unwrap()));
         overload.states[Action::StopAcceptingRequests.index()].store(0.25f64.to_bits(), Ordering::Relaxed);
         let shed = (0..10_000)
             .filter(|_| overload.sheds(Action::StopAcceptingRequests))

@@ -689,7 +689,15 @@ where
         Codec::Http2 => builder.http2_only(),
     };
     let service_ctx = ctx.clone();
-    let service = service_fn(move |req| handle(service_ctx.clone(), req.map(RequestBody::Hyper)));
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let ctx = service_ctx.clone();
+        async move {
+            let http2 = req.version() == http::Version::HTTP_2;
+            let mut resp = handle(ctx.clone(), req.map(RequestBody::Hyper)).await?;
+            crate::http::keepalive_under_overload(&ctx, http2, &mut resp);
+            Ok::<_, crate::http::StreamReset>(resp)
+        }
+    });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     // HTTP/2 streams are counted by `handle` for the idle timeout (HTTP/1.1 connections get it

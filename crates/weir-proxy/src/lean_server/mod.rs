@@ -177,7 +177,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         loop {
             tokio::select! {
                 biased;
-                response = response.as_mut() => return response.ok(),
+                response = response.as_mut() => {
+                    let mut response = response.ok()?;
+                    crate::http::keepalive_under_overload(self.ctx, false, &mut response);
+                    return Some(response);
+                }
                 // A pipelined request stays in the buffer; past one, the connection is not read
                 // until this answer is written.
                 read = self.stream.read_buf(self.buf), if self.buf.is_empty() => match read {

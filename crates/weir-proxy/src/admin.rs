@@ -332,12 +332,13 @@ impl Admin {
         out
     }
 
-    /// Proxy-wide counters: (`/stats` name, value).
-    fn proxy_counters(&self) -> [(&'static str, u64); 18] {
+    /// Proxy-wide counters and gauges: (`/stats` name, value).
+    fn proxy_counters(&self) -> [(&'static str, u64); 19] {
         let c = &self.state.counters;
         [
             ("http.downstream_rq_total", &c.downstream_rq_total),
             ("listener.downstream_cx_total", &c.downstream_cx_total),
+            ("listener.downstream_cx_active", &c.downstream_cx_active),
             ("listener.no_filter_chain_match", &c.no_filter_chain_match),
             ("http.no_route", &c.no_route),
             ("http.downstream_rq_idle_timeout", &c.downstream_rq_idle_timeout),

@@ -569,6 +569,16 @@ layered_runtime:
     let proxy = proxy_on("connection-limits", limited, &text);
     let client = Client::new();
     let admin = admin_of(&proxy);
+    // The probe that saw the listener accept holds a place from when the proxy accepts it
+    // until the proxy sees it close.
+    support::eventually(
+        "the readiness probe's connection is accepted and closed",
+        Duration::from_secs(5),
+        &mut || {
+            counter(&client, admin, "listener.downstream_cx_total") == 1
+                && counter(&client, admin, "listener.downstream_cx_active") == 0
+        },
+    );
     let a1 = tcp_through(limited).expect("first on the limited listener");
     let _a2 = tcp_through(limited).expect("second on the limited listener");
     assert!(tcp_through(limited).is_none(), "the listener's limit is 2");

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{HttpFault, fault_abort};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::Any;
-use http::{HeaderName, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 
 use crate::convert::{decode_any, opt_duration};
@@ -284,6 +284,42 @@ pub struct Fault {
     pub header_delay: Option<Fraction>,
     /// Abort taken from `x-envoy-fault-abort-request` / `-grpc-request` (header_abort).
     pub header_abort: Option<Fraction>,
+    /// What an abort answers with: the body of an HTTP abort, the `grpc-message` of a gRPC
+    /// one (`abort.response_body`; Envoy's "fault filter abort" when unset).
+    pub abort_message: AbortMessage,
+}
+
+/// The text an injected abort answers with.
+#[derive(Clone, Debug)]
+pub struct AbortMessage {
+    /// The HTTP response body.
+    pub text: Box<str>,
+    /// The same text as a `grpc-message` value (percent-encoded as gRPC requires).
+    pub grpc_message: HeaderValue,
+}
+
+impl AbortMessage {
+    /// Envoy's text when `response_body` is unset.
+    pub const DEFAULT: &'static str = "fault filter abort";
+
+    /// The message for `text`.
+    pub fn new(text: &str) -> Self {
+        // gRPC's rule: bytes outside printable ASCII, and `%` itself, are percent-encoded.
+        const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+        let encoded = percent_encoding::utf8_percent_encode(text, GRPC_MESSAGE).to_string();
+        AbortMessage {
+            text: text.into(),
+            // Percent-encoded text is printable ASCII, which is always a valid header value.
+            grpc_message: HeaderValue::try_from(encoded)
+                .unwrap_or_else(|_| HeaderValue::from_static(Self::DEFAULT)),
+        }
+    }
+}
+
+impl Default for AbortMessage {
+    fn default() -> Self {
+        AbortMessage::new(Self::DEFAULT)
+    }
 }
 
 /// How an abort answers.
@@ -710,6 +746,9 @@ pub fn compile_fault(f: &HttpFault) -> Result<Fault, String> {
         }
     }
     if let Some(a) = &f.abort {
+        if !a.response_body.is_empty() {
+            out.abort_message = AbortMessage::new(&a.response_body);
+        }
         let fraction = Fraction::from_pb(a.percentage.as_ref());
         match &a.error_type {
             Some(fault_abort::ErrorType::HttpStatus(s)) => {

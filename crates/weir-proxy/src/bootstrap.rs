@@ -88,6 +88,7 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
         (b.watchdogs.is_some(), "watchdogs"),
         (b.stats_config.is_some(), "stats_config"),
         (b.enable_dispatcher_stats, "enable_dispatcher_stats"),
+        (b.enable_worker_cpu_affinity, "enable_worker_cpu_affinity"),
         (!b.header_prefix.is_empty(), "header_prefix"),
         (
             b.stats_server_version_override.is_some(),

@@ -209,6 +209,8 @@ fn unsupported(c: &Cluster) -> Option<&'static str> {
         (!c.alt_stat_name.is_empty(), "alt_stat_name"),
         (c.track_timeout_budgets, "track_timeout_budgets"),
         (c.track_cluster_stats.is_some(), "track_cluster_stats"),
+        (c.stats_matcher.is_some(), "stats_matcher"),
+        (c.queuing_policies.is_some(), "queuing_policies"),
         (
             c.per_connection_buffer_high_watermark_timeout.is_some(),
             "per_connection_buffer_high_watermark_timeout",

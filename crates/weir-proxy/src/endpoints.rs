@@ -138,6 +138,11 @@ pub fn compile_assignment(cla: &ClusterLoadAssignment, allow_names: bool) -> Res
             if !endpoint.additional_addresses.is_empty() {
                 return Err("endpoint additional_addresses are not supported".into());
             }
+            // Envoy's per-endpoint statistics name: Weir keeps no per-endpoint statistics
+            // under any name, so one given would be a promise it does not keep.
+            if !endpoint.observability_name.is_empty() {
+                return Err("endpoint observability_name is not supported".into());
+            }
             let address = endpoint.address.as_ref().ok_or("an endpoint has no address")?;
             let t = target(address)?;
             if matches!(t, Target::Name(..)) && !allow_names {

@@ -797,9 +797,10 @@ async fn apply_fault(manager: &HttpManagerConfig, fault: &Fault, headers: &Heade
         }
         _ => None,
     };
+    let message = &fault.abort_message;
     match abort {
         Some(Abort::Http(status)) => {
-            FaultOutcome::Abort(Box::new(local_reply(manager, status, "fault filter abort")))
+            FaultOutcome::Abort(Box::new(local_reply(manager, status, &message.text)))
         }
         Some(Abort::Grpc(code)) => {
             let mut resp = local_reply(manager, StatusCode::OK, "");
@@ -809,10 +810,7 @@ async fn apply_fault(manager: &HttpManagerConfig, fault: &Fault, headers: &Heade
                 HeaderValue::from_static("application/grpc"),
             );
             h.insert(names::GRPC_STATUS, HeaderValue::from(code));
-            h.insert(
-                names::GRPC_MESSAGE,
-                HeaderValue::from_static("fault filter abort"),
-            );
+            h.insert(names::GRPC_MESSAGE, message.grpc_message.clone());
             FaultOutcome::Abort(Box::new(resp))
         }
         None => outcome,

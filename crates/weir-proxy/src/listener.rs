@@ -168,6 +168,10 @@ pub struct HttpManagerConfig {
     /// (Envoy's `drain_timeout`, default 5 s): a client that never answers the GOAWAY's PING is
     /// then disconnected if it has no stream open.
     pub drain_timeout: Duration,
+    /// Up to how much longer, as a share of `drain_timeout` (0 to 1), one connection's drain
+    /// timeout runs (`drain_timeout_jitter`): drawn per connection, so connections that start
+    /// closing together do not all end at once.
+    pub drain_timeout_jitter: f64,
     /// Upgrades allowed (`websocket`…).
     pub upgrades: Vec<String>,
     /// Downstream codec.
@@ -225,6 +229,13 @@ pub enum ServerHeader {
 }
 
 impl HttpManagerConfig {
+    /// One connection's drain timeout: `drain_timeout`, lengthened by `draw` (in `0..1`) of
+    /// its jitter.
+    pub fn drain_grace(&self, draw: f64) -> Duration {
+        self.drain_timeout
+            .mul_f64(1.0 + self.drain_timeout_jitter * draw.clamp(0.0, 1.0))
+    }
+
     /// A connection manager with Envoy's defaults and these routes.
     pub fn with_routes(routes: RouteSource) -> Self {
         HttpManagerConfig {
@@ -246,6 +257,7 @@ impl HttpManagerConfig {
             request_timeout: None,
             idle_timeout: Some(Duration::from_secs(3600)),
             drain_timeout: Duration::from_secs(5),
+            drain_timeout_jitter: 0.0,
             upgrades: Vec::new(),
             codec: Codec::Auto,
             strip_any_host_port: false,
@@ -689,6 +701,14 @@ fn compile_tcp_proxy(t: &TcpProxy, wide: ListenerWide) -> Result<TcpProxyConfig,
             "max_downstream_connection_duration",
         ),
         (!t.proxy_protocol_tlvs.is_empty(), "proxy_protocol_tlvs"),
+        (
+            t.proxy_protocol_tlv_merge_policy != 0,
+            "proxy_protocol_tlv_merge_policy",
+        ),
+        (
+            t.check_drain_close.as_ref().is_some_and(|b| b.value),
+            "check_drain_close",
+        ),
         (t.backoff_options.is_some(), "backoff_options"),
         (t.downstream_idle_timeout.is_some(), "downstream_idle_timeout"),
         (t.upstream_idle_timeout.is_some(), "upstream_idle_timeout"),
@@ -959,6 +979,15 @@ fn compile_hcm(h: &HttpConnectionManager, wide: ListenerWide) -> Result<HttpMana
         )?,
         drain_timeout: opt_duration(h.drain_timeout.as_ref(), "drain_timeout")?
             .unwrap_or(Duration::from_secs(5)),
+        drain_timeout_jitter: match h.drain_timeout_jitter.as_ref().map(|p| p.value) {
+            None => 0.0,
+            Some(percent) if (0.0..=100.0).contains(&percent) => percent / 100.0,
+            Some(percent) => {
+                return Err(format!(
+                    "http_connection_manager.drain_timeout_jitter: {percent} is not a percentage in [0, 100]"
+                ));
+            }
+        },
         upgrades,
         codec,
         strip_any_host_port: matches!(
@@ -1171,5 +1200,51 @@ pub(crate) fn bare_listener(
     match ListenerConfig::compile(&source) {
         Ok(l) => l,
         Err(e) => panic!("{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
+    use envoy_types::pb::envoy::r#type::v3::Percent;
+    use envoy_types::pb::google::protobuf::Duration as PbDuration;
+
+    fn manager(jitter: Option<f64>) -> Result<HttpManagerConfig, String> {
+        let h = HttpConnectionManager {
+            route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+                RouteConfiguration::default(),
+            )),
+            drain_timeout: Some(PbDuration {
+                seconds: 10,
+                nanos: 0,
+            }),
+            drain_timeout_jitter: jitter.map(|value| Percent { value }),
+            http_filters: vec![HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        compile_hcm(&h, ListenerWide::default())
+    }
+
+    #[test]
+    fn the_drain_timeout_is_lengthened_by_up_to_its_jitter_per_connection() {
+        let m = manager(Some(50.0)).unwrap();
+        assert_eq!(m.drain_grace(0.0), Duration::from_secs(10));
+        assert_eq!(m.drain_grace(0.5), Duration::from_millis(12_500));
+        assert_eq!(m.drain_grace(1.0), Duration::from_secs(15));
+        let m = manager(None).unwrap();
+        assert_eq!(
+            m.drain_grace(0.9),
+            Duration::from_secs(10),
+            "no jitter unless set"
+        );
+        for bad in [100.5, -1.0, f64::NAN] {
+            let e = manager(Some(bad)).unwrap_err();
+            assert!(e.contains("drain_timeout_jitter"), "{e}");
+        }
     }
 }

@@ -86,6 +86,7 @@ fn compile_vhost(vh: &VirtualHost, routes: Vec<CompiledRoute>) -> Result<Compile
         ),
         (vh.matcher.is_some(), "matcher"),
         (!vh.request_mirror_policies.is_empty(), "request_mirror_policies"),
+        (!vh.route_specifiers.is_empty(), "route_specifiers"),
     ];
     if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
         return Err(format!("virtual host {field} is not supported"));
@@ -334,6 +335,9 @@ impl CompiledRoute {
         if !r.stat_prefix.is_empty() {
             return Err("route stat_prefix (per-route statistics) is not supported".into());
         }
+        if !r.route_specifiers.is_empty() {
+            return Err("route route_specifiers are not supported".into());
+        }
         let action = compile_action(r)?;
         let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
         let fold = |s: &str| {
@@ -536,6 +540,7 @@ impl CompiledRoutes {
                 "ignore_path_parameters_in_path_matching",
             ),
             (!config.vhost_header.is_empty(), "vhost_header"),
+            (!config.route_specifiers.is_empty(), "route_specifiers"),
         ];
         if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
             return Err(config_err(format!("{field} is not supported")));

@@ -740,7 +740,8 @@ where
             // waits for the client to answer the GOAWAY's PING; one that never does is
             // disconnected after the drain timeout, unless a stream opened meanwhile.
             conn.as_mut().graceful_shutdown();
-            let goodbye = tokio::time::timeout(manager.drain_timeout, conn.as_mut()).await;
+            let grace = manager.drain_grace(fastrand::f64());
+            let goodbye = tokio::time::timeout(grace, conn.as_mut()).await;
             let stream_opened = streams.as_ref().is_some_and(|s| s.open_streams() > 0);
             if goodbye.is_err() && stream_opened {
                 let _ = conn.await;

@@ -192,7 +192,12 @@ fn compile_validation(v: &CertificateValidationContext) -> Result<(RootCertStore
             {
                 e.clone()
             }
-            _ => return Err("SAN matchers must be exact (case-sensitive) matches".into()),
+            _ => {
+                return Err(
+                    "match_typed_subject_alt_names: SAN matchers must be exact (case-sensitive) matches"
+                        .into(),
+                );
+            }
         };
         let name = match kind {
             SanType::Dns | SanType::IpAddress => ServerName::try_from(exact.clone())
@@ -306,6 +311,7 @@ fn identity(
                 || t.watched_directory.is_some()
                 || t.ocsp_staple.is_some()
                 || !t.signed_certificate_timestamp.is_empty()
+                || t.tls_params.is_some()
             {
                 return Err("tls_certificates: only certificate_chain and private_key are supported".into());
             }
@@ -420,10 +426,19 @@ pub fn downstream(any: &Any) -> Result<DownstreamTls, String> {
         Some(v) => {
             let (roots, sans) = compile_validation(v)?;
             if !sans.0.is_empty() {
-                return Err("SAN matchers on client certificates are not supported".into());
+                return Err(
+                    "validation_context.match_typed_subject_alt_names on client certificates is not supported"
+                        .into(),
+                );
             }
             let verifier =
                 rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            // The certificate request names the trusted CAs unless told not to.
+            let verifier = if v.suppress_client_ca_list {
+                verifier.clear_root_hint_subjects()
+            } else {
+                verifier
+            };
             let verifier = if require {
                 verifier
             } else {
@@ -450,6 +465,112 @@ pub fn downstream(any: &Any) -> Result<DownstreamTls, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::TlsCertificate;
+    use prost::Message;
+    use rustls::client::ResolvesClientCert;
+    use rustls::sign::CertifiedKey;
+    use std::sync::Mutex;
+
+    fn inline(text: String) -> Option<DataSource> {
+        Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(text)),
+            ..Default::default()
+        })
+    }
+
+    /// Remembers the CA names a server's certificate request offered, and sends no certificate.
+    #[derive(Debug, Default)]
+    struct OfferedCas(Mutex<Option<usize>>);
+
+    impl ResolvesClientCert for OfferedCas {
+        fn resolve(&self, hints: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+            *self.0.lock().unwrap() = Some(hints.len());
+            None
+        }
+
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    /// The number of CA names a downstream TLS context that validates client certificates
+    /// (optional ones) offers in its certificate request.
+    fn cas_offered(suppress_client_ca_list: bool) -> usize {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client ca");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["server.test".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let context = DownstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificates: vec![TlsCertificate {
+                    certificate_chain: inline(cert.pem()),
+                    private_key: inline(key.serialize_pem()),
+                    ..Default::default()
+                }],
+                validation_context_type: Some(common_tls_context::ValidationContextType::ValidationContext(
+                    CertificateValidationContext {
+                        trusted_ca: inline(ca.pem()),
+                        suppress_client_ca_list,
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let server = downstream(&Any {
+            type_url: format!("type.googleapis.com/{DOWNSTREAM}"),
+            value: context.encode_to_vec(),
+        })
+        .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let offered = Arc::new(OfferedCas::default());
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(offered.clone());
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(client), "server.test".try_into().unwrap()).unwrap();
+        let mut server = rustls::ServerConnection::new(server.config).unwrap();
+        // The handshake, in memory: each side's records handed to the other until both are done.
+        while client.is_handshaking() || server.is_handshaking() {
+            let mut records = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut records).unwrap();
+            }
+            server.read_tls(&mut records.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            records.clear();
+            while server.wants_write() {
+                server.write_tls(&mut records).unwrap();
+            }
+            client.read_tls(&mut records.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        offered
+            .0
+            .lock()
+            .unwrap()
+            .expect("the server asked for a certificate")
+    }
+
+    #[test]
+    fn the_certificate_request_names_the_trusted_cas_unless_suppressed() {
+        assert_eq!(cas_offered(false), 1);
+        assert_eq!(cas_offered(true), 0);
+    }
 
     #[test]
     fn alpn_entries_are_joined_then_split_on_commas_as_envoy_reads_them() {

@@ -467,6 +467,7 @@ fn every_listener_part_field_is_honoured_or_refused() {
         "server_name",
         "server_header_transformation",
         "drain_timeout",
+        "drain_timeout_jitter",
         "stream_idle_timeout",
         "request_timeout",
         "use_remote_address",
@@ -621,6 +622,9 @@ fn every_route_part_field_is_honoured_or_refused() {
         "retry_back_off",
         "retry_host_predicate",
         "host_selection_retry_max_attempts",
+        // As in Envoy, changing nothing for the cluster specifiers Weir accepts (a cluster, a
+        // header, weighted clusters): only plugin specifiers can choose again for a retry.
+        "refresh_cluster_on_retry",
     ];
     part(&["virtual_hosts", "routes", "route", "retry_policy"], &retry);
     check(problems);
@@ -713,7 +717,13 @@ fn every_cluster_part_field_is_honoured_or_refused() {
         &["upstream_connection_options", "tcp_keepalive"],
         &keepalive,
     );
-    part(&full, &["upstream_bind_config"], &["source_address"]);
+    let bind = [
+        "source_address",
+        // Changing nothing in Weir: network namespaces are refused wherever they are named,
+        // so there is never one to validate.
+        "validate_network_namespaces",
+    ];
+    part(&full, &["upstream_bind_config"], &bind);
     let tls = ["common_tls_context", "sni"];
     part(&full, &["transport_socket", "typed_config", "@"], &tls);
     let common_tls = ["tls_certificates", "validation_context", "alpn_protocols"];
@@ -722,7 +732,12 @@ fn every_cluster_part_field_is_honoured_or_refused() {
         &["transport_socket", "typed_config", "@", "common_tls_context"],
         &common_tls,
     );
-    let validation = ["trusted_ca", "match_typed_subject_alt_names"];
+    let validation = [
+        "trusted_ca",
+        "match_typed_subject_alt_names",
+        // As in Envoy, changing nothing upstream: only a server asks for client certificates.
+        "suppress_client_ca_list",
+    ];
     part(
         &full,
         &[
@@ -923,7 +938,8 @@ fn every_downstream_tls_and_http_filter_field_is_honoured_or_refused() {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "common_tls_context": {"tls_certificates": [{
             "certificate_chain": {"inline_string": cert.pem()},
-            "private_key": {"inline_string": key.serialize_pem()}}]}}});
+            "private_key": {"inline_string": key.serialize_pem()}}],
+            "validation_context": {"trusted_ca": {"inline_string": ca()}}}}});
     tls["filter_chains"][0]["filters"][0]["typed_config"]["upgrade_configs"] =
         json!([{"upgrade_type": "websocket"}]);
     let mut problems = Vec::new();
@@ -957,6 +973,18 @@ fn every_downstream_tls_and_http_filter_field_is_honoured_or_refused() {
             "tls_certificates",
         ],
         &certificate,
+    );
+    let validation = ["trusted_ca", "suppress_client_ca_list"];
+    part(
+        &[
+            "filter_chains",
+            "transport_socket",
+            "typed_config",
+            "@",
+            "common_tls_context",
+            "validation_context",
+        ],
+        &validation,
     );
     let manager = ["filter_chains", "filters", "typed_config", "@"];
     part(
@@ -1177,7 +1205,13 @@ fn every_redirect_fault_and_cors_field_is_honoured_or_refused() {
         &[&filters[..], &["envoy.filters.http.fault", "@", "delay"]].concat(),
         &delay,
     );
-    let abort = ["http_status", "grpc_status", "header_abort", "percentage"];
+    let abort = [
+        "http_status",
+        "grpc_status",
+        "header_abort",
+        "percentage",
+        "response_body",
+    ];
     part(
         &[&filters[..], &["envoy.filters.http.fault", "@", "abort"]].concat(),
         &abort,

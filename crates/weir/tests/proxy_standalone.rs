@@ -1397,3 +1397,56 @@ fn one_http1_connection_is_served_by_weirs_server_then_hypers() {
         "/after"
     );
 }
+
+#[test]
+fn an_injected_abort_answers_with_the_response_body_the_fault_filter_names() {
+    let (_e, backend) = echo("fault-body");
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let fault = |abort: &str| {
+        format!(
+            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\n                    abort: {{{abort}, percentage: {{numerator: 100}}}}"
+        )
+    };
+    // A gRPC abort on one route (its own fault settings), the filter's HTTP abort elsewhere.
+    let routes = format!(
+        "              - match: {{prefix: /grpc}}
+                route: {{cluster: backend}}
+                typed_per_filter_config:
+                  envoy.filters.http.fault:
+                    {}
+              - match: {{prefix: /plain}}
+                route: {{cluster: backend}}
+                typed_per_filter_config:
+                  envoy.filters.http.fault:
+                    {}
+",
+        fault("grpc_status: 14, response_body: \"drained: 100% ✓\""),
+        fault("http_status: 418"),
+    );
+    let text = static_bootstrap("faults", &socket_address(listener), backend, "", &routes)
+        .replace(
+            "          http_filters:\n",
+            &format!(
+                "          http_filters:\n          - name: envoy.filters.http.fault\n            typed_config:\n              {}\n",
+                fault("http_status: 503, response_body: maintenance window")
+                    .replace("\n                    ", "\n              ")
+            ),
+        );
+    let _proxy = proxy_on("fault-body", listener, &text);
+    let client = Client::new();
+    let r = client.direct(listener, "GET", "/", &[], "");
+    assert_eq!((r.status, r.body.as_str()), (503, "maintenance window"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let r = client.direct(listener, "GET", "/grpc", &[], "");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("grpc-status"), Some("14"));
+    // Percent-encoded as gRPC requires: `%` and the bytes outside printable ASCII.
+    assert_eq!(
+        r.header("grpc-message"),
+        Some("drained: 100%25 %E2%9C%93"),
+        "{r:?}"
+    );
+    // Without a body of its own, an abort says what Envoy says.
+    let r = client.direct(listener, "GET", "/plain", &[], "");
+    assert_eq!((r.status, r.body.as_str()), (418, "fault filter abort"));
+}

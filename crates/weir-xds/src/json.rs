@@ -58,8 +58,8 @@ pub enum JsonError {
 }
 
 /// Said of a type the descriptor set does not know, which is likely newer than it.
-const NEWER_TYPE: &str = " (a typed config newer than this build's Envoy API descriptors, those of \
-     envoy-types 0.7.7, cannot be read from a JSON or YAML bootstrap)";
+const NEWER_TYPE: &str = " (a typed config newer than the Envoy API this build was made with, that \
+     of its envoy-types crate, cannot be read from a JSON or YAML bootstrap)";
 
 /// The descriptors of the Envoy v3 API this crate reads and renders messages with.
 pub fn pool() -> Result<&'static DescriptorPool, JsonError> {

@@ -946,45 +946,20 @@ fn every_downstream_tls_and_http_filter_field_is_honoured_or_refused() {
     let mut part = |path: &[&str], accepted: &[&str]| {
         problems.extend(probe(root, &tls, path, accepted, &listener));
     };
-    let downstream = ["common_tls_context", "require_client_certificate"];
+    let downstream = ["filter_chains", "transport_socket", "typed_config", "@"];
+    part(&downstream, &["common_tls_context", "require_client_certificate"]);
+    let common = [&downstream[..], &["common_tls_context"]].concat();
     part(
-        &["filter_chains", "transport_socket", "typed_config", "@"],
-        &downstream,
-    );
-    let common = ["tls_certificates", "validation_context", "alpn_protocols"];
-    part(
-        &[
-            "filter_chains",
-            "transport_socket",
-            "typed_config",
-            "@",
-            "common_tls_context",
-        ],
         &common,
+        &["tls_certificates", "validation_context", "alpn_protocols"],
     );
-    let certificate = ["certificate_chain", "private_key"];
     part(
-        &[
-            "filter_chains",
-            "transport_socket",
-            "typed_config",
-            "@",
-            "common_tls_context",
-            "tls_certificates",
-        ],
-        &certificate,
+        &[&common[..], &["tls_certificates"]].concat(),
+        &["certificate_chain", "private_key"],
     );
-    let validation = ["trusted_ca", "suppress_client_ca_list"];
     part(
-        &[
-            "filter_chains",
-            "transport_socket",
-            "typed_config",
-            "@",
-            "common_tls_context",
-            "validation_context",
-        ],
-        &validation,
+        &[&common[..], &["validation_context"]].concat(),
+        &["trusted_ca", "suppress_client_ca_list"],
     );
     let manager = ["filter_chains", "filters", "typed_config", "@"];
     part(

@@ -55,11 +55,19 @@ pub fn hcm_rds(stat_prefix: &str, route_name: &str, grpc: bool) -> HttpConnectio
 }
 
 /// The HTTP connection manager of a proxy (sidecar or gateway) fetching route configuration
-/// `route_name`: [`hcm_rds`] with the mesh's path normalisation, as Istio sets it.
+/// `route_name`: [`hcm_rds`] with what Istio sets on a proxy's connection managers.
 pub fn proxy_hcm_rds(inputs: &Inputs<'_>, stat_prefix: &str, route_name: &str) -> HttpConnectionManager {
     let mut hcm = hcm_rds(stat_prefix, route_name, false);
-    set_path_normalization(&mut hcm, inputs.mesh.path_normalization);
+    set_proxy_settings(&mut hcm, inputs);
     hcm
+}
+
+/// What Istio sets on every connection manager of a proxy, inbound and outbound: the mesh's
+/// path normalisation, and no stream idle timeout (`0s`; Envoy's default would end a stream
+/// quiet for 5 minutes, such as a gRPC watch waiting for its next message).
+fn set_proxy_settings(hcm: &mut HttpConnectionManager, inputs: &Inputs<'_>) {
+    set_path_normalization(hcm, inputs.mesh.path_normalization);
+    hcm.stream_idle_timeout = Some(duration(std::time::Duration::ZERO));
 }
 
 /// MeshConfig's `pathNormalization` in a connection manager, as Istio translates it: `NONE`
@@ -434,7 +442,7 @@ fn inbound_http(inputs: &Inputs<'_>, port: u32) -> Filter {
         upgrade_configs: websocket(),
         ..Default::default()
     };
-    set_path_normalization(&mut hcm, inputs.mesh.path_normalization);
+    set_proxy_settings(&mut hcm, inputs);
     network_filter(HTTP_CONNECTION_MANAGER, &hcm)
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, HttpProtocolOptions as CoreHttpProtocolOptions};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter, listener_filter};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager,
 };
@@ -172,6 +173,9 @@ pub struct HttpManagerConfig {
     /// timeout runs (`drain_timeout_jitter`): drawn per connection, so connections that start
     /// closing together do not all end at once.
     pub drain_timeout_jitter: f64,
+    /// The router adds none of its own `x-envoy-` headers (`x-envoy-upstream-service-time`,
+    /// `x-envoy-expected-rq-timeout-ms`, `x-envoy-overloaded`): its `suppress_envoy_headers`.
+    pub suppress_envoy_headers: bool,
     /// Upgrades allowed (`websocket`…).
     pub upgrades: Vec<String>,
     /// Downstream codec.
@@ -258,6 +262,7 @@ impl HttpManagerConfig {
             idle_timeout: Some(Duration::from_secs(3600)),
             drain_timeout: Duration::from_secs(5),
             drain_timeout_jitter: 0.0,
+            suppress_envoy_headers: false,
             upgrades: Vec::new(),
             codec: Codec::Auto,
             strip_any_host_port: false,
@@ -761,6 +766,31 @@ fn compile_tcp_proxy(t: &TcpProxy, wide: ListenerWide) -> Result<TcpProxyConfig,
 }
 
 #[allow(deprecated)]
+/// The router filter's settings: whether it suppresses its `x-envoy-` headers. What Weir does
+/// not do is refused by name.
+fn compile_router(r: &Router) -> Result<bool, String> {
+    let unsupported = [
+        (!r.upstream_log.is_empty(), "upstream_log"),
+        (r.upstream_log_options.is_some(), "upstream_log_options"),
+        (!r.strict_check_headers.is_empty(), "strict_check_headers"),
+        (r.respect_expected_rq_timeout, "respect_expected_rq_timeout"),
+        (!r.upstream_http_filters.is_empty(), "upstream_http_filters"),
+        (
+            r.reject_connect_request_early_data
+                .as_ref()
+                .is_some_and(|b| b.value),
+            "reject_connect_request_early_data",
+        ),
+    ];
+    if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!("router.{field} is not supported"));
+    }
+    // `dynamic_stats` and `suppress_grpc_request_failure_code_stats` change nothing here: Weir
+    // keeps no per-status-code or timing statistics per cluster. `start_child_span` neither:
+    // tracing is refused where it is configured.
+    Ok(r.suppress_envoy_headers)
+}
+
 fn compile_hcm(h: &HttpConnectionManager, wide: ListenerWide) -> Result<HttpManagerConfig, String> {
     use http_connection_manager::{CodecType, ForwardClientCertDetails as Fcc, RouteSpecifier as R};
     let unsupported = [
@@ -850,6 +880,7 @@ fn compile_hcm(h: &HttpConnectionManager, wide: ListenerWide) -> Result<HttpMana
     let mut fault = None;
     let mut fault_filter = false;
     let mut cors_filter = false;
+    let mut suppress_envoy_headers = false;
     let mut router = false;
     for (i, f) in h.http_filters.iter().enumerate() {
         if router {
@@ -876,7 +907,13 @@ fn compile_hcm(h: &HttpConnectionManager, wide: ListenerWide) -> Result<HttpMana
             a.type_url.rsplit('/').next().unwrap_or_default()
         });
         match kind {
-            "envoy.extensions.filters.http.router.v3.Router" | "envoy.filters.http.router" => router = true,
+            "envoy.extensions.filters.http.router.v3.Router" | "envoy.filters.http.router" => {
+                router = true;
+                if let Some(a) = any {
+                    let r: Router = decode_any(a, "envoy.extensions.filters.http.router.v3.Router", &f.name)?;
+                    suppress_envoy_headers = compile_router(&r)?;
+                }
+            }
             "envoy.extensions.filters.http.cors.v3.Cors" | "envoy.filters.http.cors" => cors_filter = true,
             "envoy.extensions.filters.http.fault.v3.HTTPFault" | "envoy.filters.http.fault" => {
                 fault_filter = true;
@@ -988,6 +1025,7 @@ fn compile_hcm(h: &HttpConnectionManager, wide: ListenerWide) -> Result<HttpMana
                 ));
             }
         },
+        suppress_envoy_headers,
         upgrades,
         codec,
         strip_any_host_port: matches!(

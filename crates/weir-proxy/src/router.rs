@@ -863,8 +863,10 @@ fn overflow(ctx: &HttpContext, started: Instant, cluster: &str) -> Response<Body
         flags::UPSTREAM_OVERFLOW,
         Some(cluster),
     );
-    resp.headers_mut()
-        .insert(names::X_ENVOY_OVERLOADED, HeaderValue::from_static("true"));
+    if !ctx.manager.suppress_envoy_headers {
+        resp.headers_mut()
+            .insert(names::X_ENVOY_OVERLOADED, HeaderValue::from_static("true"));
+    }
     resp
 }
 
@@ -929,7 +931,7 @@ fn prepare_headers(
     if let Some(via) = &manager.via {
         h.append(http::header::VIA, via.clone());
     }
-    if let Some(t) = timeout {
+    if let Some(t) = timeout.filter(|_| !manager.suppress_envoy_headers) {
         let value = match &forward.timeout_header {
             Some(v) if forward.timeout == Some(t) => v.clone(),
             _ => crate::headers::number_value(t.as_millis() as u64),
@@ -1048,10 +1050,12 @@ async fn finish_upstream(
         strip_hop_by_hop(&mut parts.headers, switching);
         changed = true;
     }
-    parts.headers.insert(
-        names::X_ENVOY_UPSTREAM_SERVICE_TIME,
-        crate::headers::number_value(service_time.as_millis() as u64),
-    );
+    if !ctx.manager.suppress_envoy_headers {
+        parts.headers.insert(
+            names::X_ENVOY_UPSTREAM_SERVICE_TIME,
+            crate::headers::number_value(service_time.as_millis() as u64),
+        );
+    }
     if let Some(t) = target
         && !t.response_headers.is_empty()
     {

@@ -970,6 +970,18 @@ fn every_downstream_tls_and_http_filter_field_is_honoured_or_refused() {
         &[&manager[..], &["upgrade_configs"]].concat(),
         &["upgrade_type", "enabled"],
     );
+    let router = [
+        "suppress_envoy_headers",
+        // Changing nothing in Weir: it keeps no per-status-code or timing statistics per
+        // cluster for these to turn off, and tracing is refused where it is configured.
+        "dynamic_stats",
+        "suppress_grpc_request_failure_code_stats",
+        "start_child_span",
+    ];
+    part(
+        &[&manager[..], &["http_filters", "typed_config", "@"]].concat(),
+        &router,
+    );
     check(problems);
 }
 

@@ -1450,3 +1450,49 @@ fn an_injected_abort_answers_with_the_response_body_the_fault_filter_names() {
     let r = client.direct(listener, "GET", "/plain", &[], "");
     assert_eq!((r.status, r.body.as_str()), (418, "fault filter abort"));
 }
+
+#[test]
+fn the_router_adds_its_x_envoy_headers_unless_told_to_suppress_them() {
+    let (_e, backend) = echo("suppress");
+    let client = Client::new();
+    let proxy = |label: &str, router: &str| {
+        let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = static_bootstrap(label, &socket_address(listener), backend, "", "").replace(
+            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
+            &format!(
+                "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n{router}"
+            ),
+        );
+        (proxy_on(label, listener, &text), listener)
+    };
+    // The route has a 5 s timeout: the upstream is told so, and the client how long it took.
+    let (_plain, plain) = proxy("router-plain", "");
+    let r = client.direct(plain, "GET", "/", &[], "");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.header("x-envoy-upstream-service-time").is_some(), "{r:?}");
+    assert_eq!(r.json()["headers"]["x-envoy-expected-rq-timeout-ms"], "5000");
+    let (_quiet, quiet) = proxy(
+        "router-suppress",
+        "              suppress_envoy_headers: true\n              dynamic_stats: false\n",
+    );
+    let r = client.direct(quiet, "GET", "/", &[], "");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-envoy-upstream-service-time"), None, "{r:?}");
+    assert!(
+        r.json()["headers"]
+            .get("x-envoy-expected-rq-timeout-ms")
+            .is_none(),
+        "{r:?}"
+    );
+    // What the router cannot do is refused by name.
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let strict = static_bootstrap("strict", &socket_address(listener), backend, "", "").replace(
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n              strict_check_headers: [x-envoy-max-retries]\n",
+    );
+    let refused = refused_bootstrap("router-strict", &strict);
+    assert!(
+        refused.contains("router.strict_check_headers is not supported"),
+        "{refused}"
+    );
+}

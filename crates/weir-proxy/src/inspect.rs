@@ -30,7 +30,8 @@ pub enum Tls {
     Hello(ClientHello),
 }
 
-/// Envoy's TLS inspector reads at most 64 KiB.
+/// The most bytes read before the inspectors give up (the TLS inspector stops sooner, at its
+/// listener's `max_client_hello_size`).
 pub const MAX_HELLO: usize = 64 * 1024;
 
 struct Reader<'a> {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, HttpProtocolOptions as CoreHttpProtocolOptions};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter, listener_filter};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager,
 };
@@ -366,6 +367,8 @@ pub struct ListenerConfig {
     pub use_original_dst: bool,
     /// Read SNI and ALPN from a TLS ClientHello.
     pub tls_inspector: bool,
+    /// How the TLS inspector reads a ClientHello.
+    pub tls_inspection: TlsInspection,
     /// Detect HTTP/1.x and h2c.
     pub http_inspector: bool,
     /// How long inspectors may wait for bytes (Envoy's default 15 s; zero: no limit).
@@ -469,6 +472,7 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
         n => n.as_ref().map(|n| n.value),
     };
     let mut tls_inspector = false;
+    let mut tls_inspection = TlsInspection::default();
     let mut http_inspector = false;
     for f in &l.listener_filters {
         if f.filter_disabled.is_some() {
@@ -481,11 +485,27 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
             Some(listener_filter::ConfigType::TypedConfig(a)) => {
                 a.type_url.rsplit('/').next().unwrap_or_default()
             }
-            _ => f.name.as_str(),
+            Some(listener_filter::ConfigType::ConfigDiscovery(_)) => {
+                return Err(format!(
+                    "listener filter {:?}: config_discovery is not supported",
+                    f.name
+                ));
+            }
+            None => f.name.as_str(),
         };
         match kind {
             "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
-            | "envoy.filters.listener.tls_inspector" => tls_inspector = true,
+            | "envoy.filters.listener.tls_inspector" => {
+                tls_inspector = true;
+                if let Some(listener_filter::ConfigType::TypedConfig(a)) = &f.config_type {
+                    let config: TlsInspector = decode_any(
+                        a,
+                        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                        &f.name,
+                    )?;
+                    tls_inspection = TlsInspection::compile(&config)?;
+                }
+            }
             "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
             | "envoy.filters.listener.http_inspector" => http_inspector = true,
             // Original destination: how Weir reads it is the listener's business (the
@@ -523,6 +543,7 @@ fn compile(l: &Listener) -> Result<ListenerConfig, String> {
         bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
         use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
         tls_inspector,
+        tls_inspection,
         http_inspector,
         inspect_timeout,
         continue_on_timeout: l.continue_on_listener_filters_timeout,
@@ -551,6 +572,51 @@ fn check_duplicate_matches(chains: &[Chain]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// How the TLS inspector reads a ClientHello (its `TlsInspector` settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsInspection {
+    /// The most bytes read for a ClientHello (`max_client_hello_size`, Envoy's 16 KiB by
+    /// default and at most): a ClientHello not whole within them is not TLS to the inspector.
+    pub max_hello: usize,
+    /// Close a connection whose first bytes are not a ClientHello the inspector can read
+    /// (`close_connection_on_client_hello_parsing_errors`; otherwise it goes on as plain text).
+    pub close_on_error: bool,
+}
+
+impl TlsInspection {
+    /// Envoy's limit for a ClientHello, and its default.
+    pub const MAX_HELLO: usize = 16 * 1024;
+
+    /// Reads the inspector's settings. The fingerprints (`enable_ja3_fingerprinting`,
+    /// `enable_ja4_fingerprinting`) are only read by access logs, which Weir refuses, and
+    /// `initial_read_buffer_size` changes how the bytes are read, not what is seen.
+    fn compile(c: &TlsInspector) -> Result<Self, String> {
+        let max_hello = match c.max_client_hello_size.as_ref().map(|n| n.value) {
+            None => Self::MAX_HELLO,
+            Some(n) if usize::try_from(n).is_ok_and(|n| n <= Self::MAX_HELLO) => n as usize,
+            Some(n) => {
+                return Err(format!(
+                    "tls_inspector: max_client_hello_size of {n} is greater than maximum of {}.",
+                    Self::MAX_HELLO
+                ));
+            }
+        };
+        Ok(TlsInspection {
+            max_hello,
+            close_on_error: c.close_connection_on_client_hello_parsing_errors,
+        })
+    }
+}
+
+impl Default for TlsInspection {
+    fn default() -> Self {
+        TlsInspection {
+            max_hello: Self::MAX_HELLO,
+            close_on_error: false,
+        }
+    }
 }
 
 /// What a listener sets for every one of its filter chains.

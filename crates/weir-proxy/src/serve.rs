@@ -487,16 +487,20 @@ pub async fn dispatch<S>(
     let mut seen = BytesMut::new();
     if listener.inspects() {
         let inspection = inspect(&listener, &mut stream, &mut seen, &mut facts);
-        let finished = if listener.inspect_timeout.is_zero() {
-            inspection.await;
-            true
+        let verdict = if listener.inspect_timeout.is_zero() {
+            Some(inspection.await)
         } else {
             tokio::time::timeout(listener.inspect_timeout, inspection)
                 .await
-                .is_ok()
+                .ok()
         };
-        if !finished && !listener.continue_on_timeout {
-            return;
+        match verdict {
+            Some(Inspected::Refused) => {
+                tracing::debug!(listener = %listener.name, %peer, "no readable TLS ClientHello; closing, as the TLS inspector says");
+                return;
+            }
+            None if !listener.continue_on_timeout => return,
+            Some(Inspected::Done) | None => {}
         }
     }
     let Some(chain) = listener.select(&facts) else {
@@ -591,13 +595,22 @@ async fn run_chain<S>(
     }
 }
 
+/// What the inspectors made of a connection's first bytes.
+enum Inspected {
+    /// They have decided, or the peer stopped sending.
+    Done,
+    /// The TLS inspector found no ClientHello it could read, and closes such connections.
+    Refused,
+}
+
 /// Reads until the inspectors have decided (or the peer stops sending).
 async fn inspect<S: AsyncRead + Unpin>(
     listener: &ListenerConfig,
     stream: &mut S,
     seen: &mut BytesMut,
     facts: &mut ConnectionFacts,
-) {
+) -> Inspected {
+    let tls = listener.tls_inspection;
     let mut tls_pending = listener.tls_inspector;
     let mut http_pending = listener.http_inspector;
     while tls_pending || http_pending {
@@ -609,9 +622,12 @@ async fn inspect<S: AsyncRead + Unpin>(
             Ok(_) => {}
         }
         if tls_pending {
-            match parse_client_hello(seen) {
-                Tls::NeedMore => {}
-                Tls::NotTls => tls_pending = false,
+            // The inspector reads at most `max_hello` bytes for a ClientHello.
+            let within = &seen[..seen.len().min(tls.max_hello)];
+            match parse_client_hello(within) {
+                Tls::NeedMore if within.len() < tls.max_hello => {}
+                Tls::NeedMore | Tls::NotTls if tls.close_on_error => return Inspected::Refused,
+                Tls::NeedMore | Tls::NotTls => tls_pending = false,
                 Tls::Hello(h) => {
                     tls_pending = false;
                     http_pending = false;
@@ -634,6 +650,7 @@ async fn inspect<S: AsyncRead + Unpin>(
             }
         }
     }
+    Inspected::Done
 }
 
 /// Serves HTTP on a connection until it ends or is drained: HTTP/1.1 requests without a body

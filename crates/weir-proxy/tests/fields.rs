@@ -251,6 +251,38 @@ fn every_listener_field_is_honoured_or_refused() {
 }
 
 #[test]
+fn every_tls_inspector_field_is_honoured_or_refused() {
+    let mut base = tcp_listener();
+    base["listener_filters"] = json!([{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}]);
+    let root = "envoy.config.listener.v3.Listener";
+    let mut problems = probe(
+        root,
+        &base,
+        &["listener_filters"],
+        &["name", "typed_config"],
+        &listener,
+    );
+    let inspector = [
+        "max_client_hello_size",
+        "close_connection_on_client_hello_parsing_errors",
+        // Changing nothing in Weir: only access logs (refused) read the fingerprints, and the
+        // size of the first read changes how the ClientHello is read, not what is seen.
+        "enable_ja3_fingerprinting",
+        "enable_ja4_fingerprinting",
+        "initial_read_buffer_size",
+    ];
+    problems.extend(probe(
+        root,
+        &base,
+        &["listener_filters", "typed_config", "@"],
+        &inspector,
+        &listener,
+    ));
+    check(problems);
+}
+
+#[test]
 fn every_cluster_field_is_honoured_or_refused() {
     let accepted = [
         "name",

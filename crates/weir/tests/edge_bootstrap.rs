@@ -907,3 +907,83 @@ fn keepalive_is_disabled_and_load_shed_points_shed_as_their_triggers_say() {
         100
     );
 }
+
+/// The first flight of a real TLS client (rustls) for `edge.test`: its ClientHello.
+fn client_hello() -> Vec<u8> {
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let mut client =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "edge.test".try_into().unwrap()).unwrap();
+    let mut hello = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+/// Sends `bytes` to `at` and reads as many back: `None` if the proxy closed the connection
+/// first.
+fn echoed(at: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(at).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(bytes).ok()?;
+    let mut back = vec![0u8; bytes.len()];
+    conn.read_exact(&mut back).ok()?;
+    Some(back)
+}
+
+#[test]
+fn the_tls_inspector_closes_what_it_cannot_read_when_told_and_reads_no_more_than_its_limit() {
+    let backend = tcp_echo();
+    let inspector = |config: &str| {
+        format!(
+            "    listener_filters:\n    - name: envoy.filters.listener.tls_inspector\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector\n{config}"
+        )
+    };
+    let (lenient, strict, small) = (listener(), listener(), listener());
+    let text = format!(
+        "static_resources:\n  listeners:\n{}{}{}{}",
+        tcp_listener("lenient", lenient, &inspector("")),
+        tcp_listener(
+            "strict",
+            strict,
+            &inspector("        close_connection_on_client_hello_parsing_errors: true\n")
+        ),
+        tcp_listener(
+            "small",
+            small,
+            &inspector(
+                "        close_connection_on_client_hello_parsing_errors: true\n        max_client_hello_size: 64\n"
+            )
+        ),
+        backend_cluster(backend),
+    );
+    let _proxy = proxy_on("tls-inspector", lenient, &text);
+    let hello = client_hello();
+    assert!(hello.len() > 64, "a ClientHello of {} bytes", hello.len());
+    // Plain text is proxied as plain text by default; closed when the inspector is told to.
+    assert_eq!(echoed(lenient, b"ping").as_deref(), Some(&b"ping"[..]));
+    assert_eq!(echoed(strict, b"ping"), None);
+    // A ClientHello is read whole within Envoy's 16 KiB, and the connection goes on…
+    assert_eq!(echoed(strict, &hello).as_deref(), Some(&hello[..]));
+    // …but not within 64 bytes: not a ClientHello the inspector could read, so closed.
+    assert_eq!(echoed(small, &hello), None);
+    // Over Envoy's maximum: refused with Envoy's words.
+    let listener_at = listener();
+    let too_large = format!(
+        "static_resources:\n  listeners:\n{}{}",
+        tcp_listener(
+            "large",
+            listener_at,
+            &inspector("        max_client_hello_size: 16385\n")
+        ),
+        backend_cluster(backend),
+    );
+    let refused = support::refused_bootstrap("tls-inspector-large", &too_large);
+    assert!(
+        refused.contains("max_client_hello_size of 16385 is greater than maximum of 16384."),
+        "{refused}"
+    );
+}

@@ -31,6 +31,20 @@ pub struct Admin {
     pub agent: Arc<Agent>,
     /// The listeners.
     pub listeners: Arc<Listeners>,
+    /// How its connections stand under the global connection limit.
+    pub connections: AdminConnections,
+}
+
+/// How the admin endpoint's connections stand under the global connection limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AdminConnections {
+    /// Not counted: Weir's own admin endpoint (`--admin`, `weir run`).
+    #[default]
+    Uncounted,
+    /// Counted, never refused: a bootstrap's admin with `ignore_global_conn_limit`.
+    Counted,
+    /// Counted and refused over the limit, as Envoy's admin listener by default.
+    Limited,
 }
 
 fn text(status: StatusCode, kind: &str, body_text: String) -> Response<Body> {
@@ -440,6 +454,26 @@ pub async fn serve(admin: Admin, socket: TcpListener) {
         };
         let admin = admin.clone();
         tokio::spawn(async move {
+            // A place under the global connection limit, held while the connection lasts.
+            let state = admin.state.clone();
+            let ignore = match admin.connections {
+                AdminConnections::Uncounted => None,
+                AdminConnections::Counted => Some(true),
+                AdminConnections::Limited => Some(false),
+            };
+            let admitted = ignore.map(|ignore| {
+                state
+                    .connection_limits
+                    .admit_global(ignore, &state.counters.downstream_cx_active)
+            });
+            if let Some(Err(_)) = admitted {
+                state
+                    .counters
+                    .downstream_global_cx_overflow
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("admin connection refused: over the global connection limit");
+                return;
+            }
             let service = service_fn(move |req| {
                 let resp = admin.respond(&req);
                 async move { Ok::<_, std::convert::Infallible>(resp) }

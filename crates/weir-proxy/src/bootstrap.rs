@@ -20,6 +20,9 @@ pub struct BootstrapConfig {
     pub node: Node,
     /// The admin address.
     pub admin: Option<SocketAddr>,
+    /// How the admin endpoint's connections stand under the global connection limit: counted,
+    /// and refused over it unless `ignore_global_conn_limit`.
+    pub admin_connections: crate::admin::AdminConnections,
     /// Static listeners.
     pub listeners: Vec<ListenerConfig>,
     /// Static clusters.
@@ -236,6 +239,11 @@ pub fn compile(b: &Bootstrap) -> Result<BootstrapConfig, String> {
     Ok(BootstrapConfig {
         node: b.node.clone().unwrap_or_default(),
         admin,
+        admin_connections: match &b.admin {
+            None => crate::admin::AdminConnections::Uncounted,
+            Some(a) if a.ignore_global_conn_limit => crate::admin::AdminConnections::Counted,
+            Some(_) => crate::admin::AdminConnections::Limited,
+        },
         listeners,
         clusters,
         ads,

@@ -80,25 +80,7 @@ impl ConnectionLimits {
         ignore_global: bool,
         active: &'a AtomicU64,
     ) -> Result<Admitted<'a>, Refusal> {
-        match self.global.filter(|_| !ignore_global) {
-            Some(limit) => {
-                if active
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                        (n < limit).then_some(n + 1)
-                    })
-                    .is_err()
-                {
-                    return Err(Refusal::Global);
-                }
-            }
-            None => {
-                active.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let mut admitted = Admitted {
-            active,
-            listener: None,
-        };
+        let mut admitted = self.admit_global(ignore_global, active)?;
         // Most proxies set no listener limit: then no name is hashed for every connection.
         if !self.listeners.is_empty()
             && let Some(count) = self.listeners.get(name)
@@ -117,6 +99,34 @@ impl ConnectionLimits {
             admitted.listener = Some(count.clone());
         }
         Ok(admitted)
+    }
+
+    /// Admits a connection under the global limit alone (the admin endpoint's, which has no
+    /// listener limit), counting it in `active`.
+    pub fn admit_global<'a>(
+        &self,
+        ignore_global: bool,
+        active: &'a AtomicU64,
+    ) -> Result<Admitted<'a>, Refusal> {
+        match self.global.filter(|_| !ignore_global) {
+            Some(limit) => {
+                if active
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < limit).then_some(n + 1)
+                    })
+                    .is_err()
+                {
+                    return Err(Refusal::Global);
+                }
+            }
+            None => {
+                active.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(Admitted {
+            active,
+            listener: None,
+        })
     }
 }
 

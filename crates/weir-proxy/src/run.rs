@@ -21,6 +21,8 @@ pub struct ProxyOptions {
     pub node: Node,
     /// Admin address (Envoy's default `127.0.0.1:15000`; port 0 picks one).
     pub admin: Option<SocketAddr>,
+    /// How the admin endpoint's connections stand under the global connection limit.
+    pub admin_connections: admin::AdminConnections,
     /// Forward-proxy address (`HTTP_PROXY`), if any.
     pub http_proxy: Option<SocketAddr>,
     /// Where listeners bind.
@@ -110,6 +112,7 @@ impl RunningProxy {
                 state: state.clone(),
                 agent: agent.clone(),
                 listeners: listeners.clone(),
+                connections: options.admin_connections,
             };
             admin_stop = Some(serve_admin_apart(admin, socket).map_err(|e| StartError::Admin(address, e))?);
         }

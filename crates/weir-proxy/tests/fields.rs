@@ -1066,10 +1066,8 @@ fn every_bootstrap_field_is_honoured_or_refused() {
         &manager,
         &bootstrap,
     ));
-    // Changing nothing in Weir: it has no CPU profiler, and its admin endpoint is served apart
-    // from the data path and never counted under the global connection limit (as if
-    // `ignore_global_conn_limit` were always set).
-    let admin = ["address", "profile_path", "ignore_global_conn_limit"];
+    // `profile_path` changes nothing in Weir: it has no CPU profiler.
+    let admin = ["address", "ignore_global_conn_limit", "profile_path"];
     problems.extend(probe(root, &base, &["admin"], &admin, &bootstrap));
     let mut overloaded = base.clone();
     overloaded["overload_manager"] = json!({

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use weir_proxy::admin::AdminConnections;
 use weir_proxy::run::{ProxyOptions, RunningProxy};
 use weir_proxy::serve::BindPolicy;
 use weir_proxy::stats::Identity;
@@ -232,6 +233,12 @@ pub fn run(args: &Args) -> ExitCode {
                 .admin
                 .or_else(|| bootstrap.as_ref().and_then(|b| b.admin))
                 .or(Some(SocketAddr::from(([127, 0, 0, 1], 15000)))),
+            // The bootstrap's admin endpoint is under the global connection limit as Envoy's is;
+            // one given with --admin is Weir's own, and not counted.
+            admin_connections: match (&args.admin, &bootstrap) {
+                (None, Some(b)) => b.admin_connections,
+                _ => AdminConnections::Uncounted,
+            },
             http_proxy: args.http_proxy,
             bind: if args.local {
                 BindPolicy::Local {

@@ -987,3 +987,93 @@ fn the_tls_inspector_closes_what_it_cannot_read_when_told_and_reads_no_more_than
         "{refused}"
     );
 }
+
+/// Whether the admin endpoint at `admin` answers `/ready` on a new connection (false: the proxy
+/// closed the connection without answering).
+fn admin_answers(admin: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(admin) else {
+        return false;
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if conn
+        .write_all(b"GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn a_bootstraps_admin_endpoint_is_under_the_global_limit_unless_it_ignores_it() {
+    let backend = tcp_echo();
+    // A proxy whose bootstrap names its admin endpoint (no --admin), with room for two
+    // downstream connections in all.
+    let start = |label: &str, admin_extra: &str| {
+        let (data, admin) = (listener(), listener());
+        let text = format!(
+            r#"admin:
+  address: {{socket_address: {{{}}}}}
+{admin_extra}static_resources:
+  listeners:
+{}{}overload_manager:
+  resource_monitors:
+  - name: envoy.resource_monitors.global_downstream_max_connections
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
+      max_active_downstream_connections: 2
+"#,
+            socket_address(admin),
+            tcp_listener("data", data, ""),
+            backend_cluster(backend),
+        );
+        let file = support::folder(label).join("envoy.yaml");
+        std::fs::write(&file, text).unwrap();
+        let proxy = Proc::weir(label, &["proxy", "--bootstrap", file.to_str().unwrap()]);
+        support::eventually("the admin endpoint answers", Duration::from_secs(20), &mut || {
+            admin_answers(admin)
+        });
+        (proxy, data, admin)
+    };
+    // A place through the data listener, once the admin connection before it has given its
+    // own back.
+    let hold = |data: SocketAddr| {
+        let mut conn = None;
+        support::eventually("a place under the limit", Duration::from_secs(5), &mut || {
+            conn = tcp_through(data);
+            conn.is_some()
+        });
+        conn.unwrap()
+    };
+    let (_limited, data, admin) = start("admin-limited", "");
+    let held = [hold(data), hold(data)];
+    // Both places are taken: Envoy's admin listener is refused like any other.
+    assert!(
+        !admin_answers(admin),
+        "the admin endpoint answered over the limit"
+    );
+    drop(held);
+    support::eventually(
+        "the admin endpoint answers once places are free",
+        Duration::from_secs(5),
+        &mut || admin_answers(admin),
+    );
+    let client = Client::new();
+    assert!(counter(&client, admin, "listener.downstream_global_cx_overflow") >= 1);
+
+    let (_exempt, data, admin) = start("admin-exempt", "  ignore_global_conn_limit: true\n");
+    let _held = [hold(data), hold(data)];
+    assert!(
+        admin_answers(admin),
+        "ignore_global_conn_limit: answered at the limit"
+    );
+    // It still counts: the two data connections and the one reading the gauge.
+    support::eventually(
+        "the admin connection counted",
+        Duration::from_secs(5),
+        &mut || counter(&client, admin, "listener.downstream_cx_active") == 3,
+    );
+}

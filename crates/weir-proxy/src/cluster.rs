@@ -9,6 +9,10 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options, http_protocol_options::explicit_http_config,
 };
 
+use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
+    ClusterConfig as DfpClusterConfig, cluster_config as dfp_cluster_config,
+};
+
 use crate::convert::{decode_any, opt_duration};
 use crate::endpoints::{EndpointSet, compile_assignment};
 
@@ -66,6 +70,34 @@ pub enum Family {
     V6,
     /// IPv4 first.
     V4Preferred,
+}
+
+impl Family {
+    /// The addresses of the family, in its order of preference (AUTO prefers IPv6,
+    /// V4_PREFERRED IPv4), otherwise in the resolver's order.
+    pub fn order(self, mut addrs: Vec<std::net::SocketAddr>) -> Vec<std::net::SocketAddr> {
+        match self {
+            Family::V4 => addrs.retain(std::net::SocketAddr::is_ipv4),
+            Family::V6 => addrs.retain(std::net::SocketAddr::is_ipv6),
+            Family::Auto => addrs.sort_by_key(std::net::SocketAddr::is_ipv4),
+            Family::V4Preferred => addrs.sort_by_key(std::net::SocketAddr::is_ipv6),
+        }
+        addrs
+    }
+
+    /// Envoy's `dns_lookup_family` (ALL, every address at once, is not supported).
+    fn from_envoy(value: i32) -> Result<Self, String> {
+        match cluster::DnsLookupFamily::try_from(value) {
+            Ok(cluster::DnsLookupFamily::Auto) => Ok(Family::Auto),
+            Ok(cluster::DnsLookupFamily::V4Only) => Ok(Family::V4),
+            Ok(cluster::DnsLookupFamily::V6Only) => Ok(Family::V6),
+            Ok(cluster::DnsLookupFamily::V4Preferred) => Ok(Family::V4Preferred),
+            Ok(cluster::DnsLookupFamily::All) => {
+                Err("dns_lookup_family ALL (every address at once) is not supported".into())
+            }
+            Err(_) => Err(format!("dns_lookup_family {value} is unknown")),
+        }
+    }
 }
 
 /// Load-balancing policy.
@@ -256,18 +288,7 @@ fn compile(c: &Cluster) -> Result<ClusterConfig, String> {
         .map(crate::outlier::OutlierConfig::compile)
         .transpose()?;
     let keepalive = keepalive(c)?;
-    let family = match cluster::DnsLookupFamily::try_from(c.dns_lookup_family) {
-        Ok(cluster::DnsLookupFamily::Auto) => Family::Auto,
-        Ok(cluster::DnsLookupFamily::V4Only) => Family::V4,
-        Ok(cluster::DnsLookupFamily::V6Only) => Family::V6,
-        Ok(cluster::DnsLookupFamily::V4Preferred) => Family::V4Preferred,
-        Ok(cluster::DnsLookupFamily::All) | Err(_) => {
-            return Err(format!(
-                "dns_lookup_family {} is not supported",
-                c.dns_lookup_family
-            ));
-        }
-    };
+    let family = Family::from_envoy(c.dns_lookup_family)?;
     let discovery = discovery(c, family)?;
     let lb = lb_policy(c, &discovery)?;
     let connect_timeout =
@@ -385,6 +406,59 @@ pub(crate) fn transport_socket(
     }
 }
 
+/// A dynamic forward proxy cluster's settings: the address family of its DNS cache. Weir keeps
+/// no cache: a host is resolved for each new connection, so what bounds a cached answer's age
+/// (`dns_refresh_rate`, `dns_min_refresh_rate`, `host_ttl`) holds by construction, and the
+/// cache's `name` names nothing else; what asks for more is refused by name.
+#[allow(deprecated)]
+fn dynamic_forward_proxy_family(c: &DfpClusterConfig) -> Result<Family, String> {
+    use dfp_cluster_config::ClusterImplementationSpecifier as Specifier;
+    if c.allow_coalesced_connections {
+        return Err("dynamic_forward_proxy: allow_coalesced_connections is not supported".into());
+    }
+    // `allow_insecure_cluster_options` only permits turning off auto_sni and
+    // auto_san_validation, which Weir refuses anyway.
+    let cache = match &c.cluster_implementation_specifier {
+        Some(Specifier::DnsCacheConfig(cache)) => cache,
+        Some(Specifier::SubClustersConfig(_)) => {
+            return Err("dynamic_forward_proxy: sub_clusters_config is not supported".into());
+        }
+        None => return Err("dynamic_forward_proxy: a dns_cache_config is required".into()),
+    };
+    let unsupported = [
+        (cache.max_hosts.is_some(), "max_hosts"),
+        (
+            cache.disable_dns_refresh_on_failure,
+            "disable_dns_refresh_on_failure",
+        ),
+        (
+            cache.dns_failure_refresh_rate.is_some(),
+            "dns_failure_refresh_rate",
+        ),
+        (
+            cache.dns_cache_circuit_breaker.is_some(),
+            "dns_cache_circuit_breaker",
+        ),
+        (cache.use_tcp_for_dns_lookups, "use_tcp_for_dns_lookups"),
+        (cache.dns_resolution_config.is_some(), "dns_resolution_config"),
+        (
+            cache.typed_dns_resolver_config.is_some(),
+            "typed_dns_resolver_config",
+        ),
+        (!cache.preresolve_hostnames.is_empty(), "preresolve_hostnames"),
+        (cache.dns_query_timeout.is_some(), "dns_query_timeout"),
+        (cache.key_value_config.is_some(), "key_value_config"),
+        (cache.resolved_address_filter.is_some(), "resolved_address_filter"),
+    ];
+    if let Some((_, field)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(format!(
+            "dynamic_forward_proxy: dns_cache_config.{field} is not supported"
+        ));
+    }
+    Family::from_envoy(cache.dns_lookup_family)
+        .map_err(|e| format!("dynamic_forward_proxy: dns_cache_config.{e}"))
+}
+
 #[allow(deprecated)]
 fn discovery(c: &Cluster, family: Family) -> Result<Discovery, String> {
     use cluster::{ClusterDiscoveryType as T, DiscoveryType as D};
@@ -393,6 +467,15 @@ fn discovery(c: &Cluster, family: Family) -> Result<Discovery, String> {
         None => D::Static,
         Some(T::ClusterType(custom)) => {
             if custom.name == "envoy.clusters.dynamic_forward_proxy" {
+                let family = match &custom.typed_config {
+                    // As in Envoy, the DNS cache's family, not the cluster's.
+                    Some(any) => dynamic_forward_proxy_family(&decode_any(
+                        any,
+                        "envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
+                        &custom.name,
+                    )?)?,
+                    None => family,
+                };
                 return Ok(Discovery::DynamicForwardProxy { family });
             }
             return Err(format!("cluster type {:?} is not supported", custom.name));
@@ -697,7 +780,62 @@ impl Health {
 mod tests {
     use super::*;
     use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, KeepaliveSettings};
+    use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig;
     use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+
+    fn dynamic_forward_proxy(cache: DnsCacheConfig) -> Result<Discovery, ClusterError> {
+        use prost::Message;
+        let config = DfpClusterConfig {
+            cluster_implementation_specifier: Some(
+                dfp_cluster_config::ClusterImplementationSpecifier::DnsCacheConfig(cache),
+            ),
+            ..Default::default()
+        };
+        let c = Cluster {
+            name: "dfp".into(),
+            lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+            // Not what a dynamic forward proxy resolves with: its cache says.
+            dns_lookup_family: cluster::DnsLookupFamily::V4Only as i32,
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::ClusterType(
+                cluster::CustomClusterType {
+                    name: "envoy.clusters.dynamic_forward_proxy".into(),
+                    typed_config: Some(envoy_types::pb::google::protobuf::Any {
+                        type_url: "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig".into(),
+                        value: config.encode_to_vec(),
+                    }),
+                },
+            )),
+            ..Default::default()
+        };
+        ClusterConfig::compile(&c).map(|c| c.discovery)
+    }
+
+    #[test]
+    fn a_dynamic_forward_proxy_resolves_in_the_family_of_its_dns_cache() {
+        let cache = |family: cluster::DnsLookupFamily| DnsCacheConfig {
+            name: "cache".into(),
+            dns_lookup_family: family as i32,
+            ..Default::default()
+        };
+        assert!(matches!(
+            dynamic_forward_proxy(cache(cluster::DnsLookupFamily::V6Only)),
+            Ok(Discovery::DynamicForwardProxy { family: Family::V6 })
+        ));
+        let e = dynamic_forward_proxy(DnsCacheConfig {
+            max_hosts: Some(UInt32Value { value: 10 }),
+            ..cache(cluster::DnsLookupFamily::Auto)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("dns_cache_config.max_hosts is not supported"), "{e}");
+        let e = dynamic_forward_proxy(cache(cluster::DnsLookupFamily::All))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dns_cache_config.dns_lookup_family ALL (every address at once) is not supported"),
+            "{e}"
+        );
+    }
 
     fn with_options(common: HttpCommon, h2: Http2ProtocolOptions) -> Cluster {
         let options = HttpProtocolOptions {

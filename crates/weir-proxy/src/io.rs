@@ -140,11 +140,13 @@ async fn tcp_connect(addr: SocketAddr, source: Option<SocketAddr>) -> io::Result
     socket.connect(addr).await
 }
 
-/// Connects to a target within `timeout` (from `source`, if given).
+/// Connects to a target within `timeout` (from `source`, if given); a name is resolved to the
+/// addresses of `family`, tried in its order.
 pub async fn connect(
     target: &Target,
     timeout: Duration,
     source: Option<SocketAddr>,
+    family: crate::cluster::Family,
 ) -> Result<Io, ConnectError> {
     let attempt = async {
         match target {
@@ -160,9 +162,17 @@ pub async fn connect(
                 .map(Io::Unix)
                 .map_err(|e| ConnectError::Io(target.to_string(), e)),
             Target::Name(host, port) => {
-                let addrs = resolve(host, *port)
-                    .await
-                    .map_err(|e| ConnectError::Resolve(host.clone(), e))?;
+                let addrs = family.order(
+                    resolve(host, *port)
+                        .await
+                        .map_err(|e| ConnectError::Resolve(host.clone(), e))?,
+                );
+                if addrs.is_empty() {
+                    return Err(ConnectError::Resolve(
+                        host.clone(),
+                        format!("no address of the family wanted ({family:?})"),
+                    ));
+                }
                 let mut last = None;
                 for addr in addrs {
                     match tcp_connect(addr, source).await {
@@ -225,11 +235,14 @@ pub struct ConnectSettings {
     pub tls: Option<crate::tls::UpstreamTls>,
     /// TCP keepalive.
     pub keepalive: Option<Keepalive>,
+    /// The address family, and order, of the addresses a name is resolved to when connecting
+    /// (a dynamic forward proxy's, whose hosts are names).
+    pub family: crate::cluster::Family,
 }
 
 /// Connects and, when the settings say so, sets keepalive and originates TLS.
 pub async fn connect_with(target: &Target, settings: &ConnectSettings) -> Result<Io, ConnectError> {
-    let io = connect(target, settings.timeout, settings.source).await?;
+    let io = connect(target, settings.timeout, settings.source, settings.family).await?;
     if let (Some(k), Io::Tcp(s)) = (&settings.keepalive, &io)
         && let Err(e) = k.apply(s)
     {
@@ -305,6 +318,28 @@ impl AsyncWrite for Io {
             Io::Tcp(s) => s.is_write_vectored(),
             Io::Unix(s) => s.is_write_vectored(),
             Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Family;
+
+    #[tokio::test]
+    async fn a_name_is_reached_only_through_addresses_of_the_family_wanted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // `localhost` has an IPv4 address here (and maybe an IPv6 one, where nothing listens).
+        let target = Target::Name("localhost".into(), port);
+        let connect = |family| connect(&target, Duration::from_secs(5), None, family);
+        assert!(connect(Family::V4).await.is_ok());
+        assert!(connect(Family::V4Preferred).await.is_ok());
+        match connect(Family::V6).await {
+            Err(ConnectError::Resolve(..) | ConnectError::Io(..)) => {}
+            Err(other) => panic!("IPv6 only: {other}"),
+            Ok(_) => panic!("IPv6 only, yet connected to the IPv4 listener"),
         }
     }
 }

@@ -118,6 +118,10 @@ impl ClusterRuntime {
                 source: config.source_address,
                 tls: config.tls.clone(),
                 keepalive: config.keepalive,
+                family: match &config.discovery {
+                    Discovery::Dns { family, .. } | Discovery::DynamicForwardProxy { family } => *family,
+                    _ => crate::cluster::Family::Auto,
+                },
             },
             crate::breaker::Breakers::new(config.limits),
             config.http,
@@ -342,26 +346,6 @@ async fn outlier_intervals(cluster: Weak<ClusterRuntime>, interval: Duration) {
     }
 }
 
-fn family_allows(family: Family, addr: &std::net::SocketAddr) -> bool {
-    match family {
-        Family::V4 => addr.is_ipv4(),
-        Family::V6 => addr.is_ipv6(),
-        Family::Auto | Family::V4Preferred => true,
-    }
-}
-
-/// Orders by family preference (AUTO prefers IPv6, V4_PREFERRED IPv4), keeping the resolver's
-/// order otherwise.
-fn by_preference(family: Family, mut addrs: Vec<std::net::SocketAddr>) -> Vec<std::net::SocketAddr> {
-    addrs.retain(|a| family_allows(family, a));
-    match family {
-        Family::Auto => addrs.sort_by_key(|a| a.is_ipv4()),
-        Family::V4Preferred => addrs.sort_by_key(|a| a.is_ipv6()),
-        _ => {}
-    }
-    addrs
-}
-
 /// When a DNS cluster resolves again.
 #[derive(Clone, Copy, Debug)]
 struct DnsTiming {
@@ -411,7 +395,7 @@ async fn refresh_dns(
                             Ok(r) => {
                                 let ttl = r.valid_until.saturating_duration_since(std::time::Instant::now());
                                 shortest_ttl = Some(shortest_ttl.map_or(ttl, |s| s.min(ttl)));
-                                by_preference(family, r.addrs)
+                                family.order(r.addrs)
                             }
                             Err(err) => {
                                 tracing::warn!(host = %host, error = %err, "DNS resolution failed; keeping the previous addresses");

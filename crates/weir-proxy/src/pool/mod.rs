@@ -692,6 +692,7 @@ pub(super) mod tests {
             source: None,
             tls: None,
             keepalive: None,
+            family: crate::cluster::Family::Auto,
         };
         Arc::new(Pool::new(
             settings,

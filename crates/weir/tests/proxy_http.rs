@@ -548,3 +548,22 @@ fn a_changed_listener_drains_its_kept_alive_connections_after_the_request_in_fli
     fresh.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(exchange(&mut fresh, "drain.test:18090", ""), (200, false));
 }
+
+#[test]
+fn a_dynamic_dns_service_entry_reaches_its_host_by_name_through_the_forward_proxy() {
+    let (_e, backend) = echo("dynamic-dns");
+    let port = backend.port();
+    let se = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: by-name}}\nspec:\n  hosts: [\"*.localhost\"]\n  location: MESH_EXTERNAL\n  ports:\n  - {{number: {port}, name: http, protocol: HTTP}}\n  resolution: DYNAMIC_DNS\n"
+    );
+    let mesh = Mesh::start("dynamic-dns", &[("se.yaml", &se)], &[]);
+    // Names under `localhost.` resolve to the loopback addresses (RFC 6761), on any machine.
+    let r = mesh.get(&format!("http://app.localhost:{port}/by-name"), &[]);
+    assert_eq!((r.status, r.server()), (200, Some("dynamic-dns")), "{r:?}");
+    // Through the dynamic forward proxy cluster, not the passthrough one.
+    let dump = mesh.admin("/config_dump").body;
+    assert!(dump.contains("envoy.clusters.dynamic_forward_proxy"), "{dump}");
+    let stats = mesh.admin("/stats").body;
+    let sent = format!("cluster.outbound|{port}||*.localhost.upstream_rq_total: 1");
+    assert!(stats.contains(&sent), "{stats}");
+}

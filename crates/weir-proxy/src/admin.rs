@@ -47,6 +47,17 @@ pub enum AdminConnections {
     Limited,
 }
 
+impl AdminConnections {
+    /// Whether its connections are counted and, if so, whether they ignore the global limit.
+    fn counted(self) -> Option<bool> {
+        match self {
+            AdminConnections::Uncounted => None,
+            AdminConnections::Counted => Some(true),
+            AdminConnections::Limited => Some(false),
+        }
+    }
+}
+
 fn text(status: StatusCode, kind: &str, body_text: String) -> Response<Body> {
     let mut resp = Response::new(body::full(body_text));
     *resp.status_mut() = status;
@@ -456,12 +467,7 @@ pub async fn serve(admin: Admin, socket: TcpListener) {
         tokio::spawn(async move {
             // A place under the global connection limit, held while the connection lasts.
             let state = admin.state.clone();
-            let ignore = match admin.connections {
-                AdminConnections::Uncounted => None,
-                AdminConnections::Counted => Some(true),
-                AdminConnections::Limited => Some(false),
-            };
-            let admitted = ignore.map(|ignore| {
+            let admitted = admin.connections.counted().map(|ignore| {
                 state
                     .connection_limits
                     .admit_global(ignore, &state.counters.downstream_cx_active)

@@ -1455,15 +1455,19 @@ fn an_injected_abort_answers_with_the_response_body_the_fault_filter_names() {
 fn the_router_adds_its_x_envoy_headers_unless_told_to_suppress_them() {
     let (_e, backend) = echo("suppress");
     let client = Client::new();
+    // A bootstrap on `listener` whose router filter has the extra `router` lines.
+    let bootstrap = |label: &str, listener: SocketAddr, router: &str| {
+        const ROUTER: &str =
+            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n";
+        static_bootstrap(label, &socket_address(listener), backend, "", "")
+            .replace(ROUTER, &format!("{ROUTER}{router}"))
+    };
     let proxy = |label: &str, router: &str| {
         let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let text = static_bootstrap(label, &socket_address(listener), backend, "", "").replace(
-            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
-            &format!(
-                "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n{router}"
-            ),
-        );
-        (proxy_on(label, listener, &text), listener)
+        (
+            proxy_on(label, listener, &bootstrap(label, listener, router)),
+            listener,
+        )
     };
     // The route has a 5 s timeout: the upstream is told so, and the client how long it took.
     let (_plain, plain) = proxy("router-plain", "");
@@ -1486,9 +1490,10 @@ fn the_router_adds_its_x_envoy_headers_unless_told_to_suppress_them() {
     );
     // What the router cannot do is refused by name.
     let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let strict = static_bootstrap("strict", &socket_address(listener), backend, "", "").replace(
-        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
-        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n              strict_check_headers: [x-envoy-max-retries]\n",
+    let strict = bootstrap(
+        "strict",
+        listener,
+        "              strict_check_headers: [x-envoy-max-retries]\n",
     );
     let refused = refused_bootstrap("router-strict", &strict);
     assert!(
